@@ -1,0 +1,196 @@
+//! `DbActor`: every database operation, as a message, on its own arbiter.
+//!
+//! Handlers return a `ResponseFuture`, so queries run concurrently up to the pool's size;
+//! the actor's own thread only starts them. An admission limit caps the queries waiting
+//! for a connection, so a burst answers 503 instead of queueing without bound.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use actix::prelude::*;
+
+use super::supervise::{respond, Probe};
+use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
+use crate::db::DbPool;
+use crate::error::AppError;
+
+/// Owns the pool; restarted by its `Supervisor` after a panic.
+pub struct DbActor {
+    pool: DbPool,
+    in_flight: Rc<Cell<usize>>,
+    max_in_flight: usize,
+}
+
+impl DbActor {
+    /// An actor over `pool` admitting at most `max_in_flight` queries at once.
+    pub fn new(pool: DbPool, max_in_flight: usize) -> Self {
+        Self {
+            pool,
+            in_flight: Rc::new(Cell::new(0)),
+            max_in_flight,
+        }
+    }
+
+    /// Runs `query` with the pool if there is room, counting it while it runs.
+    fn run<T, Fut>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        query: impl FnOnce(DbPool) -> Fut,
+    ) -> ResponseFuture<Result<T, AppError>>
+    where
+        T: 'static,
+        Fut: std::future::Future<Output = Result<T, AppError>> + 'static,
+    {
+        respond(self, ctx, |this| {
+            let admitted = this.in_flight.get() < this.max_in_flight;
+            let slot = admitted.then(|| InFlight::enter(&this.in_flight));
+            let fut = admitted.then(|| query(this.pool.clone()));
+            async move {
+                let (Some(_slot), Some(fut)) = (slot, fut) else {
+                    return Err(AppError::Overloaded(
+                        "too many database requests waiting".into(),
+                    ));
+                };
+                fut.await
+            }
+        })
+    }
+}
+
+/// Counts one admitted query until it is dropped (finished or cancelled).
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn enter(counter: &Rc<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl Actor for DbActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Supervised for DbActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        log::warn!("DbActor restarting");
+        self.in_flight = Rc::new(Cell::new(0));
+    }
+}
+
+/// Inserts a user.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, AppError>")]
+pub struct CreateUser(pub NewUser);
+
+/// Reads one user by id.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, AppError>")]
+pub struct GetUser(pub i64);
+
+/// Reads a page of users in id order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<UserPage, AppError>")]
+pub struct ListUsers {
+    /// At most this many users.
+    pub limit: i64,
+    /// Only ids above this one.
+    pub after: i64,
+}
+
+/// Changes some fields of one user.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<User, AppError>")]
+pub struct UpdateUser {
+    /// The user to change.
+    pub id: i64,
+    /// What to change.
+    pub changes: UserChanges,
+}
+
+/// Deletes one user.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct DeleteUser(pub i64);
+
+/// Checks that the database answers a query.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct CheckDatabase;
+
+impl Handler<CreateUser> for DbActor {
+    type Result = ResponseFuture<Result<User, AppError>>;
+    fn handle(&mut self, msg: CreateUser, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move { users::create(&pool, msg.0).await })
+    }
+}
+
+impl Handler<GetUser> for DbActor {
+    type Result = ResponseFuture<Result<User, AppError>>;
+    fn handle(&mut self, msg: GetUser, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move { users::get(&pool, msg.0).await })
+    }
+}
+
+impl Handler<ListUsers> for DbActor {
+    type Result = ResponseFuture<Result<UserPage, AppError>>;
+    fn handle(&mut self, msg: ListUsers, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            users::list(&pool, msg.limit, msg.after).await
+        })
+    }
+}
+
+impl Handler<UpdateUser> for DbActor {
+    type Result = ResponseFuture<Result<User, AppError>>;
+    fn handle(&mut self, msg: UpdateUser, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            users::update(&pool, msg.id, msg.changes).await
+        })
+    }
+}
+
+impl Handler<DeleteUser> for DbActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, msg: DeleteUser, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move { users::delete(&pool, msg.0).await })
+    }
+}
+
+impl Handler<CheckDatabase> for DbActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, _msg: CheckDatabase, ctx: &mut Self::Context) -> Self::Result {
+        // Not counted against the admission limit: readiness must be answerable under load.
+        respond(self, ctx, |this| {
+            let pool = this.pool.clone();
+            async move { pool.check().await }
+        })
+    }
+}
+
+impl Handler<Probe> for DbActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Probe, _ctx: &mut Self::Context) {}
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<super::supervise::InjectFault> for DbActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(
+        &mut self,
+        msg: super::supervise::InjectFault,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        super::supervise::inject(self, ctx, msg)
+    }
+}

@@ -1,0 +1,142 @@
+//! The supervision every troupe actor shares, beyond actix's default.
+//!
+//! actix restarts a `Supervised` actor only when it stops itself; a panic in a handler
+//! would kill its mailbox for good, and a panic on a `SyncArbiter` thread kills that thread.
+//! Here a handler's work runs under `catch_unwind`: the panicking request gets
+//! `AppError::Internal`, the actor is stopped so that actix restarts it with fresh state
+//! (`Supervisor` for async actors, the factory for `SyncArbiter` threads), and the next
+//! message is served. A panic inside a handler's future fails that request only.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use futures::FutureExt;
+
+use crate::error::AppError;
+
+/// Asks whether an actor is serving; it answers at once from its mailbox.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Probe;
+
+/// Test-only faults, to prove the supervision above (compiled with `fault-injection` only,
+/// which release builds never enable).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub enum InjectFault {
+    /// Panic in the handler itself.
+    Panic,
+    /// Panic inside the future the handler returns.
+    PanicInFuture,
+    /// Block the actor's thread, as a wedged actor would.
+    Block(Duration),
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+fn panicked(actor: &str, payload: &(dyn std::any::Any + Send)) -> AppError {
+    log::error!("panic in {actor}: {}", panic_text(payload));
+    AppError::Internal(format!("panic in {actor}"))
+}
+
+/// Runs an async actor's handler body: `work` builds the future under `catch_unwind`, and
+/// the future itself is polled under `catch_unwind`.
+pub fn respond<A, T, Fut>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    work: impl FnOnce(&mut A) -> Fut,
+) -> ResponseFuture<Result<T, AppError>>
+where
+    A: Actor<Context = Context<A>>,
+    Fut: Future<Output = Result<T, AppError>> + 'static,
+    T: 'static,
+{
+    let name = std::any::type_name::<A>();
+    match catch_unwind(AssertUnwindSafe(|| work(actor))) {
+        Ok(fut) => Box::pin(
+            AssertUnwindSafe(fut)
+                .catch_unwind()
+                .map(move |res| match res {
+                    Ok(out) => out,
+                    Err(payload) => Err(panicked(name, &*payload)),
+                }),
+        ),
+        Err(payload) => {
+            let err = panicked(name, &*payload);
+            // The actor's state may be half-changed: let its supervisor restart it.
+            ctx.stop();
+            Box::pin(async move { Err(err) })
+        }
+    }
+}
+
+/// Runs a `SyncArbiter` actor's handler body under `catch_unwind`; on a panic the thread's
+/// actor is stopped and rebuilt by the arbiter's factory, and the thread keeps serving.
+pub fn guard_sync<A, T>(
+    ctx: &mut SyncContext<A>,
+    work: impl FnOnce() -> Result<T, AppError>,
+) -> Result<T, AppError>
+where
+    A: Actor<Context = SyncContext<A>>,
+{
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        ctx.stop();
+        Err(panicked(std::any::type_name::<A>(), &*payload))
+    })
+}
+
+/// Sends `msg` and awaits the answer for at most `timeout`: a full or closed mailbox or a
+/// slow actor becomes 503 `overloaded`, never an unbounded wait.
+pub async fn ask<A, M, T>(addr: &Addr<A>, msg: M, timeout: Duration) -> Result<T, AppError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message<Result = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    addr.send(msg).timeout(timeout).await?
+}
+
+/// Whether an actor answers a [`Probe`] within `timeout`.
+pub async fn is_alive<A>(addr: &Addr<A>, timeout: Duration) -> bool
+where
+    A: Actor + Handler<Probe>,
+    A::Context: ToEnvelope<A, Probe>,
+{
+    addr.connected() && addr.send(Probe).timeout(timeout).await.is_ok()
+}
+
+/// Carries out a test-only fault in an async actor, through [`respond`].
+#[cfg(feature = "fault-injection")]
+pub fn inject<A>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    fault: InjectFault,
+) -> ResponseFuture<Result<(), AppError>>
+where
+    A: Actor<Context = Context<A>>,
+{
+    respond(actor, ctx, move |_| {
+        match fault {
+            InjectFault::Panic => panic!("injected panic"),
+            InjectFault::Block(d) => std::thread::sleep(d),
+            InjectFault::PanicInFuture => {}
+        }
+        async move {
+            if matches!(fault, InjectFault::PanicInFuture) {
+                panic!("injected panic in future");
+            }
+            Ok(())
+        }
+    })
+}

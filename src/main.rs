@@ -1,0 +1,32 @@
+//! troupe's binary: configuration, logging, run.
+
+use std::process::ExitCode;
+
+use troupe::config::Config;
+use troupe::startup::Application;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("troupe: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("troupe: cannot start: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match app.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("troupe: server failed: {err}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `/ping` (seed), `/healthz` (liveness) and `/readyz` (readiness).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::actors::db::CheckDatabase;
+use crate::actors::supervise::{ask, is_alive};
+use crate::actors::Actors;
+
+/// How long `/readyz` waits for each component.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The seed's ping.
+pub async fn ping() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"message":"pong"}"#)
+}
+
+/// Liveness: 200 while the process serves.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness: 200 when the database answers and every actor is alive, else 503; the body
+/// gives each component's state.
+pub async fn readyz(actors: web::Data<Actors>) -> HttpResponse {
+    let db_timeout = PROBE_TIMEOUT.min(actors.db_timeout);
+    let (db_actor, cpu_actor, database) = futures::join!(
+        is_alive(&actors.db, PROBE_TIMEOUT),
+        is_alive(actors.cpu.addr(), PROBE_TIMEOUT),
+        ask(&actors.db, CheckDatabase, db_timeout),
+    );
+    let state = |up: bool| if up { "up" } else { "down" };
+    let database_state = match &database {
+        Ok(()) => json!({"state": "up"}),
+        Err(e) => json!({"state": "down", "code": e.code()}),
+    };
+    let ready = db_actor && cpu_actor && database.is_ok();
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "components": {
+            "database": database_state,
+            "db_actor": {"state": state(db_actor)},
+            "cpu_actor": {"state": state(cpu_actor), "threads": actors.cpu.threads()},
+        },
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", crate::error::RETRY_AFTER_SECS.to_string()))
+            .json(body)
+    }
+}
+
+/// Test-only: makes an actor panic or block (`fault-injection` builds only).
+#[cfg(feature = "fault-injection")]
+pub async fn inject_fault(
+    actors: web::Data<Actors>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, crate::error::AppError> {
+    use crate::actors::supervise::InjectFault;
+    use crate::error::AppError;
+    let (actor, kind) = path.into_inner();
+    let fault = match kind.as_str() {
+        "panic" => InjectFault::Panic,
+        "panic_in_future" => InjectFault::PanicInFuture,
+        "block" => InjectFault::Block(Duration::from_secs(2)),
+        "handler_panic" => panic!("injected panic in an HTTP handler"),
+        _ => return Err(AppError::NotFound("no such fault".into())),
+    };
+    let timeout = Duration::from_secs(5);
+    match actor.as_str() {
+        "db" => ask(&actors.db, fault, timeout).await?,
+        "cpu" => ask(actors.cpu.addr(), fault, timeout).await?,
+        _ => return Err(AppError::NotFound("no such actor".into())),
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

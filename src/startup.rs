@@ -1,0 +1,86 @@
+//! Builds the whole service on a listener: migrate, pool, actors, HTTP server. `main` and
+//! the tests run the very same code; tests bind port 0.
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, Compress};
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::Actors;
+use crate::config::Config;
+use crate::db::{DbPool, StartError};
+use crate::middleware::request_context;
+use crate::routes;
+
+/// A built, bound, not yet awaited troupe.
+pub struct Application {
+    port: u16,
+    server: Server,
+    actors: Actors,
+    pool: DbPool,
+}
+
+impl Application {
+    /// Migrates, connects, starts the actors and binds `config.bind`. Must run inside an
+    /// actix system (`#[actix_web::main]`, `#[actix_web::test]`).
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let pool = DbPool::connect(&config).await?;
+        let actors = Actors::start(&config, pool.clone());
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(e.to_string()))?
+            .port();
+        let data = web::Data::new(actors.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(routes::configure)
+                .wrap(Compress::default())
+                .wrap(from_fn(request_context))
+        })
+        .workers(config.workers)
+        .listen(listener)
+        .map_err(|e| StartError::Io(e.to_string()))?
+        .run();
+        log::info!(
+            "troupe serving on {}:{port} with {} database, {} workers",
+            config.bind.ip(),
+            pool.backend_name(),
+            config.workers
+        );
+        Ok(Self {
+            port,
+            server,
+            actors,
+            pool,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every actor's address.
+    pub fn actors(&self) -> &Actors {
+        &self.actors
+    }
+
+    /// The database pool the actors use.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// A handle that stops the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
