@@ -9,3 +9,9 @@ pub mod error;
 pub mod middleware;
 pub mod routes;
 pub mod startup;
+
+/// Installs rustls' `ring` crypto provider for the process (awc's TLS needs one before any
+/// client is built). Idempotent: later calls, and a provider installed by someone else, are fine.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

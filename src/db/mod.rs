@@ -211,8 +211,9 @@ impl DbPool {
 
 /// Per-connection SQLite settings: WAL for readers beside a writer, a busy timeout instead
 /// of instant `database is locked`, foreign keys enforced.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+/// `busy_timeout` comes first so that the pragmas after it wait for a lock too.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// Why start-up failed; printed as one line by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +231,43 @@ pub enum StartError {
     Io(String),
 }
 
+/// Connects once with tokio-postgres itself, whose error keeps its cause chain
+/// ("error connecting to server: Connection refused"), where diesel-async's keeps only
+/// the first line.
+async fn preflight_postgres(url: &str) -> Result<(), String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| error_chain(&err))?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// An error and its sources, as one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), StartError> {
     let backend = database.backend();
     let fail = move |cause: String| StartError::Database { backend, cause };
+    if let DatabaseUrl::Postgres(url) = database {
+        match tokio::time::timeout(limit, preflight_postgres(url)).await {
+            Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
+            Ok(Err(cause)) => return Err(fail(cause)),
+            Ok(Ok(())) => {}
+        }
+    }
     let database = database.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<usize, String> {
         match database {

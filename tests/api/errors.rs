@@ -1,0 +1,94 @@
+//! Every failure is the JSON error of the contract, whichever layer produced it.
+
+use awc::http::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{read_json, spawn_app, Backend, TestApp};
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(
+        !body["error"]["request_id"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{body}"
+    );
+}
+
+async fn app() -> TestApp {
+    spawn_app(Backend::Sqlite).await.unwrap()
+}
+
+#[actix_web::test]
+async fn unknown_route_is_404_json() {
+    let app = app().await;
+    let (status, _, body) = app.get_json("/no/such/route").await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[actix_web::test]
+async fn wrong_method_is_405_json_with_allow() {
+    let app = app().await;
+    let (status, headers, body) = app.send_json(Method::PUT, "/users", &json!({})).await;
+    assert_error(status, &body, 405, "method_not_allowed");
+    assert!(headers.contains_key("allow"));
+}
+
+#[actix_web::test]
+async fn malformed_json_is_400() {
+    let app = app().await;
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .insert_header(("content-type", "application/json"))
+        .send_body("{\"name\": ")
+        .await
+        .unwrap();
+    let (status, _, body) = read_json(res).await;
+    assert_error(status, &body, 400, "bad_request");
+}
+
+#[actix_web::test]
+async fn well_formed_json_of_the_wrong_shape_is_422() {
+    let app = app().await;
+    for bad in [
+        json!({"name": 5, "email": "a@b.co"}),
+        json!({"name": "A", "email": "a@b.co", "admin": true}),
+    ] {
+        let (status, _, body) = app.send_json(Method::POST, "/users", &bad).await;
+        assert_error(status, &body, 422, "validation_failed");
+    }
+}
+
+#[actix_web::test]
+async fn non_json_content_type_is_415() {
+    let app = app().await;
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .send_body("name=a")
+        .await
+        .unwrap();
+    let (status, _, body) = read_json(res).await;
+    assert_error(status, &body, 415, "unsupported_media_type");
+}
+
+#[actix_web::test]
+async fn oversize_json_body_is_413() {
+    let app = app().await;
+    let big = json!({"name": "x".repeat(100 * 1024), "email": "a@b.co"});
+    let (status, _, body) = app.send_json(Method::POST, "/users", &big).await;
+    assert_error(status, &body, 413, "payload_too_large");
+}
+
+#[actix_web::test]
+async fn malformed_query_and_path_are_400() {
+    let app = app().await;
+    let (status, _, body) = app.get_json("/users?limit=many").await;
+    assert_error(status, &body, 400, "bad_request");
+    let (status, _, body) = app.get_json("/users/not-a-number").await;
+    assert_error(status, &body, 400, "bad_request");
+}

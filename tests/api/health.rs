@@ -1,0 +1,67 @@
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Backend};
+
+#[actix_web::test]
+async fn ping_answers_the_seed_shape() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let (status, headers, body) = app.get_json("/ping").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"message": "pong"}));
+    assert!(headers.contains_key("x-request-id"));
+}
+
+#[actix_web::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let (status, _, body) = app.get_json("/healthz").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+async fn readyz_is_ready_when_everything_is_up(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, _, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    for component in ["database", "db_actor", "cpu_actor"] {
+        assert_eq!(
+            body["components"][component]["state"], "up",
+            "{component}: {body}"
+        );
+    }
+}
+
+crate::both_backends!(readyz_ready => readyz_is_ready_when_everything_is_up);
+
+#[actix_web::test]
+async fn a_sane_client_request_id_is_echoed_and_an_insane_one_replaced() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/ping"))
+        .insert_header(("x-request-id", "abc-123.X"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "abc-123.X");
+
+    let res = app
+        .client
+        .get(app.url("/nope"))
+        .insert_header(("x-request-id", "no spaces <script>"))
+        .send()
+        .await
+        .unwrap();
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(id, "no spaces <script>");
+    let (_, _, body) = crate::helpers::read_json(res).await;
+    assert_eq!(body["error"]["request_id"], id.as_str());
+}

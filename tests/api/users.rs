@@ -1,0 +1,218 @@
+//! The users resource, on both backends.
+
+use awc::http::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+
+async fn create(app: &TestApp, name: &str, email: &str) -> (u16, Value) {
+    let (status, _, body) = app
+        .send_json(
+            Method::POST,
+            "/users",
+            &json!({"name": name, "email": email}),
+        )
+        .await;
+    (status, body)
+}
+
+async fn create_returns_201_location_and_the_user(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, headers, user) = app
+        .send_json(
+            Method::POST,
+            "/users",
+            &json!({"name": "  Ada Lovelace ", "email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let id = user["id"].as_i64().unwrap();
+    assert_eq!(
+        headers.get("location").unwrap(),
+        format!("/users/{id}").as_str()
+    );
+    assert_eq!(user["name"], "Ada Lovelace");
+    assert_eq!(user["email"], "ada@example.com");
+    let created = user["created_at"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{created}"
+    );
+    assert!(created.ends_with('Z'));
+
+    let (status, _, fetched) = app.get_json(&format!("/users/{id}")).await;
+    assert_eq!((status, &fetched), (200, &user));
+}
+
+async fn invalid_fields_are_422_with_each_field_named(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, _, body) = app
+        .send_json(
+            Method::POST,
+            "/users",
+            &json!({"name": "   ", "email": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "email"]);
+
+    let (status, _, body) = app
+        .send_json(
+            Method::POST,
+            "/users",
+            &json!({"name": "x".repeat(201), "email": "a@b.co"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _, body) = app
+        .send_json(Method::POST, "/users", &json!({"email": "a@b.co"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("name"))
+    );
+}
+
+async fn a_taken_email_in_any_case_is_409(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    assert_eq!(create(&app, "A", "same@example.com").await.0, 201);
+    let (status, body) = create(&app, "B", "SAME@Example.COM").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+
+    let (_, other) = create(&app, "C", "other@example.com").await;
+    let (status, _, body) = app
+        .send_json(
+            Method::PATCH,
+            &format!("/users/{}", other["id"]),
+            &json!({"email": "Same@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+}
+
+async fn unknown_ids_are_404(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, _, body) = app.get_json("/users/999999").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _, _) = app
+        .send_json(Method::PATCH, "/users/999999", &json!({"name": "x"}))
+        .await;
+    assert_eq!(status, 404);
+    let res = app
+        .client
+        .delete(app.url("/users/999999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+}
+
+async fn list_pages_by_keyset_in_id_order(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, user) = create(&app, &format!("User {i}"), &format!("u{i}@example.com")).await;
+        assert_eq!(status, 201);
+        ids.push(user["id"].as_i64().unwrap());
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let path = match after {
+            Some(a) => format!("/users?limit=2&after={a}"),
+            None => "/users?limit=2".to_owned(),
+        };
+        let (status, _, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let users = page["users"].as_array().unwrap();
+        assert!(users.len() <= 2);
+        seen.extend(users.iter().map(|u| u["id"].as_i64().unwrap()));
+        match page["next_after"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+
+    let (_, _, all) = app.get_json("/users").await;
+    assert_eq!(all["users"].as_array().unwrap().len(), 5);
+    assert_eq!(all["next_after"], Value::Null);
+
+    for bad in ["/users?limit=0", "/users?limit=1001", "/users?after=-1"] {
+        let (status, _, body) = app.get_json(bad).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+}
+
+async fn patch_changes_only_the_given_fields(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (_, user) = create(&app, "Old", "old@example.com").await;
+    let path = format!("/users/{}", user["id"]);
+    let (status, _, updated) = app
+        .send_json(Method::PATCH, &path, &json!({"name": "New"}))
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["name"], "New");
+    assert_eq!(updated["email"], "old@example.com");
+    assert_eq!(updated["created_at"], user["created_at"]);
+    assert!(updated["updated_at"].as_str() >= user["updated_at"].as_str());
+
+    let (status, _, body) = app.send_json(Method::PATCH, &path, &json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("validation_failed"))
+    );
+    let (status, _, _) = app
+        .send_json(Method::PATCH, &path, &json!({"email": "bad"}))
+        .await;
+    assert_eq!(status, 422);
+}
+
+async fn delete_answers_204_then_404(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (_, user) = create(&app, "Gone", "gone@example.com").await;
+    let path = format!("/users/{}", user["id"]);
+    let res = app.client.delete(app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let (status, _, _) = app.get_json(&path).await;
+    assert_eq!(status, 404);
+    // A deleted email can be taken again.
+    assert_eq!(create(&app, "Again", "gone@example.com").await.0, 201);
+}
+
+crate::both_backends!(
+    create_201 => create_returns_201_location_and_the_user,
+    invalid_422 => invalid_fields_are_422_with_each_field_named,
+    taken_email_409 => a_taken_email_in_any_case_is_409,
+    unknown_404 => unknown_ids_are_404,
+    keyset_pages => list_pages_by_keyset_in_id_order,
+    patch => patch_changes_only_the_given_fields,
+    delete => delete_answers_204_then_404,
+);
