@@ -231,20 +231,32 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 /// The app on `backend` with `vars` set on top of the test defaults.
 pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<TestApp> {
+    let (db, dir) = test_db(backend).await?;
+    Some(start(db, dir, vars).await)
+}
+
+/// A fresh database on `backend` (an SQLite file in a new scratch dir, or a new PostgreSQL
+/// database), with nothing running on it; `None` when PostgreSQL is skipped.
+pub async fn test_db(backend: Backend) -> Option<(TestDb, TempDir)> {
     troupe::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = match backend {
         Backend::Sqlite => TestDb::Sqlite(dir.path().join("troupe.db")),
         Backend::Postgres => TestDb::Postgres(PgTestDb::create().await?),
     };
-    Some(start(db, dir, vars).await)
+    Some((db, dir))
+}
+
+/// The test configuration for `db`, with `vars` on top of the defaults.
+pub fn test_config(db: &TestDb, vars: &[(&str, &str)]) -> Config {
+    let mut all = base_vars(&db.url());
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_vars(all).expect("test config")
 }
 
 /// Starts a server on an existing database and scratch dir (restarts reuse both).
 pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
-    let mut all = base_vars(&db.url());
-    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_vars(all).expect("test config");
+    let config = test_config(&db, vars);
     let app = Application::build(config)
         .await
         .expect("app failed to start");
@@ -279,11 +291,11 @@ macro_rules! both_backends {
     ($($name:ident => $body:ident),* $(,)?) => {
         $(
             mod $name {
-                #[actix_web::test]
+                #[actix::test]
                 async fn sqlite() {
                     super::$body($crate::helpers::Backend::Sqlite).await
                 }
-                #[actix_web::test]
+                #[actix::test]
                 async fn postgres() {
                     super::$body($crate::helpers::Backend::Postgres).await
                 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod backpressure;
+mod db_actor;
 mod errors;
 mod health;
 mod startup;
