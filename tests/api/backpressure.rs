@@ -23,11 +23,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after_within_the_timeout() {
     };
     // An outside transaction holds the table: the pool's 2 connections block on it.
     let pg = app.db.pg();
-    let locker = pg.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = pg.lock_users().await;
 
     let started = Instant::now();
     let requests = (0..6).map(|_| app.get_json("/users"));
@@ -106,11 +102,7 @@ async fn a_client_that_goes_away_leaves_no_open_transaction_behind() {
         return;
     };
     let pg = app.db.pg();
-    let locker = pg.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = pg.lock_users().await;
     // Clients that give up while their writes wait on the lock.
     let impatient = awc::Client::builder()
         .timeout(Duration::from_millis(100))

@@ -65,6 +65,16 @@ impl TestApp {
     }
 }
 
+/// The `x-request-id` a response carries.
+pub fn request_id<S>(res: &awc::ClientResponse<S>) -> String {
+    res.headers()
+        .get("x-request-id")
+        .expect("x-request-id header")
+        .to_str()
+        .expect("ASCII request id")
+        .to_owned()
+}
+
 /// Reads a response's status, headers and JSON body (`Null` when empty or not JSON).
 pub async fn read_json<S>(
     mut res: awc::ClientResponse<S>,
@@ -159,6 +169,17 @@ impl PgTestDb {
             .await
             .expect("connect to admin database");
         client.batch_execute(sql).await.expect("admin SQL failed");
+    }
+
+    /// Takes an exclusive lock on `users` in an open transaction of the test's own, so that
+    /// the app's queries on it wait; `ROLLBACK` on the returned client lets them go.
+    pub async fn lock_users(&self) -> tokio_postgres::Client {
+        let locker = self.client().await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock users");
+        locker
     }
 
     /// A connection of the test's own to this database.
