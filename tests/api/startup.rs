@@ -1,7 +1,8 @@
 //! The binary itself: bad settings and an unreachable database stop it with one clear line;
 //! with nothing set it serves on an SQLite file under ./data/.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,7 @@ fn an_unreachable_database_stops_start_up_naming_the_cause() {
 }
 
 #[test]
-fn with_nothing_set_it_serves_on_an_sqlite_file_under_data() {
+fn with_nothing_set_it_serves_on_an_sqlite_file_under_data_and_logs_each_request() {
     let dir = tempfile::tempdir().unwrap();
     // Port 0 only so that the test never collides with a troupe already on 8080.
     let mut child = troupe()
@@ -55,20 +56,49 @@ fn with_nothing_set_it_serves_on_an_sqlite_file_under_data() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Lines arrive through a channel so that a missing one fails the test instead of
+    // blocking on a server that is still running.
+    let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut serving = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if line.contains("serving on") {
-            serving = Some(line);
-            break;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        assert!(Instant::now() < deadline, "no 'serving on' line");
-    }
+    });
+    let next_line_with = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        None
+    };
+    let serving = next_line_with("serving on");
+    let access = serving.as_deref().and_then(|line| {
+        let port = line.split("127.0.0.1:").nth(1)?.split(' ').next()?;
+        let mut conn = TcpStream::connect(format!("127.0.0.1:{port}")).ok()?;
+        conn.write_all(
+            b"GET /ping HTTP/1.1\r\nHost: x\r\nx-request-id: probe-42\r\nConnection: close\r\n\r\n",
+        )
+        .ok()?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).ok()?;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("x-request-id: probe-42"), "{answer}");
+        next_line_with("request_id=probe-42")
+    });
     let _ = child.kill();
     let _ = child.wait();
-    let line = serving.expect("the server never said it was serving");
-    assert!(line.contains("sqlite"), "{line}");
+    let serving = serving.expect("the server never said it was serving");
+    assert!(serving.contains("sqlite"), "{serving}");
     assert!(dir.path().join("data/troupe.db").exists());
+    // The access log line: method, path, status, latency and the request id.
+    let access = access.expect("no access-log line for the request");
+    assert!(access.contains("GET /ping 200 "), "{access}");
+    assert!(access.contains("ms request_id=probe-42"), "{access}");
 }
