@@ -55,6 +55,8 @@ pub struct Config {
     pub db_timeout: Duration,
     /// `TROUPE_CPU_THREADS`, default: the number of cores.
     pub cpu_threads: usize,
+    /// `TROUPE_UPSTREAMS` and the `TROUPE_UPSTREAM_*` bounds.
+    pub upstream: UpstreamConfig,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
                 1,
                 256,
             )?,
+            upstream: UpstreamConfig::from_vars(get)?,
         })
     }
 }
@@ -124,6 +127,138 @@ where
             problem: format!("expected an integer from {min} to {max}, got {raw:?}"),
         }),
     }
+}
+
+/// One upstream source: a name requests choose it by, and the URL troupe calls.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamSource {
+    /// Matches `[a-z0-9][a-z0-9_-]*`; the only part of a source clients ever see.
+    pub name: String,
+    /// An absolute `http://` or `https://` URL without credentials.
+    pub url: String,
+}
+
+impl std::fmt::Debug for UpstreamSource {
+    /// The name only: a URL's query may carry an API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSource")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fan-out settings (`/aggregate`, `/parallel`).
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `TROUPE_UPSTREAMS="name=url,…"`, in the configured order; default none.
+    pub sources: Vec<UpstreamSource>,
+    /// `TROUPE_UPSTREAM_TIMEOUT_MS`, default 5000: one call to one source, from connect to
+    /// the body's last byte.
+    pub timeout: Duration,
+    /// `TROUPE_UPSTREAM_DEADLINE_MS`, default 10000: the whole fan-out of one request,
+    /// retries included.
+    pub deadline: Duration,
+    /// `TROUPE_UPSTREAM_MAX_BYTES`, default 2 MiB: the largest body taken from a source.
+    pub max_bytes: usize,
+    /// `TROUPE_UPSTREAM_BREAKER_FAILURES`, default 5: consecutive failures that open a
+    /// source's circuit breaker.
+    pub breaker_failures: u32,
+    /// `TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS`, default 5000: how long an open breaker fails
+    /// calls at once before it lets one trial call through.
+    pub breaker_cooldown: Duration,
+}
+
+impl UpstreamConfig {
+    fn from_vars<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, ConfigError> {
+        let ms = |var: &'static str, default: u64, max: u64| {
+            parse_int(get(var), var, default, 1, max).map(Duration::from_millis)
+        };
+        Ok(Self {
+            sources: parse_upstreams(get("TROUPE_UPSTREAMS"))?,
+            timeout: ms("TROUPE_UPSTREAM_TIMEOUT_MS", 5_000, 600_000)?,
+            deadline: ms("TROUPE_UPSTREAM_DEADLINE_MS", 10_000, 600_000)?,
+            max_bytes: parse_int(
+                get("TROUPE_UPSTREAM_MAX_BYTES"),
+                "TROUPE_UPSTREAM_MAX_BYTES",
+                2 * 1024 * 1024,
+                1,
+                256 * 1024 * 1024,
+            )?,
+            breaker_failures: parse_int(
+                get("TROUPE_UPSTREAM_BREAKER_FAILURES"),
+                "TROUPE_UPSTREAM_BREAKER_FAILURES",
+                5,
+                1,
+                1000,
+            )?,
+            breaker_cooldown: ms("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", 5_000, 3_600_000)?,
+        })
+    }
+}
+
+/// Parses `TROUPE_UPSTREAMS`: items split on `,`, each split on its first `=` (URLs hold
+/// `=` in their queries, never `,` unescaped). Errors name the entry by position and name,
+/// never by URL, which may carry a key.
+pub fn parse_upstreams(value: Option<&str>) -> Result<Vec<UpstreamSource>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let mut sources: Vec<UpstreamSource> = Vec::new();
+    for (i, item) in value.split(',').enumerate() {
+        let bad = |problem: String| ConfigError {
+            var: "TROUPE_UPSTREAMS",
+            problem: format!("entry {}: {problem}", i + 1),
+        };
+        let item = item.trim();
+        let Some((name, url)) = item.split_once('=') else {
+            return Err(bad("expected name=url".into()));
+        };
+        let (name, url) = (name.trim(), url.trim());
+        if !is_source_name(name) {
+            return Err(bad(format!("name {name:?} must match [a-z0-9][a-z0-9_-]*")));
+        }
+        if sources.iter().any(|s| s.name == name) {
+            return Err(bad(format!("name {name:?} is used twice")));
+        }
+        check_upstream_url(url).map_err(|problem| bad(format!("{name:?}: {problem}")))?;
+        sources.push(UpstreamSource {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        });
+    }
+    Ok(sources)
+}
+
+/// Whether `name` matches `[a-z0-9][a-z0-9_-]*` (and is at most 64 characters).
+pub fn is_source_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    first_ok
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn check_upstream_url(url: &str) -> Result<(), String> {
+    let uri: actix_web::http::Uri = url
+        .parse()
+        .map_err(|_| "the URL is not a valid absolute URL".to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("the URL must start with http:// or https://".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("the URL has no host".into());
+    };
+    if authority.as_str().contains('@') {
+        // awc would not send them, and they would sit in logs and config dumps.
+        return Err("credentials in the URL are not supported".into());
+    }
+    if authority.host().is_empty() {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
 }
 
 fn parse_database(value: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
@@ -188,6 +323,68 @@ mod tests {
             Config::from_vars(vars(&[("DATABASE_URL", "mysql://u:secret@h/db")])).unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
         assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn upstreams_split_on_commas_then_on_the_first_equals_sign() {
+        let config = Config::from_vars(vars(&[(
+            "TROUPE_UPSTREAMS",
+            "a=http://127.0.0.1:9101/a?delay_ms=20&x=1, b-2=https://example.com/b?k=v=w",
+        )]))
+        .unwrap();
+        let sources = &config.upstream.sources;
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[0].name, "a");
+        assert_eq!(sources[0].url, "http://127.0.0.1:9101/a?delay_ms=20&x=1");
+        assert_eq!(sources[1].name, "b-2");
+        assert_eq!(sources[1].url, "https://example.com/b?k=v=w");
+    }
+
+    #[test]
+    fn no_upstreams_and_documented_defaults_when_unset() {
+        let up = Config::from_vars(vars(&[])).unwrap().upstream;
+        assert!(up.sources.is_empty());
+        assert_eq!(up.timeout, Duration::from_millis(5000));
+        assert_eq!(up.deadline, Duration::from_millis(10_000));
+        assert_eq!(up.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(up.breaker_failures, 5);
+        assert_eq!(up.breaker_cooldown, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn bad_upstream_entries_name_the_entry_not_the_url() {
+        for (value, expect) in [
+            ("a", "entry 1: expected name=url"),
+            ("a=http://h/,A=http://h/", "entry 2: name \"A\""),
+            ("a=http://h/,a=http://h/", "used twice"),
+            ("-a=http://h/", "must match"),
+            ("a=ftp://h/x", "http:// or https://"),
+            ("a=/relative", "http:// or https://"),
+            ("a=http://user:secret@h/", "credentials"),
+            ("a=http://h/,", "entry 2"),
+            ("a=not a url", "not a valid"),
+        ] {
+            let err = Config::from_vars(vars(&[("TROUPE_UPSTREAMS", value)])).unwrap_err();
+            assert_eq!(err.var, "TROUPE_UPSTREAMS", "{value}");
+            let text = err.to_string();
+            assert!(text.contains(expect), "{value}: {text}");
+            assert!(!text.contains("secret"), "{text}");
+            assert_eq!(text.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn upstream_bounds_are_validated() {
+        for var in [
+            "TROUPE_UPSTREAM_TIMEOUT_MS",
+            "TROUPE_UPSTREAM_DEADLINE_MS",
+            "TROUPE_UPSTREAM_MAX_BYTES",
+            "TROUPE_UPSTREAM_BREAKER_FAILURES",
+            "TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS",
+        ] {
+            let err = Config::from_vars(vars(&[(var, "0")])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
     }
 
     #[test]

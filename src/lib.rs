@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 pub mod db;
 pub mod error;
+pub mod fetch;
 pub mod middleware;
 pub mod routes;
 pub mod startup;

@@ -7,6 +7,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Compress};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::fetch::FetchActor;
 use crate::actors::Actors;
 use crate::config::Config;
 use crate::db::{DbPool, StartError};
@@ -35,8 +36,11 @@ impl Application {
             .port();
         let data = web::Data::new(actors.clone());
         let server = HttpServer::new(move || {
+            // Runs on each worker's thread: its FetchActor (and awc client) lives there.
+            let fetch = web::Data::new(FetchActor::start_here(data.upstreams.clone()));
             App::new()
                 .app_data(data.clone())
+                .app_data(fetch)
                 .configure(routes::configure)
                 .wrap(Compress::default())
                 .wrap(from_fn(request_context))

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 
-use super::supervise::{respond, Probe};
+use super::supervise::{respond, InFlight, Probe};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::DbPool;
 use crate::error::AppError;
@@ -54,22 +54,6 @@ impl DbActor {
                 fut.await
             }
         })
-    }
-}
-
-/// Counts one admitted query until it is dropped (finished or cancelled).
-struct InFlight(Rc<Cell<usize>>);
-
-impl InFlight {
-    fn enter(counter: &Rc<Cell<usize>>) -> Self {
-        counter.set(counter.get() + 1);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 

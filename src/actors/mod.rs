@@ -2,14 +2,17 @@
 
 pub mod cpu;
 pub mod db;
+pub mod fetch;
 pub mod supervise;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::config::Config;
 use crate::db::DbPool;
+use crate::fetch::Upstreams;
 use cpu::CpuPool;
 use db::DbActor;
 
@@ -22,6 +25,9 @@ pub struct Actors {
     pub cpu: CpuPool,
     /// How long a handler waits for the database actor's answer.
     pub db_timeout: Duration,
+    /// The upstream sources with their breakers and statistics, shared by every worker's
+    /// `FetchActor` (each worker starts its own: awc clients cannot cross threads).
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl Actors {
@@ -39,6 +45,7 @@ impl Actors {
             db,
             cpu: CpuPool::start(config.cpu_threads, Duration::from_secs(60)),
             db_timeout,
+            upstreams: Arc::new(Upstreams::new(&config.upstream)),
         }
     }
 }

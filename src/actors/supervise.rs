@@ -7,8 +7,10 @@
 //! (`Supervisor` for async actors, the factory for `SyncArbiter` threads), and the next
 //! message is served. A panic inside a handler's future fails that request only.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
@@ -105,6 +107,24 @@ where
     T: Send + 'static,
 {
     addr.send(msg).timeout(timeout).await?
+}
+
+/// Counts one admitted request in an actor's in-flight counter until it is dropped
+/// (finished or cancelled): the admission limit of async actors.
+pub struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    /// Counts one more request in `counter`.
+    pub fn enter(counter: &Rc<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// Whether an actor answers a [`Probe`] within `timeout`.

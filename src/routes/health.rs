@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::actors::db::CheckDatabase;
+use crate::actors::fetch::FetchActor;
 use crate::actors::supervise::{ask, is_alive};
 use crate::actors::Actors;
 
@@ -26,11 +28,14 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: 200 when the database answers and every actor is alive, else 503; the body
 /// gives each component's state.
-pub async fn readyz(actors: web::Data<Actors>) -> HttpResponse {
+/// Upstream sources are listed (breaker, latency) but never make it 503: readiness is about
+/// this service, and an upstream's failures are answered per source.
+pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>>) -> HttpResponse {
     let db_timeout = PROBE_TIMEOUT.min(actors.db_timeout);
-    let (db_actor, cpu_actor, database) = futures::join!(
+    let (db_actor, cpu_actor, fetch_actor, database) = futures::join!(
         is_alive(&actors.db, PROBE_TIMEOUT),
         is_alive(actors.cpu.addr(), PROBE_TIMEOUT),
+        is_alive(&fetch, PROBE_TIMEOUT),
         ask(&actors.db, CheckDatabase, db_timeout),
     );
     let state = |up: bool| if up { "up" } else { "down" };
@@ -38,13 +43,31 @@ pub async fn readyz(actors: web::Data<Actors>) -> HttpResponse {
         Ok(()) => json!({"state": "up"}),
         Err(e) => json!({"state": "down", "code": e.code()}),
     };
-    let ready = db_actor && cpu_actor && database.is_ok();
+    let ready = db_actor && cpu_actor && fetch_actor && database.is_ok();
+    let upstreams: serde_json::Map<_, _> = actors
+        .upstreams
+        .status()
+        .into_iter()
+        .map(|s| {
+            let detail = json!({
+                "breaker": s.breaker.as_str(),
+                "consecutive_failures": s.consecutive_failures,
+                "calls": s.stats.calls,
+                "failures": s.stats.failures,
+                "last_error": s.stats.last_error,
+                "latency_ms": {"p50": s.stats.p50_ms, "p99": s.stats.p99_ms, "window": s.stats.window},
+            });
+            (s.name, detail)
+        })
+        .collect();
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "components": {
             "database": database_state,
             "db_actor": {"state": state(db_actor)},
             "cpu_actor": {"state": state(cpu_actor), "threads": actors.cpu.threads()},
+            "fetch_actor": {"state": state(fetch_actor)},
+            "upstreams": upstreams,
         },
     });
     if ready {

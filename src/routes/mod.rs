@@ -1,5 +1,6 @@
 //! Every route troupe serves, listed in one place, and the extractor settings they share.
 
+pub mod fetch;
 pub mod health;
 pub mod users;
 
@@ -29,7 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(users::get))
                 .route(web::patch().to(users::update))
                 .route(web::delete().to(users::delete)),
-        );
+        )
+        .route("/aggregate", web::get().to(fetch::aggregate))
+        .route("/parallel", web::get().to(fetch::parallel));
     #[cfg(feature = "fault-injection")]
     cfg.route(
         "/_test/fault/{actor}/{kind}",

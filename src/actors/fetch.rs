@@ -1,0 +1,182 @@
+//! `FetchActor`: calls upstream sources for `/aggregate` and `/parallel`.
+//!
+//! One actor per HTTP worker, started on that worker's thread: awc clients are `!Send`, so
+//! each thread needs its own, and a handler's message then never leaves its thread. The
+//! actors share the sources' breakers and statistics ([`Upstreams`], behind an `Arc`).
+//! Handlers return a `ResponseFuture`, so many fan-outs run at once on one actor; an
+//! admission limit answers 503 past `MAX_IN_FLIGHT`.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::future::{select, Either};
+use tokio::sync::oneshot;
+
+use super::supervise::{respond, InFlight, Probe};
+use crate::error::AppError;
+use crate::fetch::call::{all_or_nothing, build_client, gather};
+use crate::fetch::{SourceFailure, SourceId, SourceResult, Upstreams};
+
+/// Fan-outs one actor runs at once; past this, requests answer 503 `overloaded`.
+pub const MAX_IN_FLIGHT: usize = 2048;
+
+/// Owns one thread's awc client (kept across requests, so connections are reused) and a
+/// share of the sources' state; restarted by its `Supervisor` after a panic.
+pub struct FetchActor {
+    client: awc::Client,
+    upstreams: Arc<Upstreams>,
+    in_flight: Rc<Cell<usize>>,
+}
+
+impl FetchActor {
+    /// An actor with a new client; call it on the thread the actor will run on.
+    pub fn new(upstreams: Arc<Upstreams>) -> Self {
+        Self {
+            client: build_client(&upstreams.limits),
+            upstreams,
+            in_flight: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Starts a supervised actor on the current thread's arbiter (an HTTP worker's, in the
+    /// server; the test's, in tests).
+    pub fn start_here(upstreams: Arc<Upstreams>) -> Addr<Self> {
+        Supervisor::start(move |_| Self::new(upstreams))
+    }
+
+    /// Runs `work` with the client if there is room, until it ends or the requester goes away.
+    fn run<T, Fut>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cancel: Cancellation,
+        work: impl FnOnce(awc::Client, Arc<Upstreams>) -> Fut,
+    ) -> ResponseFuture<Result<T, AppError>>
+    where
+        T: 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        respond(self, ctx, |this| {
+            let admitted = this.in_flight.get() < MAX_IN_FLIGHT;
+            let slot = admitted.then(|| InFlight::enter(&this.in_flight));
+            let fut = admitted.then(|| work(this.client.clone(), this.upstreams.clone()));
+            async move {
+                let (Some(_slot), Some(fut)) = (slot, fut) else {
+                    return Err(AppError::Overloaded("too many upstream fan-outs".into()));
+                };
+                // actix polls a handler's future to its end even when the requester has gone;
+                // the cancellation is how a dropped request drops its upstream calls.
+                match select(Box::pin(fut), cancel.0).await {
+                    Either::Left((out, _)) => Ok(out),
+                    Either::Right(_) => Err(AppError::Upstream("the request was cancelled".into())),
+                }
+            }
+        })
+    }
+}
+
+impl Actor for FetchActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Supervised for FetchActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        log::warn!("FetchActor restarting");
+        // Fan-outs still running keep their own slot guards on the old counter.
+        self.in_flight = Rc::new(Cell::new(0));
+    }
+}
+
+/// Held by the requester while it waits for a fan-out; dropping it (the client went away,
+/// the handler was dropped) cancels the fan-out's calls.
+#[derive(Debug)]
+pub struct CancelOnDrop {
+    _sender: oneshot::Sender<()>,
+}
+
+/// The actor's side of a [`CancelOnDrop`]: ends when that is dropped.
+#[derive(Debug)]
+pub struct Cancellation(oneshot::Receiver<()>);
+
+/// A linked pair: the requester keeps the first, the message carries the second.
+pub fn cancellation() -> (CancelOnDrop, Cancellation) {
+    let (tx, rx) = oneshot::channel();
+    (CancelOnDrop { _sender: tx }, Cancellation(rx))
+}
+
+/// Calls the chosen sources at once and keeps every outcome (`/aggregate`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<SourceResult>, AppError>")]
+pub struct GatherSources {
+    /// The sources, in the order of the results.
+    pub sources: Vec<SourceId>,
+    /// When every call must have ended.
+    pub deadline: Instant,
+    /// Ends the calls when the requester goes away.
+    pub cancel: Cancellation,
+}
+
+/// Calls the chosen sources at once; the first failure cancels the rest (`/parallel`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Result<Vec<Bytes>, SourceFailure>, AppError>")]
+pub struct CallAllSources {
+    /// The sources, in the order of the bodies.
+    pub sources: Vec<SourceId>,
+    /// When every call must have ended.
+    pub deadline: Instant,
+    /// Ends the calls when the requester goes away.
+    pub cancel: Cancellation,
+}
+
+impl Handler<GatherSources> for FetchActor {
+    type Result = ResponseFuture<Result<Vec<SourceResult>, AppError>>;
+    fn handle(&mut self, msg: GatherSources, ctx: &mut Self::Context) -> Self::Result {
+        let GatherSources {
+            sources,
+            deadline,
+            cancel,
+        } = msg;
+        self.run(ctx, cancel, move |client, upstreams| async move {
+            gather(&client, &upstreams, &sources, deadline).await
+        })
+    }
+}
+
+impl Handler<CallAllSources> for FetchActor {
+    type Result = ResponseFuture<Result<Result<Vec<Bytes>, SourceFailure>, AppError>>;
+    fn handle(&mut self, msg: CallAllSources, ctx: &mut Self::Context) -> Self::Result {
+        let CallAllSources {
+            sources,
+            deadline,
+            cancel,
+        } = msg;
+        self.run(ctx, cancel, move |client, upstreams| async move {
+            all_or_nothing(&client, &upstreams, &sources, deadline).await
+        })
+    }
+}
+
+impl Handler<Probe> for FetchActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Probe, _ctx: &mut Self::Context) {}
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<super::supervise::InjectFault> for FetchActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(
+        &mut self,
+        msg: super::supervise::InjectFault,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        super::supervise::inject(self, ctx, msg)
+    }
+}

@@ -1,0 +1,151 @@
+//! `/aggregate` (gather) and `/parallel` (all or nothing): the handlers choose the sources
+//! and shape the answer; the worker's `FetchActor` makes the calls.
+
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::http::header;
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::actors::fetch::{cancellation, CallAllSources, FetchActor, GatherSources};
+use crate::actors::supervise::ask;
+use crate::actors::Actors;
+use crate::error::AppError;
+use crate::fetch::merge::{aggregate_body, error_json, results_body};
+use crate::fetch::{FetchErrorKind, SourceId};
+use crate::middleware::RequestId;
+
+/// Set on every 200 from `/aggregate`: `false` when some sources failed (see `_errors`).
+pub const COMPLETE_HEADER: &str = "x-aggregate-complete";
+
+/// How much longer than the fan-out's own deadline a handler waits for the actor.
+const ACTOR_MARGIN: Duration = Duration::from_millis(1000);
+
+/// `?sources=a,b`: which configured sources to call (default: all).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesQuery {
+    sources: Option<String>,
+}
+
+/// `GET /aggregate`: every source runs to its end; 200 `{name: json}` with
+/// `x-aggregate-complete: false` and `_errors` when some failed; 502 (504 when all timed
+/// out) when every one failed.
+pub async fn aggregate(
+    req: HttpRequest,
+    actors: web::Data<Actors>,
+    fetch: web::Data<Addr<FetchActor>>,
+    query: web::Query<SourcesQuery>,
+) -> Result<HttpResponse, AppError> {
+    let sources = choose(&actors, &query)?;
+    let (deadline, wait) = deadline(&actors);
+    // Dropped with this handler: a client that goes away cancels the calls.
+    let (_cancel_on_drop, cancel) = cancellation();
+    let msg = GatherSources {
+        sources,
+        deadline,
+        cancel,
+    };
+    let results = ask(&fetch, msg, wait).await?;
+    let failures: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.result.as_ref().err().map(|e| (r.id, e)))
+        .collect();
+    if !results.is_empty() && failures.len() == results.len() {
+        let all_timed_out = failures
+            .iter()
+            .all(|(_, e)| e.kind() == FetchErrorKind::Timeout);
+        let errors = failures
+            .iter()
+            .map(|(id, e)| (actors.upstreams.name(*id).to_owned(), error_json(e)))
+            .collect();
+        let message = "every source failed".to_owned();
+        return Ok(upstream_failure(&req, all_timed_out, message, errors, None));
+    }
+    let complete = if failures.is_empty() { "true" } else { "false" };
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ContentType::json())
+        .insert_header((COMPLETE_HEADER, complete))
+        .body(aggregate_body(&actors.upstreams, &results)))
+}
+
+/// `GET /parallel`: 200 `{"results": [json, ...]}` when every source answered; the first
+/// failure cancels the other calls and answers 502 (504 for a timeout) naming the source.
+pub async fn parallel(
+    req: HttpRequest,
+    actors: web::Data<Actors>,
+    fetch: web::Data<Addr<FetchActor>>,
+    query: web::Query<SourcesQuery>,
+) -> Result<HttpResponse, AppError> {
+    let sources = choose(&actors, &query)?;
+    let (deadline, wait) = deadline(&actors);
+    let (_cancel_on_drop, cancel) = cancellation();
+    let msg = CallAllSources {
+        sources,
+        deadline,
+        cancel,
+    };
+    match ask(&fetch, msg, wait).await? {
+        Ok(bodies) => Ok(HttpResponse::Ok()
+            .insert_header(header::ContentType::json())
+            .body(results_body(&bodies))),
+        Err(failure) => {
+            let name = actors.upstreams.name(failure.id);
+            let timed_out = failure.error.kind() == FetchErrorKind::Timeout;
+            let message = format!("source {name:?} failed: {}", failure.error.message);
+            let errors = [(name.to_owned(), error_json(&failure.error))]
+                .into_iter()
+                .collect();
+            Ok(upstream_failure(
+                &req,
+                timed_out,
+                message,
+                errors,
+                Some(name),
+            ))
+        }
+    }
+}
+
+fn choose(actors: &Actors, query: &SourcesQuery) -> Result<Vec<SourceId>, AppError> {
+    actors
+        .upstreams
+        .select(query.sources.as_deref())
+        .map_err(|field| AppError::Validation(vec![field]))
+}
+
+/// The fan-out's deadline, and how long to wait for the actor's answer.
+fn deadline(actors: &Actors) -> (Instant, Duration) {
+    let limit = actors.upstreams.limits.deadline;
+    (Instant::now() + limit, limit + ACTOR_MARGIN)
+}
+
+/// API.md's error body (502 `upstream_error`, or 504 `upstream_timeout`) with each failed
+/// source's own error under `sources`, and the one that ended a `/parallel` under `source`.
+fn upstream_failure(
+    req: &HttpRequest,
+    timed_out: bool,
+    message: String,
+    sources: serde_json::Map<String, serde_json::Value>,
+    source: Option<&str>,
+) -> HttpResponse {
+    let err = if timed_out {
+        AppError::UpstreamTimeout(message)
+    } else {
+        AppError::Upstream(message)
+    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.0.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
+    let mut body = err.body(&request_id);
+    if let Some(name) = source {
+        body["error"]["source"] = name.into();
+    }
+    body["error"]["sources"] = serde_json::Value::Object(sources);
+    HttpResponse::build(err.status())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
