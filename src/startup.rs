@@ -46,6 +46,10 @@ impl Application {
                 .wrap(from_fn(request_context))
         })
         .workers(config.workers)
+        // A client that closes its side is gone: the connection is dropped with its handler
+        // future, which cancels that handler's work (upstream calls, queries). Allowing
+        // half-closed connections would keep such handlers running to their end.
+        .h1_allow_half_closed(false)
         .listen(listener)
         .map_err(|e| StartError::Io(e.to_string()))?
         .run();

@@ -224,6 +224,10 @@ fn send_error(err: SendRequestError) -> FetchError {
         SendRequestError::Connect(ConnectError::Resolver(_) | ConnectError::NoRecords) => {
             unreachable("could not resolve the host".into())
         }
+        // What awc reports when the peer closes the connection without answering.
+        SendRequestError::Connect(ConnectError::Disconnected) => {
+            unreachable("the connection closed before an answer came".into())
+        }
         SendRequestError::Connect(ConnectError::SslIsNotSupported) => FetchError::new(
             FetchErrorKind::Unreachable,
             "https is not available in this build",

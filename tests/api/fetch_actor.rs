@@ -1,0 +1,146 @@
+//! `FetchActor` in isolation: started under a `Supervisor` on the test's own arbiter,
+//! messages sent directly, both result layers asserted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe::actors::fetch::{cancellation, CallAllSources, FetchActor, GatherSources};
+use troupe::actors::supervise::{ask, InjectFault};
+use troupe::config::{UpstreamConfig, UpstreamSource};
+use troupe::error::AppError;
+use troupe::fetch::{SourceId, Upstreams};
+
+use crate::upstream_stub::Stub;
+
+fn upstreams(sources: &[(&str, String)]) -> Arc<Upstreams> {
+    Arc::new(Upstreams::new(&UpstreamConfig {
+        sources: sources
+            .iter()
+            .map(|(name, url)| UpstreamSource {
+                name: name.to_string(),
+                url: url.clone(),
+            })
+            .collect(),
+        timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(5),
+        max_bytes: 1024,
+        breaker_failures: 5,
+        breaker_cooldown: Duration::from_secs(5),
+    }))
+}
+
+fn ids(n: usize) -> Vec<SourceId> {
+    (0..n).map(SourceId).collect()
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[actix::test]
+async fn gather_keeps_every_outcome_in_order() {
+    troupe::install_crypto_provider();
+    let stub = Stub::start();
+    let up = upstreams(&[
+        ("a", stub.url("tag=a")),
+        ("bad", stub.url("status=404")),
+        ("big", stub.url("big=5000")),
+    ]);
+    let addr = FetchActor::start_here(up.clone());
+
+    let (_guard, cancel) = cancellation();
+    let msg = GatherSources {
+        sources: ids(3),
+        deadline: Instant::now() + Duration::from_secs(5),
+        cancel,
+    };
+    let results = ask(&addr, msg, WAIT).await.unwrap();
+
+    assert_eq!(results.len(), 3);
+    let body: serde_json::Value =
+        serde_json::from_slice(results[0].result.as_ref().unwrap()).unwrap();
+    assert_eq!(body["tag"], "a");
+    assert_eq!(
+        results[1].result.as_ref().unwrap_err().code,
+        "upstream_status"
+    );
+    assert_eq!(
+        results[2].result.as_ref().unwrap_err().code,
+        "upstream_too_large"
+    );
+    assert_eq!(up.status()[1].stats.failures, 1);
+}
+
+#[actix::test]
+async fn call_all_returns_the_first_failure_and_drops_the_rest() {
+    troupe::install_crypto_provider();
+    let stub = Stub::start();
+    let up = upstreams(&[
+        ("slow", stub.url("delay=3000&tag=slow")),
+        ("bad", stub.url("delay=100&status=404")),
+    ]);
+    let addr = FetchActor::start_here(up);
+
+    let (_guard, cancel) = cancellation();
+    let msg = CallAllSources {
+        sources: ids(2),
+        deadline: Instant::now() + Duration::from_secs(5),
+        cancel,
+    };
+    let started = Instant::now();
+    let failure = ask(&addr, msg, WAIT).await.unwrap().unwrap_err();
+
+    assert_eq!(failure.id, SourceId(1));
+    assert_eq!(failure.error.code, "upstream_status");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(stub
+        .wait_dropped("tag=slow", Duration::from_secs(2))
+        .await
+        .is_some());
+}
+
+#[actix::test]
+async fn dropping_the_requesters_guard_cancels_the_calls() {
+    troupe::install_crypto_provider();
+    let stub = Stub::start();
+    let up = upstreams(&[("slow", stub.url("delay=4000&tag=slow"))]);
+    let addr = FetchActor::start_here(up.clone());
+
+    let (guard, cancel) = cancellation();
+    let msg = GatherSources {
+        sources: ids(1),
+        deadline: Instant::now() + Duration::from_secs(5),
+        cancel,
+    };
+    let pending = addr.send(msg);
+    // Let the call reach the upstream, then give up as a disconnecting client would.
+    let _ = actix_rt::time::timeout(Duration::from_millis(300), pending).await;
+    drop(guard);
+
+    let after = stub
+        .wait_dropped("tag=slow", Duration::from_secs(2))
+        .await
+        .expect("the upstream call was not dropped");
+    assert!(after < Duration::from_millis(1500), "{after:?}");
+    // A cancelled call is neither a success nor a failure of the source.
+    assert_eq!(up.status()[0].stats.calls, 0);
+}
+
+#[actix::test]
+async fn a_panic_fails_that_request_and_the_actor_serves_the_next_one() {
+    troupe::install_crypto_provider();
+    let stub = Stub::start();
+    let addr = FetchActor::start_here(upstreams(&[("a", stub.url("tag=a"))]));
+
+    for fault in [InjectFault::Panic, InjectFault::PanicInFuture] {
+        let err = ask(&addr, fault, WAIT).await.unwrap_err();
+        assert!(matches!(err, AppError::Internal(_)), "{err:?}");
+
+        let (_guard, cancel) = cancellation();
+        let msg = CallAllSources {
+            sources: ids(1),
+            deadline: Instant::now() + Duration::from_secs(5),
+            cancel,
+        };
+        let bodies = ask(&addr, msg, WAIT).await.unwrap().unwrap();
+        assert_eq!(bodies.len(), 1);
+    }
+}
