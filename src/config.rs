@@ -215,7 +215,9 @@ pub fn parse_upstreams(value: Option<&str>) -> Result<Vec<UpstreamSource>, Confi
         };
         let (name, url) = (name.trim(), url.trim());
         if !is_source_name(name) {
-            return Err(bad(format!("name {name:?} must match [a-z0-9][a-z0-9_-]*")));
+            return Err(bad(format!(
+                "name {name:?} must match [a-z0-9][a-z0-9_-]* (at most 64 characters)"
+            )));
         }
         if sources.iter().any(|s| s.name == name) {
             return Err(bad(format!("name {name:?} is used twice")));
