@@ -151,23 +151,21 @@ async fn bounded(
     call: impl Future<Output = Result<Bytes, FetchError>>,
 ) -> Result<Bytes, FetchError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    let (bound, message) = if limits.timeout < left {
-        (
-            limits.timeout,
-            format!(
-                "no complete answer within {} ms",
-                limits.timeout.as_millis()
-            ),
-        )
-    } else {
-        (
-            left,
-            "no complete answer before the request's deadline".to_owned(),
-        )
-    };
+    let by_deadline = left <= limits.timeout;
+    let bound = if by_deadline { left } else { limits.timeout };
     actix_rt::time::timeout(bound, call)
         .await
-        .unwrap_or_else(|_| Err(FetchError::new(FetchErrorKind::Timeout, message)))
+        .unwrap_or_else(|_| {
+            let message = if by_deadline {
+                "no complete answer before the request's deadline".to_owned()
+            } else {
+                format!(
+                    "no complete answer within {} ms",
+                    limits.timeout.as_millis()
+                )
+            };
+            Err(FetchError::new(FetchErrorKind::Timeout, message))
+        })
 }
 
 /// One GET: a 2xx answer whose body, at most `max_bytes`, is valid UTF-8 JSON.
