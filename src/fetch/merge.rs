@@ -76,27 +76,11 @@ fn push_key(out: &mut bytes::buf::Writer<BytesMut>, key: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{UpstreamConfig, UpstreamSource};
     use crate::fetch::{FetchErrorKind, SourceId};
 
     fn upstreams() -> Upstreams {
-        Upstreams::new(&UpstreamConfig {
-            sources: ["a", "b", "c"]
-                .iter()
-                .map(|n| UpstreamSource {
-                    name: n.to_string(),
-                    url: format!("http://127.0.0.1:1/{n}"),
-                })
-                .collect(),
-            timeout: Duration::from_secs(1),
-            deadline: Duration::from_secs(2),
-            max_bytes: 1024,
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(1),
-        })
+        crate::fetch::tests::upstreams(&["a", "b", "c"])
     }
 
     fn ok(id: usize, body: &'static str) -> SourceResult {

@@ -249,11 +249,13 @@ pub struct SourceFailure {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::UpstreamSource;
 
-    fn upstreams(names: &[&str]) -> Upstreams {
+    /// Sources named `names` on a closed port, with a key in their URLs (to check it never
+    /// shows), and short bounds.
+    pub(crate) fn upstreams(names: &[&str]) -> Upstreams {
         Upstreams::new(&UpstreamConfig {
             sources: names
                 .iter()

@@ -491,3 +491,23 @@ async fn https_sources_are_called_over_tls() {
     );
     assert!(stub.saw_tls(), "no TLS ClientHello reached the upstream");
 }
+
+#[test]
+fn a_bad_upstream_entry_stops_start_up_with_one_line_naming_it_but_not_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::startup::troupe()
+        .current_dir(dir.path())
+        .env(
+            "TROUPE_UPSTREAMS",
+            "a=http://127.0.0.1:1/x,b=ftp://user:secret@h/",
+        )
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("TROUPE_UPSTREAMS: entry 2"), "{stderr}");
+    assert!(stderr.contains("\"b\""), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}

@@ -6,7 +6,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn troupe() -> Command {
+/// The binary, with no `TROUPE_*` or `DATABASE_URL` from the environment.
+pub fn troupe() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
     for (key, _) in std::env::vars() {
         if key.starts_with("TROUPE_") || key == "DATABASE_URL" {
