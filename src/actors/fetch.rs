@@ -31,22 +31,30 @@ pub struct FetchActor {
     client: awc::Client,
     upstreams: Arc<Upstreams>,
     in_flight: Rc<Cell<usize>>,
+    max_in_flight: usize,
 }
 
 impl FetchActor {
-    /// An actor with a new client; call it on the thread the actor will run on.
-    pub fn new(upstreams: Arc<Upstreams>) -> Self {
+    /// An actor with a new client admitting `max_in_flight` fan-outs at once; call it on
+    /// the thread the actor will run on.
+    pub fn new(upstreams: Arc<Upstreams>, max_in_flight: usize) -> Self {
         Self {
             client: build_client(&upstreams.limits),
             upstreams,
             in_flight: Rc::new(Cell::new(0)),
+            max_in_flight,
         }
     }
 
-    /// Starts a supervised actor on the current thread's arbiter (an HTTP worker's, in the
-    /// server; the test's, in tests).
+    /// Starts a supervised actor admitting [`MAX_IN_FLIGHT`] fan-outs on the current
+    /// thread's arbiter (an HTTP worker's, in the server; the test's, in tests).
     pub fn start_here(upstreams: Arc<Upstreams>) -> Addr<Self> {
-        Supervisor::start(move |_| Self::new(upstreams))
+        Self::start_here_with_limit(upstreams, MAX_IN_FLIGHT)
+    }
+
+    /// [`FetchActor::start_here`] with another admission limit.
+    pub fn start_here_with_limit(upstreams: Arc<Upstreams>, max_in_flight: usize) -> Addr<Self> {
+        Supervisor::start(move |_| Self::new(upstreams, max_in_flight))
     }
 
     /// Runs `work` with the client if there is room, until it ends or the requester goes away.
@@ -61,7 +69,7 @@ impl FetchActor {
         Fut: Future<Output = T> + 'static,
     {
         respond(self, ctx, |this| {
-            let admitted = this.in_flight.get() < MAX_IN_FLIGHT;
+            let admitted = this.in_flight.get() < this.max_in_flight;
             let slot = admitted.then(|| InFlight::enter(&this.in_flight));
             let fut = admitted.then(|| work(this.client.clone(), this.upstreams.clone()));
             async move {

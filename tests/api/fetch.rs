@@ -351,7 +351,8 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
         ],
         &[
             ("TROUPE_UPSTREAM_BREAKER_FAILURES", "2"),
-            ("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", "700"),
+            // Long enough for the checks below to run while it is open, on a busy machine.
+            ("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", "1500"),
         ],
     )
     .await;
@@ -381,7 +382,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
 
     // After the cool-down one trial goes through; it succeeds and closes the breaker.
     stub.set_failing(false);
-    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
     let (_, _, ready) = app.get_json("/readyz").await;
     assert_eq!(
         ready["components"]["upstreams"]["sw"]["breaker"], "half_open",
@@ -406,7 +407,7 @@ async fn a_failed_trial_opens_the_breaker_again() {
         &[("sw", stub.url("switch=1&tag=sw"))],
         &[
             ("TROUPE_UPSTREAM_BREAKER_FAILURES", "1"),
-            ("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", "400"),
+            ("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", "1000"),
         ],
     )
     .await;
@@ -414,7 +415,7 @@ async fn a_failed_trial_opens_the_breaker_again() {
 
     let (status, _, body) = app.get_json("/aggregate").await;
     assert_eq!(status, 502, "{body}");
-    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
     let (_, _, body) = app.get_json("/aggregate").await;
     assert_eq!(body["error"]["sources"]["sw"]["code"], "upstream_status");
     let (_, _, body) = app.get_json("/aggregate").await;

@@ -21,7 +21,8 @@ fn upstreams(sources: &[(&str, String)]) -> Arc<Upstreams> {
                 url: url.clone(),
             })
             .collect(),
-        timeout: Duration::from_millis(500),
+        // Longer than any test waits for a drop: a drop seen is a cancellation, not a timeout.
+        timeout: Duration::from_secs(3),
         deadline: Duration::from_secs(5),
         max_bytes: 1024,
         breaker_failures: 5,
@@ -91,10 +92,11 @@ async fn call_all_returns_the_first_failure_and_drops_the_rest() {
     assert_eq!(failure.id, SourceId(1));
     assert_eq!(failure.error.code, "upstream_status");
     assert!(started.elapsed() < Duration::from_millis(1500));
-    assert!(stub
+    let after = stub
         .wait_dropped("tag=slow", Duration::from_secs(2))
         .await
-        .is_some());
+        .expect("the slow call was not dropped");
+    assert!(after < Duration::from_millis(1500), "{after:?}");
 }
 
 #[actix::test]
@@ -143,4 +145,39 @@ async fn a_panic_fails_that_request_and_the_actor_serves_the_next_one() {
         let bodies = ask(&addr, msg, WAIT).await.unwrap().unwrap();
         assert_eq!(bodies.len(), 1);
     }
+}
+
+#[actix::test]
+async fn past_its_admission_limit_the_actor_answers_overloaded_at_once() {
+    troupe::install_crypto_provider();
+    let stub = Stub::start();
+    let addr = FetchActor::start_here_with_limit(
+        upstreams(&[("slow", stub.url("delay=400&tag=slow"))]),
+        1,
+    );
+    let gather = || {
+        let (guard, cancel) = cancellation();
+        let msg = GatherSources {
+            sources: ids(1),
+            deadline: Instant::now() + Duration::from_secs(5),
+            cancel,
+        };
+        (guard, msg)
+    };
+
+    let (_first_guard, first) = gather();
+    let first = addr.send(first);
+    let first = actix_rt::spawn(first);
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let (_second_guard, second) = gather();
+    let started = Instant::now();
+    let err = ask(&addr, second, WAIT).await.unwrap_err();
+
+    assert!(matches!(err, AppError::Overloaded(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let results = first.await.unwrap().unwrap().unwrap();
+    assert!(results[0].result.is_ok());
+    // The slot is free again.
+    let (_guard, third) = gather();
+    assert!(ask(&addr, third, WAIT).await.unwrap()[0].result.is_ok());
 }
