@@ -10,7 +10,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use tokio::sync::oneshot;
 use super::supervise::{respond, InFlight, Probe};
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
-use crate::fetch::{SourceFailure, SourceId, SourceResult, Upstreams};
+use crate::fetch::{FanOut, SourceFailure, SourceResult, Upstreams};
 
 /// Fan-outs one actor runs at once; past this, requests answer 503 `overloaded`.
 pub const MAX_IN_FLIGHT: usize = 2048;
@@ -124,10 +123,8 @@ pub fn cancellation() -> (CancelOnDrop, Cancellation) {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<SourceResult>, AppError>")]
 pub struct GatherSources {
-    /// The sources, in the order of the results.
-    pub sources: Vec<SourceId>,
-    /// When every call must have ended.
-    pub deadline: Instant,
+    /// The sources, deadline and request id.
+    pub fan_out: FanOut,
     /// Ends the calls when the requester goes away.
     pub cancel: Cancellation,
 }
@@ -136,10 +133,8 @@ pub struct GatherSources {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Result<Vec<Bytes>, SourceFailure>, AppError>")]
 pub struct CallAllSources {
-    /// The sources, in the order of the bodies.
-    pub sources: Vec<SourceId>,
-    /// When every call must have ended.
-    pub deadline: Instant,
+    /// The sources, deadline and request id.
+    pub fan_out: FanOut,
     /// Ends the calls when the requester goes away.
     pub cancel: Cancellation,
 }
@@ -147,13 +142,9 @@ pub struct CallAllSources {
 impl Handler<GatherSources> for FetchActor {
     type Result = ResponseFuture<Result<Vec<SourceResult>, AppError>>;
     fn handle(&mut self, msg: GatherSources, ctx: &mut Self::Context) -> Self::Result {
-        let GatherSources {
-            sources,
-            deadline,
-            cancel,
-        } = msg;
+        let GatherSources { fan_out, cancel } = msg;
         self.run(ctx, cancel, move |client, upstreams| async move {
-            gather(&client, &upstreams, &sources, deadline).await
+            gather(&client, &upstreams, &fan_out).await
         })
     }
 }
@@ -161,13 +152,9 @@ impl Handler<GatherSources> for FetchActor {
 impl Handler<CallAllSources> for FetchActor {
     type Result = ResponseFuture<Result<Result<Vec<Bytes>, SourceFailure>, AppError>>;
     fn handle(&mut self, msg: CallAllSources, ctx: &mut Self::Context) -> Self::Result {
-        let CallAllSources {
-            sources,
-            deadline,
-            cancel,
-        } = msg;
+        let CallAllSources { fan_out, cancel } = msg;
         self.run(ctx, cancel, move |client, upstreams| async move {
-            all_or_nothing(&client, &upstreams, &sources, deadline).await
+            all_or_nothing(&client, &upstreams, &fan_out).await
         })
     }
 }

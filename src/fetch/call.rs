@@ -9,12 +9,15 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
+
+use crate::middleware::REQUEST_ID;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures::future::{join_all, try_join_all};
 
 use super::{
-    FetchError, FetchErrorKind, Limits, Source, SourceFailure, SourceId, SourceResult, Upstreams,
+    FanOut, FetchError, FetchErrorKind, Limits, Source, SourceFailure, SourceId, SourceResult,
+    Upstreams,
 };
 
 /// Connections one client keeps open at most, across all sources. Requests are admitted
@@ -45,32 +48,31 @@ pub fn build_client(limits: &Limits) -> awc::Client {
 }
 
 /// Calls every source at once; each runs to its own end (success, failure, timeout or the
-/// deadline). Results come in the order of `ids`.
+/// deadline). Results come in the order of the fan-out's sources.
 pub async fn gather(
     client: &awc::Client,
     upstreams: &Upstreams,
-    ids: &[SourceId],
-    deadline: Instant,
+    fan_out: &FanOut,
 ) -> Vec<SourceResult> {
-    join_all(ids.iter().map(|&id| async move {
+    join_all(fan_out.sources.iter().map(|&id| async move {
         SourceResult {
             id,
-            result: fetch(client, upstreams, id, deadline).await,
+            result: fetch(client, upstreams, id, fan_out).await,
         }
     }))
     .await
 }
 
 /// Calls every source at once; the first failure drops the calls still running (their
-/// connections are closed, not awaited) and is returned. Bodies come in the order of `ids`.
+/// connections are closed, not awaited) and is returned. Bodies come in the order of the
+/// fan-out's sources.
 pub async fn all_or_nothing(
     client: &awc::Client,
     upstreams: &Upstreams,
-    ids: &[SourceId],
-    deadline: Instant,
+    fan_out: &FanOut,
 ) -> Result<Vec<Bytes>, SourceFailure> {
-    try_join_all(ids.iter().map(|&id| async move {
-        fetch(client, upstreams, id, deadline)
+    try_join_all(fan_out.sources.iter().map(|&id| async move {
+        fetch(client, upstreams, id, fan_out)
             .await
             .map_err(|error| SourceFailure { id, error })
     }))
@@ -83,8 +85,9 @@ pub async fn fetch(
     client: &awc::Client,
     upstreams: &Upstreams,
     id: SourceId,
-    deadline: Instant,
+    fan_out: &FanOut,
 ) -> Result<Bytes, FetchError> {
+    let deadline = fan_out.deadline;
     let Some(source) = upstreams.source(id) else {
         return Err(FetchError::new(
             FetchErrorKind::Unreachable,
@@ -102,7 +105,7 @@ pub async fn fetch(
         bounded(
             &upstreams.limits,
             deadline,
-            call(client, source, &upstreams.limits),
+            call(client, source, &upstreams.limits, &fan_out.request_id),
         )
     })
     .await;
@@ -111,7 +114,13 @@ pub async fn fetch(
         Ok(_) => permit.succeeded(),
         Err(err) => {
             permit.failed(now);
-            log::warn!("upstream {}: {}: {}", source.name, err.code, err.message);
+            log::warn!(
+                "upstream {}: {}: {} request_id={}",
+                source.name,
+                err.code,
+                err.message,
+                fan_out.request_id
+            );
         }
     }
     source
@@ -169,13 +178,19 @@ async fn bounded(
 }
 
 /// One GET: a 2xx answer whose body, at most `max_bytes`, is valid UTF-8 JSON.
-async fn call(client: &awc::Client, source: &Source, limits: &Limits) -> Result<Bytes, FetchError> {
-    let mut res = client
+async fn call(
+    client: &awc::Client,
+    source: &Source,
+    limits: &Limits,
+    request_id: &str,
+) -> Result<Bytes, FetchError> {
+    let mut req = client
         .get(source.uri.clone())
-        .insert_header((header::ACCEPT, "application/json"))
-        .send()
-        .await
-        .map_err(send_error)?;
+        .insert_header((header::ACCEPT, "application/json"));
+    if !request_id.is_empty() {
+        req = req.insert_header((REQUEST_ID.clone(), request_id));
+    }
+    let mut res = req.send().await.map_err(send_error)?;
     let status = res.status();
     if !status.is_success() {
         // The unread body goes with the connection; a failing source gets no keep-alive.

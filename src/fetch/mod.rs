@@ -230,6 +230,18 @@ impl FetchError {
     }
 }
 
+/// One request's fan-out: which sources, until when, and the id that ties the calls to it.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    /// The sources, in the order of the answer.
+    pub sources: Vec<SourceId>,
+    /// When every call must have ended, retries included.
+    pub deadline: Instant,
+    /// The request's `x-request-id`: sent to every source and written in failure logs, so
+    /// one id follows the request across services.
+    pub request_id: String,
+}
+
 /// One source's outcome in a gather.
 #[derive(Debug, Clone)]
 pub struct SourceResult {

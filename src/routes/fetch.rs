@@ -13,7 +13,7 @@ use crate::actors::supervise::ask;
 use crate::actors::Actors;
 use crate::error::AppError;
 use crate::fetch::merge::{aggregate_body, error_json, results_body};
-use crate::fetch::{FetchErrorKind, SourceId};
+use crate::fetch::{FanOut, FetchErrorKind};
 use crate::middleware::RequestId;
 
 /// Set on every 200 from `/aggregate`: `false` when some sources failed (see `_errors`).
@@ -38,15 +38,10 @@ pub async fn aggregate(
     fetch: web::Data<Addr<FetchActor>>,
     query: web::Query<SourcesQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let sources = choose(&actors, &query)?;
-    let (deadline, wait) = deadline(&actors);
+    let (fan_out, wait) = fan_out(&req, &actors, &query)?;
     // Dropped with this handler: a client that goes away cancels the calls.
     let (_cancel_on_drop, cancel) = cancellation();
-    let msg = GatherSources {
-        sources,
-        deadline,
-        cancel,
-    };
+    let msg = GatherSources { fan_out, cancel };
     let results = ask(&fetch, msg, wait).await?;
     let failures: Vec<_> = results
         .iter()
@@ -78,14 +73,9 @@ pub async fn parallel(
     fetch: web::Data<Addr<FetchActor>>,
     query: web::Query<SourcesQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let sources = choose(&actors, &query)?;
-    let (deadline, wait) = deadline(&actors);
+    let (fan_out, wait) = fan_out(&req, &actors, &query)?;
     let (_cancel_on_drop, cancel) = cancellation();
-    let msg = CallAllSources {
-        sources,
-        deadline,
-        cancel,
-    };
+    let msg = CallAllSources { fan_out, cancel };
     match ask(&fetch, msg, wait).await? {
         Ok(bodies) => Ok(HttpResponse::Ok()
             .insert_header(header::ContentType::json())
@@ -108,17 +98,31 @@ pub async fn parallel(
     }
 }
 
-fn choose(actors: &Actors, query: &SourcesQuery) -> Result<Vec<SourceId>, AppError> {
-    actors
+/// The request's fan-out (its sources, deadline and id), and how long to wait for the
+/// actor's answer.
+fn fan_out(
+    req: &HttpRequest,
+    actors: &Actors,
+    query: &SourcesQuery,
+) -> Result<(FanOut, Duration), AppError> {
+    let sources = actors
         .upstreams
         .select(query.sources.as_deref())
-        .map_err(|field| AppError::Validation(vec![field]))
+        .map_err(|field| AppError::Validation(vec![field]))?;
+    let limit = actors.upstreams.limits.deadline;
+    let fan_out = FanOut {
+        sources,
+        deadline: Instant::now() + limit,
+        request_id: request_id(req),
+    };
+    Ok((fan_out, limit + ACTOR_MARGIN))
 }
 
-/// The fan-out's deadline, and how long to wait for the actor's answer.
-fn deadline(actors: &Actors) -> (Instant, Duration) {
-    let limit = actors.upstreams.limits.deadline;
-    (Instant::now() + limit, limit + ACTOR_MARGIN)
+fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.0.to_str().ok().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// API.md's error body (502 `upstream_error`, or 504 `upstream_timeout`) with each failed
@@ -135,12 +139,7 @@ fn upstream_failure(
     } else {
         AppError::Upstream(message)
     };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.0.to_str().ok().map(str::to_owned))
-        .unwrap_or_default();
-    let mut body = err.body(&request_id);
+    let mut body = err.body(&request_id(req));
     if let Some(name) = source {
         body["error"]["source"] = name.into();
     }

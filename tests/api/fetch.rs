@@ -31,7 +31,14 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
     )
     .await;
 
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let res = app
+        .client
+        .get(app.url("/aggregate"))
+        .insert_header(("x-request-id", "trace-42"))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, body) = read_json(res).await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -45,6 +52,9 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
     assert!(header(&headers, "content-type")
         .unwrap()
         .starts_with("application/json"));
+    // One id follows the request to every source.
+    assert_eq!(stub.request_id("tag=a").as_deref(), Some("trace-42"));
+    assert_eq!(stub.request_id("tag=b").as_deref(), Some("trace-42"));
 }
 
 #[actix_web::test]

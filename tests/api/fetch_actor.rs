@@ -8,7 +8,7 @@ use troupe::actors::fetch::{cancellation, CallAllSources, FetchActor, GatherSour
 use troupe::actors::supervise::{ask, InjectFault};
 use troupe::config::{UpstreamConfig, UpstreamSource};
 use troupe::error::AppError;
-use troupe::fetch::{SourceId, Upstreams};
+use troupe::fetch::{FanOut, SourceId, Upstreams};
 
 use crate::upstream_stub::Stub;
 
@@ -30,8 +30,13 @@ fn upstreams(sources: &[(&str, String)]) -> Arc<Upstreams> {
     }))
 }
 
-fn ids(n: usize) -> Vec<SourceId> {
-    (0..n).map(SourceId).collect()
+/// The first `n` sources, a 5 s deadline, a request id.
+fn fan_out(n: usize) -> FanOut {
+    FanOut {
+        sources: (0..n).map(SourceId).collect(),
+        deadline: Instant::now() + Duration::from_secs(5),
+        request_id: "actor-test".into(),
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -49,8 +54,7 @@ async fn gather_keeps_every_outcome_in_order() {
 
     let (_guard, cancel) = cancellation();
     let msg = GatherSources {
-        sources: ids(3),
-        deadline: Instant::now() + Duration::from_secs(5),
+        fan_out: fan_out(3),
         cancel,
     };
     let results = ask(&addr, msg, WAIT).await.unwrap();
@@ -82,8 +86,7 @@ async fn call_all_returns_the_first_failure_and_drops_the_rest() {
 
     let (_guard, cancel) = cancellation();
     let msg = CallAllSources {
-        sources: ids(2),
-        deadline: Instant::now() + Duration::from_secs(5),
+        fan_out: fan_out(2),
         cancel,
     };
     let started = Instant::now();
@@ -108,8 +111,7 @@ async fn dropping_the_requesters_guard_cancels_the_calls() {
 
     let (guard, cancel) = cancellation();
     let msg = GatherSources {
-        sources: ids(1),
-        deadline: Instant::now() + Duration::from_secs(5),
+        fan_out: fan_out(1),
         cancel,
     };
     let pending = addr.send(msg);
@@ -138,8 +140,7 @@ async fn a_panic_fails_that_request_and_the_actor_serves_the_next_one() {
 
         let (_guard, cancel) = cancellation();
         let msg = CallAllSources {
-            sources: ids(1),
-            deadline: Instant::now() + Duration::from_secs(5),
+            fan_out: fan_out(1),
             cancel,
         };
         let bodies = ask(&addr, msg, WAIT).await.unwrap().unwrap();
@@ -158,8 +159,7 @@ async fn past_its_admission_limit_the_actor_answers_overloaded_at_once() {
     let gather = || {
         let (guard, cancel) = cancellation();
         let msg = GatherSources {
-            sources: ids(1),
-            deadline: Instant::now() + Duration::from_secs(5),
+            fan_out: fan_out(1),
             cancel,
         };
         (guard, msg)

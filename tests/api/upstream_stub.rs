@@ -34,6 +34,8 @@ pub enum Event {
 #[derive(Default)]
 struct Shared {
     events: Mutex<Vec<Event>>,
+    /// (target, its `x-request-id`) of each request that carried one.
+    request_ids: Mutex<Vec<(String, String)>>,
     failing: AtomicBool,
 }
 
@@ -126,6 +128,14 @@ impl Stub {
         }
     }
 
+    /// The `x-request-id` the first request for a `needle` target carried.
+    pub fn request_id(&self, needle: &str) -> Option<String> {
+        let ids = self.shared.request_ids.lock().unwrap();
+        ids.iter()
+            .find(|(target, _)| target.contains(needle))
+            .map(|(_, id)| id.clone())
+    }
+
     /// Whether a TLS ClientHello arrived.
     pub fn saw_tls(&self) -> bool {
         self.events().contains(&Event::Tls)
@@ -182,6 +192,18 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
             .filter(|e| matches!(e, Event::Request(t) if *t == target))
             .count();
         record(&shared, Event::Request(target.clone()));
+        let request_id = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_owned())
+        });
+        if let Some(id) = request_id {
+            shared
+                .request_ids
+                .lock()
+                .unwrap()
+                .push((target.clone(), id));
+        }
         let q = query(&target);
         let num = |key: &str| q.get(key).and_then(|v| v.parse::<u64>().ok());
 
