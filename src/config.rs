@@ -166,6 +166,9 @@ pub struct UpstreamConfig {
     /// `TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS`, default 5000: how long an open breaker fails
     /// calls at once before it lets one trial call through.
     pub breaker_cooldown: Duration,
+    /// `TROUPE_UPSTREAM_CA_FILE`, default none: PEM certificates trusted for `https` sources
+    /// besides the built-in Mozilla roots (a private CA).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl UpstreamConfig {
@@ -192,8 +195,39 @@ impl UpstreamConfig {
                 1000,
             )?,
             breaker_cooldown: ms("TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS", 5_000, 3_600_000)?,
+            extra_roots: read_ca_file(get("TROUPE_UPSTREAM_CA_FILE"))?,
         })
     }
+}
+
+/// Reads the certificates of `TROUPE_UPSTREAM_CA_FILE` (PEM, one or more).
+fn read_ca_file(
+    path: Option<&str>,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let bad = |problem: String| ConfigError {
+        var: "TROUPE_UPSTREAM_CA_FILE",
+        problem,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read {path:?}: {e}")))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad(format!("{path:?} is not valid PEM")))?;
+    if certs.is_empty() {
+        return Err(bad(format!("{path:?} holds no CERTIFICATE block")));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store.add(cert.clone()).map_err(|e| {
+            bad(format!(
+                "{path:?}: a certificate is unusable as a root: {e}"
+            ))
+        })?;
+    }
+    Ok(certs)
 }
 
 /// Parses `TROUPE_UPSTREAMS`: items split on `,`, each split on its first `=` (URLs hold
@@ -351,6 +385,19 @@ mod tests {
         assert_eq!(up.max_bytes, 2 * 1024 * 1024);
         assert_eq!(up.breaker_failures, 5);
         assert_eq!(up.breaker_cooldown, Duration::from_millis(5000));
+        assert!(up.extra_roots.is_empty());
+    }
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        for path in [dir.path().join("missing.pem"), empty] {
+            let path = path.to_str().unwrap();
+            let err = Config::from_vars(vars(&[("TROUPE_UPSTREAM_CA_FILE", path)])).unwrap_err();
+            assert_eq!(err.var, "TROUPE_UPSTREAM_CA_FILE", "{err}");
+        }
     }
 
     #[test]

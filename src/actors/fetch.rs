@@ -38,7 +38,7 @@ impl FetchActor {
     /// the thread the actor will run on.
     pub fn new(upstreams: Arc<Upstreams>, max_in_flight: usize) -> Self {
         Self {
-            client: build_client(&upstreams.limits),
+            client: build_client(&upstreams),
             upstreams,
             in_flight: Rc::new(Cell::new(0)),
             max_in_flight,

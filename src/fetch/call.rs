@@ -33,12 +33,12 @@ const RETRY_JITTER_MS: std::ops::RangeInclusive<u64> = 5..=50;
 const MIN_RETRY_WINDOW: Duration = Duration::from_millis(20);
 
 /// An awc client for upstream calls: no redirects, no awc timeout (ours covers the body
-/// too), TLS through rustls. awc clients are `!Send`: build one on each thread that calls.
-pub fn build_client(limits: &Limits) -> awc::Client {
-    // awc's TLS connector panics when no rustls provider is installed yet.
-    crate::install_crypto_provider();
+/// too), TLS through rustls with the sources' roots. awc clients are `!Send`: build one on
+/// each thread that calls.
+pub fn build_client(upstreams: &Upstreams) -> awc::Client {
     let connector = awc::Connector::new()
-        .timeout(limits.timeout)
+        .rustls_0_23(upstreams.tls.clone())
+        .timeout(upstreams.limits.timeout)
         .limit(MAX_CONNECTIONS);
     awc::Client::builder()
         .connector(connector)
@@ -230,6 +230,13 @@ fn send_error(err: SendRequestError) -> FetchError {
     match err {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             FetchError::new(FetchErrorKind::Timeout, "connecting took too long")
+        }
+        // What rustls reports for a certificate it does not trust or a peer that is not TLS.
+        SendRequestError::Connect(ConnectError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            // A certificate does not change between two tries: no retry.
+            FetchError::new(FetchErrorKind::Unreachable, "the TLS handshake failed")
         }
         SendRequestError::Connect(ConnectError::Io(io)) => {
             unreachable(format!("could not connect: {}", io.kind()))

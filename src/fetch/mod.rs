@@ -7,6 +7,7 @@ pub mod call;
 pub mod merge;
 pub mod stats;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Uri;
@@ -52,6 +53,8 @@ pub struct Upstreams {
     sources: Vec<Source>,
     /// The bounds of every call.
     pub limits: Limits,
+    /// The TLS settings of `https` sources: the Mozilla roots plus `TROUPE_UPSTREAM_CA_FILE`.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Upstreams {
@@ -81,6 +84,7 @@ impl Upstreams {
                 deadline: config.deadline,
                 max_bytes: config.max_bytes,
             },
+            tls: Arc::new(tls_config(&config.extra_roots)),
         }
     }
 
@@ -153,6 +157,25 @@ impl Upstreams {
             })
             .collect()
     }
+}
+
+/// A rustls client configuration trusting the Mozilla roots and `extra_roots` (checked
+/// when the configuration was read), offering HTTP/2 and HTTP/1.1 as awc's default does.
+fn tls_config(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> rustls::ClientConfig {
+    crate::install_crypto_provider();
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        if let Err(err) = roots.add(cert.clone()) {
+            log::error!("TROUPE_UPSTREAM_CA_FILE: a certificate is left out: {err}");
+        }
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
 }
 
 /// One source as `/readyz` shows it.
@@ -281,6 +304,7 @@ pub(crate) mod tests {
             max_bytes: 1024,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(1),
+            extra_roots: Vec::new(),
         })
     }
 

@@ -522,3 +522,43 @@ fn a_bad_upstream_entry_stops_start_up_with_one_line_naming_it_but_not_its_url()
     assert!(stderr.contains("\"b\""), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
 }
+
+#[actix_web::test]
+async fn an_https_source_signed_by_the_configured_ca_answers() {
+    let (stub, ca_pem) = Stub::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let url = format!("https://127.0.0.1:{}/x?tag=secure", stub.addr.port());
+    let app = app_with(
+        &[("secure", url)],
+        &[("TROUPE_UPSTREAM_CA_FILE", ca_file.to_str().unwrap())],
+    )
+    .await;
+
+    let (status, _, body) = app.get_json("/aggregate").await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["secure"]["tag"], "secure");
+    assert_eq!(stub.requests("tag=secure"), 1);
+}
+
+#[actix_web::test]
+async fn an_https_source_with_an_untrusted_certificate_is_unreachable() {
+    let (stub, _ca_pem) = Stub::start_tls();
+    let url = format!("https://127.0.0.1:{}/x?tag=secure", stub.addr.port());
+    let app = app_with(&[("secure", url)], &[]).await;
+
+    let (status, _, body) = app.get_json("/aggregate").await;
+
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["error"]["sources"]["secure"]["code"],
+        "upstream_unreachable"
+    );
+    assert_eq!(
+        stub.requests("tag=secure"),
+        0,
+        "no request over an untrusted TLS"
+    );
+}

@@ -27,6 +27,7 @@ fn upstreams(sources: &[(&str, String)]) -> Arc<Upstreams> {
         max_bytes: 1024,
         breaker_failures: 5,
         breaker_cooldown: Duration::from_secs(5),
+        extra_roots: Vec::new(),
     }))
 }
 

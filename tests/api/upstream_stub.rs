@@ -9,6 +9,7 @@
 //! `chunked=N` (same, chunked, no length), `close=1` (close without answering),
 //! `redirect=1` (302 to `/x?tag=redirected`), `flaky=K` (the first K requests with this
 //! query answer 503), `switch=1` (500 while [`Stub::set_failing`] is on), `tag=T` (echoed).
+//! [`Stub::start_tls`] serves the same over https with a self-signed certificate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_rt::net::{TcpListener, TcpStream};
+use actix_rt::net::TcpListener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Something the stub saw.
@@ -49,6 +50,28 @@ pub struct Stub {
 impl Stub {
     /// Starts a stub on 127.0.0.1, port 0.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a stub that speaks https only, with a fresh self-signed certificate for
+    /// 127.0.0.1; returns it with that certificate in PEM (the root a client must trust).
+    pub fn start_tls() -> (Self, String) {
+        use tokio_rustls::rustls;
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der()),
+        );
+        troupe::install_crypto_provider();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::start_with(Some(acceptor)), cert.pem())
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -66,7 +89,19 @@ impl Stub {
                         let Ok((socket, _)) = listener.accept().await else {
                             continue;
                         };
-                        tokio::spawn(serve(socket, state.clone()));
+                        let state = state.clone();
+                        match tls.clone() {
+                            None => {
+                                tokio::spawn(serve(socket, state));
+                            }
+                            Some(acceptor) => {
+                                tokio::spawn(async move {
+                                    if let Ok(stream) = acceptor.accept(socket).await {
+                                        serve(stream, state).await;
+                                    }
+                                });
+                            }
+                        }
                     }
                 };
                 tokio::select! {
@@ -163,7 +198,10 @@ fn record(shared: &Shared, event: Event) {
 }
 
 /// Serves one connection, keep-alive, request after request.
-async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
+async fn serve<S>(mut socket: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
     loop {
         let head_end = loop {
@@ -286,7 +324,10 @@ fn json_of_len(n: usize) -> String {
     format!("\"{}\"", "x".repeat(n.saturating_sub(2)))
 }
 
-async fn write_chunked(socket: &mut TcpStream, n: usize) -> std::io::Result<()> {
+async fn write_chunked<S>(socket: &mut S, n: usize) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
     socket
         .write_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
