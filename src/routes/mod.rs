@@ -1,6 +1,7 @@
 //! Every route troupe serves, listed in one place, and the extractor settings they share.
 
 pub mod health;
+pub mod uploads;
 pub mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -29,7 +30,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(users::get))
                 .route(web::patch().to(users::update))
                 .route(web::delete().to(users::delete)),
-        );
+        )
+        .route("/upload", web::post().to(uploads::create))
+        .route("/uploads", web::get().to(uploads::list))
+        .service(
+            web::resource("/uploads/{id}")
+                .route(web::get().to(uploads::get))
+                .route(web::delete().to(uploads::delete)),
+        )
+        .route("/uploads/{id}/content", web::get().to(uploads::content));
     #[cfg(feature = "fault-injection")]
     cfg.route(
         "/_test/fault/{actor}/{kind}",

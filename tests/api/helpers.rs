@@ -243,6 +243,12 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<T
 /// Starts a server on an existing database and scratch dir (restarts reuse both).
 pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
     let mut all = base_vars(&db.url());
+    // Uploads stay inside the test's scratch dir (a test's `vars` may still override it).
+    let upload_dir = dir.path().join("uploads");
+    all.push((
+        "TROUPE_UPLOAD_DIR".into(),
+        upload_dir.to_string_lossy().into_owned(),
+    ));
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::from_vars(all).expect("test config");
     let app = Application::build(config)

@@ -8,4 +8,5 @@ mod errors;
 mod health;
 mod startup;
 mod supervision;
+mod uploads;
 mod users;

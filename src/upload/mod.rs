@@ -1,0 +1,259 @@
+//! Uploads on disk: where each file lives, and the blocking file operations `UploadActor`
+//! runs on blocking threads (never on an async worker).
+//!
+//! Layout under `TROUPE_UPLOAD_DIR`: `{id}` is a complete file, `.tmp/{id}.part` a
+//! `POST /upload` being written, `tus/{id}` an unfinished tus upload. Names are always the
+//! canonical form of a UUID, never anything a client sent. `.tmp` and `tus` live in the same
+//! directory tree, so the final `rename` is atomic on one filesystem.
+
+pub mod tus;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// A `.tmp` file older than this at start-up is left over from a crash; younger ones may
+/// belong to another replica sharing the directory.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// The upload directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Creates the directory tree if missing and removes stale temp files.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let store = Self {
+            root: root.to_path_buf(),
+        };
+        std::fs::create_dir_all(store.temp_dir())?;
+        std::fs::create_dir_all(store.tus_dir())?;
+        store.remove_stale_temps();
+        Ok(store)
+    }
+
+    fn temp_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
+    }
+
+    fn tus_dir(&self) -> PathBuf {
+        self.root.join("tus")
+    }
+
+    /// Where a complete upload lives.
+    pub fn file_path(&self, id: &Uuid) -> PathBuf {
+        self.root.join(id.hyphenated().to_string())
+    }
+
+    /// Where a `POST /upload` is written until it is complete.
+    pub fn temp_path(&self, id: &Uuid) -> PathBuf {
+        self.temp_dir().join(format!("{}.part", id.hyphenated()))
+    }
+
+    /// Where an unfinished tus upload lives.
+    pub fn tus_path(&self, id: &Uuid) -> PathBuf {
+        self.tus_dir().join(id.hyphenated().to_string())
+    }
+
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = std::fs::read_dir(self.temp_dir()) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() > STALE_TEMP_AGE);
+            if stale {
+                log::warn!("removing a stale partial upload: {:?}", entry.file_name());
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Moves a finished file into place durably: its bytes first, then the rename, then the
+    /// directory entry.
+    pub fn persist(&self, file: &File, from: &Path, id: &Uuid) -> io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(from, self.file_path(id))?;
+        File::open(&self.root)?.sync_all()
+    }
+}
+
+/// A file being written, shared by the blocking tasks of one upload session.
+#[derive(Debug, Default)]
+pub struct OpenFile {
+    /// The file, once opened.
+    pub file: Option<File>,
+    /// The offset the session started writing at.
+    pub base: u64,
+    /// Bytes written since `base`.
+    pub written: u64,
+    /// The upload's final size (tus).
+    pub size: u64,
+    /// Set when the session ended: a write still queued must not touch the file any more.
+    pub closed: bool,
+}
+
+/// One session's file, behind a mutex only its own (sequential) blocking tasks take.
+pub type SharedFile = Arc<Mutex<OpenFile>>;
+
+/// Locks a session's file; a poisoned lock (a panicking write) is an I/O error, not a panic.
+pub fn lock(file: &SharedFile) -> io::Result<std::sync::MutexGuard<'_, OpenFile>> {
+    file.lock()
+        .map_err(|_| io::Error::other("upload file lock poisoned"))
+}
+
+/// Appends `chunks` to the session's file; the new total written.
+pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
+    let mut open = lock(shared)?;
+    if open.closed {
+        return Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the upload session has ended",
+        ));
+    }
+    let OpenFile { file, written, .. } = &mut *open;
+    let file = file
+        .as_mut()
+        .ok_or_else(|| io::Error::other("upload file not open"))?;
+    for chunk in chunks {
+        file.write_all(chunk)?;
+        *written += chunk.len() as u64;
+    }
+    Ok(*written)
+}
+
+/// Creates a new, empty file (never one that exists).
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Opens a tus file for appending at `offset` under an exclusive lock, or `Ok(None)` when
+/// another writer (in this process or another one sharing the directory) holds it. Bytes
+/// past `offset` are not durable (the database's offset says so) and are cut off.
+pub fn open_locked(path: &Path) -> io::Result<Option<File>> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Cuts a file back to `offset` and positions writes there.
+pub fn rewind(file: &mut File, offset: u64) -> io::Result<()> {
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(())
+}
+
+/// Removes a file; one that is already gone is fine.
+pub fn remove_quietly(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Longest file name kept, in bytes.
+pub const MAX_FILENAME_BYTES: usize = 255;
+
+/// The client's file name reduced to something safe to store and show: the last path
+/// component (either slash), without control or bidi-override characters, trimmed, at most
+/// 255 bytes; `upload` when nothing is left. Never used as a path.
+pub fn sanitize_filename(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !is_bidi_control(*c))
+        .collect();
+    let mut name = cleaned.trim().to_owned();
+    if name.len() > MAX_FILENAME_BYTES {
+        let mut cut = MAX_FILENAME_BYTES;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    if name.is_empty() || name.chars().all(|c| c == '.') {
+        return "upload".into();
+    }
+    name
+}
+
+/// Characters that reorder displayed text (`evil\u{202e}fdp.exe` shows as `evilexe.pdf`).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// An ASCII-only form of a sanitised name for the plain `filename=` parameter (the UTF-8
+/// original goes in `filename*`).
+pub fn ascii_filename(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_filenames_become_plain_names() {
+        for (raw, want) in [
+            ("../../etc/passwd", "passwd"),
+            ("a/b", "b"),
+            ("..\\x", "x"),
+            ("C:\\Windows\\system32\\cmd.exe", "cmd.exe"),
+            ("nul\0byte.txt", "nulbyte.txt"),
+            ("line\r\nbreak\t.txt", "linebreak.txt"),
+            ("..", "upload"),
+            ("../", "upload"),
+            ("", "upload"),
+            ("   ", "upload"),
+            ("evil\u{202e}fdp.exe", "evilfdp.exe"),
+            ("résumé.pdf", "résumé.pdf"),
+        ] {
+            assert_eq!(sanitize_filename(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary() {
+        let name = sanitize_filename(&"é".repeat(300));
+        assert!(name.len() <= MAX_FILENAME_BYTES);
+        assert!(name.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn ascii_fallback_has_no_quotes_or_non_ascii() {
+        assert_eq!(ascii_filename("a\"b\\c é.txt"), "a_b_c _.txt");
+    }
+
+    #[test]
+    fn a_second_lock_on_a_tus_file_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        create_new(&path).unwrap();
+        let first = open_locked(&path).unwrap();
+        assert!(first.is_some());
+        assert!(open_locked(&path).unwrap().is_none());
+        drop(first);
+        assert!(open_locked(&path).unwrap().is_some());
+    }
+}
