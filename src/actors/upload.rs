@@ -323,6 +323,8 @@ impl Handler<CreateTusUpload> for UploadActor {
                 let created = path.clone();
                 blocking(move || upload::create_new(&created).map(drop)).await?;
                 match ask(&deps.db, CreateUpload(msg.0), deps.db_timeout).await {
+                    // An empty upload is whole as soon as it exists.
+                    Ok(row) if row.size == 0 => finish_tus(&deps, id).await,
                     Ok(row) => Ok(row),
                     Err(err) => {
                         let _ = blocking(move || upload::remove_quietly(&path)).await;
@@ -636,6 +638,11 @@ impl SessionGuard {
         }
     }
 
+    /// Whether a tus session keeps what it wrote when the guard ends it.
+    pub fn keep(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
     /// The session has ended through its own message.
     pub fn disarm(mut self) {
         self.armed = false;
@@ -675,6 +682,7 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut in_flight: Option<actix_web::rt::task::JoinHandle<StepResult>> = None;
+    let mut interrupted = None;
     loop {
         let done = match body.next().await {
             Some(Ok(chunk)) => {
@@ -690,10 +698,12 @@ where
                 }
                 false
             }
+            // What arrived before the interruption is still written: a tus upload keeps it.
             Some(Err(err)) => {
-                return Err(AppError::BadRequest(format!(
+                interrupted = Some(AppError::BadRequest(format!(
                     "the upload was interrupted: {err}"
-                )))
+                )));
+                true
             }
             None => true,
         };
@@ -719,7 +729,10 @@ where
     if let Some(previous) = in_flight.take() {
         hasher = joined(previous).await?;
     }
-    Ok((total, hasher))
+    match interrupted {
+        Some(err) => Err(err),
+        None => Ok((total, hasher)),
+    }
 }
 
 type StepResult = Result<Option<Box<Hasher>>, AppError>;

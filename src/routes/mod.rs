@@ -1,10 +1,12 @@
 //! Every route troupe serves, listed in one place, and the extractor settings they share.
 
 pub mod health;
+pub mod tus;
 pub mod uploads;
 pub mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
@@ -38,7 +40,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(uploads::get))
                 .route(web::delete().to(uploads::delete)),
         )
-        .route("/uploads/{id}/content", web::get().to(uploads::content));
+        .route("/uploads/{id}/content", web::get().to(uploads::content))
+        .service(
+            web::scope("/files")
+                .wrap(actix_web::middleware::from_fn(tus::protocol))
+                .route("", web::post().to(tus::create))
+                .route("/", web::post().to(tus::create))
+                .route("", web::method(Method::OPTIONS).to(tus::options))
+                .route("/", web::method(Method::OPTIONS).to(tus::options))
+                .service(
+                    web::resource("/{id}")
+                        .route(web::head().to(tus::head))
+                        .route(web::patch().to(tus::patch))
+                        .route(web::delete().to(tus::terminate))
+                        .route(web::method(Method::OPTIONS).to(tus::options)),
+                ),
+        );
     #[cfg(feature = "fault-injection")]
     cfg.route(
         "/_test/fault/{actor}/{kind}",

@@ -8,5 +8,6 @@ mod errors;
 mod health;
 mod startup;
 mod supervision;
+mod tus;
 mod uploads;
 mod users;
