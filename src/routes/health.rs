@@ -28,9 +28,10 @@ pub async fn healthz() -> HttpResponse {
 /// gives each component's state.
 pub async fn readyz(actors: web::Data<Actors>) -> HttpResponse {
     let db_timeout = PROBE_TIMEOUT.min(actors.db_timeout);
-    let (db_actor, cpu_actor, database) = futures::join!(
+    let (db_actor, cpu_actor, upload_actor, database) = futures::join!(
         is_alive(&actors.db, PROBE_TIMEOUT),
         is_alive(actors.cpu.addr(), PROBE_TIMEOUT),
+        is_alive(&actors.upload, PROBE_TIMEOUT),
         ask(&actors.db, CheckDatabase, db_timeout),
     );
     let state = |up: bool| if up { "up" } else { "down" };
@@ -38,13 +39,14 @@ pub async fn readyz(actors: web::Data<Actors>) -> HttpResponse {
         Ok(()) => json!({"state": "up"}),
         Err(e) => json!({"state": "down", "code": e.code()}),
     };
-    let ready = db_actor && cpu_actor && database.is_ok();
+    let ready = db_actor && cpu_actor && upload_actor && database.is_ok();
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "components": {
             "database": database_state,
             "db_actor": {"state": state(db_actor)},
             "cpu_actor": {"state": state(cpu_actor), "threads": actors.cpu.threads()},
+            "upload_actor": {"state": state(upload_actor)},
         },
     });
     if ready {
@@ -76,6 +78,7 @@ pub async fn inject_fault(
     match actor.as_str() {
         "db" => ask(&actors.db, fault, timeout).await?,
         "cpu" => ask(actors.cpu.addr(), fault, timeout).await?,
+        "upload" => ask(&actors.upload, fault, timeout).await?,
         _ => return Err(AppError::NotFound("no such actor".into())),
     }
     Ok(HttpResponse::NoContent().finish())

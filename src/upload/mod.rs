@@ -132,9 +132,19 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
     Ok(*written)
 }
 
-/// Creates a new, empty file (never one that exists).
+/// Creates a new, empty file (never one that exists). Its directory is made again if it is
+/// gone: an operator may empty the upload directory while the server runs.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
+    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        other => other,
+    }
 }
 
 /// Opens a tus file for appending at `offset` under an exclusive lock, or `Ok(None)` when
@@ -243,6 +253,20 @@ mod tests {
     #[test]
     fn ascii_fallback_has_no_quotes_or_non_ascii() {
         assert_eq!(ascii_filename("a\"b\\c é.txt"), "a_b_c _.txt");
+    }
+
+    #[test]
+    fn a_file_is_created_even_after_its_directory_was_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("up")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("up")).unwrap();
+        let id = Uuid::new_v4();
+        create_new(&store.temp_path(&id)).unwrap();
+        create_new(&store.tus_path(&id)).unwrap();
+        assert!(
+            create_new(&store.tus_path(&id)).is_err(),
+            "never an existing file"
+        );
     }
 
     #[test]

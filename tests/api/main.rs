@@ -9,5 +9,6 @@ mod health;
 mod startup;
 mod supervision;
 mod tus;
+mod upload_actors;
 mod uploads;
 mod users;
