@@ -23,6 +23,11 @@ pub struct CpuActor;
 
 impl Actor for CpuActor {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        // Digests are bulk work: request handling on the async workers goes first.
+        crate::upload::lower_thread_priority();
+    }
 }
 
 /// Computes the hex digest of some bytes.

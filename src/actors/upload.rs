@@ -139,6 +139,10 @@ where
     F: FnOnce() -> std::io::Result<T> + Send + 'static,
     T: Send + 'static,
 {
+    let work = move || {
+        upload::lower_thread_priority();
+        work()
+    };
     match actix_web::rt::task::spawn_blocking(work).await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(err)) => Err(io_error(err)),

@@ -121,16 +121,72 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
             "the upload session has ended",
         ));
     }
-    let OpenFile { file, written, .. } = &mut *open;
+    let OpenFile {
+        file,
+        base,
+        written,
+        ..
+    } = &mut *open;
     let file = file
         .as_mut()
         .ok_or_else(|| io::Error::other("upload file not open"))?;
+    let start = *base + *written;
     for chunk in chunks {
         file.write_all(chunk)?;
         *written += chunk.len() as u64;
     }
+    start_writeback(file, start, *base + *written - start);
     Ok(*written)
 }
+
+/// Starts writing a just-written range back to disk without waiting for it, so the disk works
+/// while the rest of the upload arrives and the final fsync has little left to wait for.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd as _;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open (borrowed from `file`) for the whole call, and
+    // sync_file_range only reads its integer arguments. A failure only means the final
+    // fsync does all the work, so its result is ignored.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
+/// Lowers the calling thread's scheduling priority (Linux: nice is per thread), once per
+/// thread: bulk upload work (writes, digests) then yields the CPU to request handling, so
+/// `/ping` and friends keep their latency while uploads run.
+pub fn lower_thread_priority() {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    DONE.with(|done| {
+        if !done.replace(true) {
+            lower_priority_now();
+        }
+    });
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority_now() {
+    // SAFETY: gettid and setpriority take and return plain integers and touch no memory of
+    // ours; a failure leaves the priority as it was, which is harmless.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BULK_NICE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority_now() {}
+
+/// The nice value of threads doing bulk upload work.
+const BULK_NICE: libc::c_int = 10;
 
 /// Creates a new, empty file (never one that exists). Its directory is made again if it is
 /// gone: an operator may empty the upload directory while the server runs.
