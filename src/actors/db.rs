@@ -319,3 +319,20 @@ impl Handler<ListExpiredUploads> for DbActor {
         })
     }
 }
+
+/// Lists unfinished uploads whose every byte is stored (to be finished).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, AppError>")]
+pub struct ListWholeUploads {
+    /// At most this many ids.
+    pub limit: i64,
+}
+
+impl Handler<ListWholeUploads> for DbActor {
+    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    fn handle(&mut self, msg: ListWholeUploads, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::whole_unfinished(&pool, msg.limit).await
+        })
+    }
+}

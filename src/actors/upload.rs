@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::cpu::{CpuPool, DigestFile, HashChunk};
 use super::db::{
     AdvanceUpload, CompleteUpload, CreateUpload, DbActor, DeleteUpload, GetUpload,
-    ListExpiredUploads,
+    ListExpiredUploads, ListWholeUploads,
 };
 use super::supervise::{ask, respond, Probe};
 use crate::cpu::{hex, Algorithm, Hasher};
@@ -109,6 +109,16 @@ impl Actor for UploadActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        // Once at start-up too: a crash may have left uploads whole but unfinished.
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                if let Err(err) = sweep_expired(&deps).await {
+                    log::warn!("sweeping uploads at start-up failed: {err:?}");
+                }
+            }
+            .into_actor(self),
+        );
         // Sweep often enough that an upload outlives its expiry by at most half of it.
         let every =
             (self.deps.tus_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -483,9 +493,17 @@ async fn end_patch(
     })
 }
 
-/// A whole tus upload: digest it, move it into place, mark it complete.
+/// A whole tus upload: digest it, move it into place, mark it complete. After a crash the
+/// file may already be in place (moved, not yet marked): it is digested there.
 async fn finish_tus(deps: &Deps, id: Uuid) -> Result<Upload, AppError> {
-    let path = deps.store.tus_path(&id);
+    let tus_path = deps.store.tus_path(&id);
+    let probe = tus_path.clone();
+    let moved = !blocking(move || probe.try_exists()).await?;
+    let path = if moved {
+        deps.store.file_path(&id)
+    } else {
+        tus_path
+    };
     let digest = deps
         .cpu
         .run_waiting(
@@ -496,12 +514,14 @@ async fn finish_tus(deps: &Deps, id: Uuid) -> Result<Upload, AppError> {
             STEP_TIMEOUT,
         )
         .await?;
-    let store = deps.store.clone();
-    blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        store.persist(&file, &path, &id)
-    })
-    .await?;
+    if !moved {
+        let store = deps.store.clone();
+        blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            store.persist(&file, &path, &id)
+        })
+        .await?;
+    }
     let complete = CompleteUpload {
         id: id.to_string(),
         sha256: hex(&digest),
@@ -556,7 +576,8 @@ async fn remove_upload(
     if only_expired {
         // Re-read under the lock: a PATCH may have just extended it.
         let row = ask(&deps.db, GetUpload(id.to_string()), deps.db_timeout).await?;
-        if row.complete || row.expires_at.is_none_or(|at| at >= now()) {
+        let whole = row.upload_offset == row.size;
+        if row.complete || whole || row.expires_at.is_none_or(|at| at >= now()) {
             return Ok(false);
         }
     }
@@ -572,7 +593,44 @@ async fn remove_upload(
     Ok(true)
 }
 
+/// Finishes uploads left whole but unfinished by a crash (their clients see the full offset
+/// and will not PATCH again); one that a PATCH holds is left to that PATCH.
+async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
+    let ids = ask(
+        &deps.db,
+        ListWholeUploads { limit: SWEEP_LIMIT },
+        deps.db_timeout,
+    )
+    .await?;
+    for id in ids {
+        let Ok(uuid) = Uuid::parse_str(&id) else {
+            continue;
+        };
+        let path = deps.store.tus_path(&uuid);
+        let locked = blocking(move || match upload::open_locked(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(None)),
+            Ok(None) => Ok(None),
+            Ok(Some(f)) => Ok(Some(Some(f))),
+            Err(e) => Err(e),
+        })
+        .await?;
+        let Some(lock) = locked else { continue };
+        let row = ask(&deps.db, GetUpload(id.clone()), deps.db_timeout).await?;
+        if !row.complete && row.upload_offset == row.size {
+            match finish_tus(deps, uuid).await {
+                Ok(_) => log::warn!("finished upload {id}, left whole but unfinished"),
+                Err(err) => log::warn!("could not finish upload {id}: {err:?}"),
+            }
+        }
+        drop(lock);
+    }
+    Ok(())
+}
+
 async fn sweep_expired(deps: &Deps) -> Result<usize, AppError> {
+    if let Err(err) = finish_whole(deps).await {
+        log::warn!("finishing whole uploads failed: {err:?}");
+    }
     let expired = ListExpiredUploads {
         before: now(),
         limit: SWEEP_LIMIT,

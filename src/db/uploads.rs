@@ -202,3 +202,19 @@ pub async fn expired(
     })
     .map_err(db_error)
 }
+
+/// Ids of unfinished uploads whose every byte is stored: a crash came between the last
+/// PATCH's offset and the upload's completion; they are finished, never expired.
+pub async fn whole_unfinished(pool: &DbPool, limit: i64) -> Result<Vec<String>, AppError> {
+    with_conn!(pool, |conn| {
+        uploads::table
+            .filter(uploads::complete.eq(false))
+            .filter(uploads::upload_offset.eq(uploads::size))
+            .order(uploads::id.asc())
+            .limit(limit)
+            .select(uploads::id)
+            .load(conn)
+            .await
+    })
+    .map_err(db_error)
+}

@@ -107,6 +107,10 @@ pub async fn create(
         .json(body))
 }
 
+/// How long creating the temp file may take: under heavy write-back a disk's metadata
+/// operations can stall for seconds, which is slow, not overloaded.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long the last step of an upload (fsync, rename, row) may take.
 const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -130,12 +134,7 @@ async fn store_file(actors: &Actors, mut field: Field, max: u64) -> Result<Store
     let id = Uuid::new_v4();
     let session = Uuid::new_v4();
     let guard = SessionGuard::new(actors.upload.clone(), session, false);
-    ask(
-        &actors.upload,
-        CreateFile { session, id },
-        actors.db_timeout,
-    )
-    .await?;
+    ask(&actors.upload, CreateFile { session, id }, STEP_TIMEOUT).await?;
     let (size, hasher) = stream_into(
         &actors.upload,
         &actors.cpu,

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 use troupe::actors::cpu::{CpuPool, HashChunk};
-use troupe::actors::db::{DbActor, GetUpload};
+use troupe::actors::db::{AdvanceUpload, DbActor, GetUpload};
 use troupe::actors::supervise::{ask, InjectFault};
 use troupe::actors::upload::{
-    BeginPatch, CreateFile, CreateTusUpload, EndSession, FinishFile, SessionGuard, UploadActor,
-    WriteChunk,
+    BeginPatch, CreateFile, CreateTusUpload, EndSession, FinishFile, SessionGuard, SweepExpired,
+    UploadActor, WriteChunk,
 };
 use troupe::config::Config;
 use troupe::cpu::{hex, Algorithm, Hasher};
@@ -347,4 +347,39 @@ async fn cpu_pool_refuses_at_once_or_after_a_bounded_wait_when_saturated() {
     let panicked = pool.run(InjectFault::Panic).await;
     assert!(matches!(panicked, Err(AppError::Internal(_))));
     assert!(pool.run(job()).await.is_ok());
+}
+
+/// A crash between a last PATCH's offset and the upload's completion (before or after the
+/// rename) leaves it whole but unfinished: the sweep finishes it instead of expiring it.
+#[actix_web::test]
+async fn upload_actor_finishes_uploads_a_crash_left_whole_but_unfinished() {
+    let rig = rig().await;
+    for moved in [false, true] {
+        let id = Uuid::new_v4();
+        ask(&rig.upload, CreateTusUpload(row(id, 5, false)), T)
+            .await
+            .unwrap();
+        let tus_file = rig.dir.path().join(format!("uploads/tus/{id}"));
+        std::fs::write(&tus_file, b"whole").unwrap();
+        if moved {
+            std::fs::rename(&tus_file, rig.dir.path().join(format!("uploads/{id}"))).unwrap();
+        }
+        let advance = AdvanceUpload {
+            id: id.to_string(),
+            from: 0,
+            to: 5,
+            expires_at: now() - chrono::Duration::hours(1),
+        };
+        assert!(ask(&rig.db, advance, T).await.unwrap());
+
+        ask(&rig.upload, SweepExpired, T).await.unwrap();
+        let done = ask(&rig.db, GetUpload(id.to_string()), T).await.unwrap();
+        assert!(done.complete, "moved={moved}");
+        assert_eq!(done.sha256.unwrap(), hex(&Sha256::digest(b"whole")));
+        assert_eq!(
+            std::fs::read(rig.dir.path().join(format!("uploads/{id}"))).unwrap(),
+            b"whole"
+        );
+        assert!(!tus_file.exists());
+    }
 }
