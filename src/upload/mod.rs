@@ -25,6 +25,57 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    dir_sync: Arc<DirSync>,
+}
+
+/// Group commit for the upload directory's fsync: every rename needs a directory fsync that
+/// starts after it, and one fsync serves all renames done before it started, so concurrent
+/// uploads share one instead of queueing one each behind the journal.
+#[derive(Debug, Default)]
+struct DirSync {
+    state: Mutex<DirSyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DirSyncState {
+    /// Tickets handed out: one per rename waiting to be durable.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// Whether a thread is running an fsync now.
+    running: bool,
+}
+
+impl DirSync {
+    /// Returns once an fsync of `dir` that started after this call has succeeded.
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let poisoned = || io::Error::other("directory sync lock poisoned");
+        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        state.requested += 1;
+        let ticket = state.requested;
+        loop {
+            if state.synced >= ticket {
+                return Ok(());
+            }
+            if state.running {
+                state = self.done.wait(state).map_err(|_| poisoned())?;
+                continue;
+            }
+            // Everything requested so far was renamed before this fsync starts.
+            let covers = state.requested;
+            state.running = true;
+            drop(state);
+            let result = File::open(dir).and_then(|d| d.sync_all());
+            state = self.state.lock().map_err(|_| poisoned())?;
+            state.running = false;
+            if result.is_ok() {
+                state.synced = state.synced.max(covers);
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
 }
 
 impl Store {
@@ -32,6 +83,7 @@ impl Store {
     pub fn open(root: &Path) -> io::Result<Self> {
         let store = Self {
             root: root.to_path_buf(),
+            dir_sync: Arc::default(),
         };
         std::fs::create_dir_all(store.temp_dir())?;
         std::fs::create_dir_all(store.tus_dir())?;
@@ -84,7 +136,7 @@ impl Store {
     pub fn persist(&self, file: &File, from: &Path, id: &Uuid) -> io::Result<()> {
         file.sync_all()?;
         std::fs::rename(from, self.file_path(id))?;
-        File::open(&self.root)?.sync_all()
+        self.dir_sync.sync(&self.root)
     }
 }
 
@@ -323,6 +375,29 @@ mod tests {
             create_new(&store.tus_path(&id)).is_err(),
             "never an existing file"
         );
+    }
+
+    #[test]
+    fn concurrent_directory_syncs_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        store.dir_sync.sync(&store.root).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let state = store.dir_sync.state.lock().unwrap();
+        assert_eq!(state.requested, 40);
+        assert_eq!(state.synced, 40);
+        assert!(!state.running);
     }
 
     #[test]
