@@ -37,6 +37,11 @@ pub const BATCH_BYTES: usize = 1 << 20;
 /// The longest one step (a batch's write, or a wait for a CPU place) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a new upload's first digest step may wait for a CPU place: past it the CPU pool
+/// is saturated and the upload is refused (503 + `Retry-After`); later steps of an upload
+/// already under way wait up to [`STEP_TIMEOUT`].
+const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
 /// Expired tus uploads removed per sweep.
 const SWEEP_LIMIT: i64 = 100;
 
@@ -745,6 +750,7 @@ where
     let mut batch_len = 0usize;
     let mut in_flight: Option<actix_web::rt::task::JoinHandle<StepResult>> = None;
     let mut interrupted = None;
+    let mut cpu_wait = ADMISSION_WAIT;
     loop {
         let done = match body.next().await {
             Some(Ok(chunk)) => {
@@ -782,7 +788,9 @@ where
                 session,
                 chunks,
                 hasher.take(),
+                cpu_wait,
             )));
+            cpu_wait = STEP_TIMEOUT;
         }
         if done {
             break;
@@ -811,6 +819,7 @@ async fn step(
     session: Uuid,
     chunks: Vec<Bytes>,
     hasher: Option<Box<Hasher>>,
+    cpu_wait: Duration,
 ) -> StepResult {
     let write = ask(
         &addr,
@@ -823,7 +832,7 @@ async fn step(
     let hash = async {
         match hasher {
             Some(hasher) => cpu
-                .run_waiting(HashChunk { hasher, chunks }, STEP_TIMEOUT)
+                .run_waiting(HashChunk { hasher, chunks }, cpu_wait)
                 .await
                 .map(Some),
             None => Ok(None),
