@@ -40,6 +40,16 @@ pub struct ConfigError {
 /// The default SQLite file when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_PATH: &str = "data/troupe.db";
 
+/// The default upload directory when `TROUPE_UPLOAD_DIR` is unset.
+pub const DEFAULT_UPLOAD_DIR: &str = "data/uploads";
+
+/// The default largest upload (1 GiB) when `TROUPE_MAX_UPLOAD_BYTES` is unset.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+/// The default lifetime of an unfinished tus upload (24 h) when `TROUPE_TUS_EXPIRY_SECS`
+/// is unset.
+pub const DEFAULT_TUS_EXPIRY_SECS: u64 = 24 * 3600;
+
 /// troupe's configuration. See the README's table for each variable and its default.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +67,13 @@ pub struct Config {
     pub cpu_threads: usize,
     /// `TROUPE_UPSTREAMS` and the `TROUPE_UPSTREAM_*` bounds.
     pub upstream: UpstreamConfig,
+    /// `TROUPE_UPLOAD_DIR`, default `./data/uploads`; created at start-up if missing.
+    pub upload_dir: PathBuf,
+    /// `TROUPE_MAX_UPLOAD_BYTES`, default 1 GiB: the largest file `POST /upload` or tus takes.
+    pub max_upload_bytes: u64,
+    /// `TROUPE_TUS_EXPIRY_SECS`, default 86400: an unfinished tus upload untouched this long
+    /// expires and is deleted.
+    pub tus_expiry: Duration,
 }
 
 impl Config {
@@ -104,6 +121,21 @@ impl Config {
                 256,
             )?,
             upstream: UpstreamConfig::from_vars(get)?,
+            upload_dir: PathBuf::from(get("TROUPE_UPLOAD_DIR").unwrap_or(DEFAULT_UPLOAD_DIR)),
+            max_upload_bytes: parse_int(
+                get("TROUPE_MAX_UPLOAD_BYTES"),
+                "TROUPE_MAX_UPLOAD_BYTES",
+                DEFAULT_MAX_UPLOAD_BYTES,
+                0,
+                1 << 50,
+            )?,
+            tus_expiry: Duration::from_secs(parse_int(
+                get("TROUPE_TUS_EXPIRY_SECS"),
+                "TROUPE_TUS_EXPIRY_SECS",
+                DEFAULT_TUS_EXPIRY_SECS,
+                1,
+                365 * 24 * 3600,
+            )?),
         })
     }
 }
@@ -351,6 +383,19 @@ mod tests {
         let err = Config::from_vars(vars(&[("TROUPE_DB_POOL_SIZE", "lots")])).unwrap_err();
         assert_eq!(err.var, "TROUPE_DB_POOL_SIZE");
         assert!(err.to_string().starts_with("TROUPE_DB_POOL_SIZE: "));
+    }
+
+    #[test]
+    fn upload_settings_have_documented_defaults_and_name_a_bad_value() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.upload_dir, PathBuf::from(DEFAULT_UPLOAD_DIR));
+        assert_eq!(config.max_upload_bytes, 1 << 30);
+        let config = Config::from_vars(vars(&[("TROUPE_MAX_UPLOAD_BYTES", "4294967296")])).unwrap();
+        assert_eq!(config.max_upload_bytes, 4 << 30);
+        let err = Config::from_vars(vars(&[("TROUPE_MAX_UPLOAD_BYTES", "1GB")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_MAX_UPLOAD_BYTES");
+        let err = Config::from_vars(vars(&[("TROUPE_TUS_EXPIRY_SECS", "0")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_TUS_EXPIRY_SECS");
     }
 
     #[test]

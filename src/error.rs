@@ -65,10 +65,34 @@ pub enum AppError {
     /// An upstream did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// A tus request's `Upload-Offset` is not the upload's offset (nothing was written).
+    #[error("{0}")]
+    OffsetMismatch(String),
+    /// A tus request's body does not match its `Upload-Checksum` (nothing was appended).
+    #[error("the body does not match Upload-Checksum")]
+    ChecksumMismatch,
+    /// A tus request without `Tus-Resumable: 1.0.0`.
+    #[error("this server speaks tus 1.0.0 only (Tus-Resumable: 1.0.0)")]
+    UnsupportedTusVersion,
+    /// Another request is writing this upload right now.
+    #[error("{0}")]
+    Locked(String),
+    /// The resource existed but has expired.
+    #[error("{0}")]
+    Gone(String),
+    /// A `Range` that lies outside the content.
+    #[error("the requested range is outside the content")]
+    RangeNotSatisfiable,
+    /// A conditional request (`If-Match`, `If-Unmodified-Since`) whose condition fails.
+    #[error("a precondition of the request failed")]
+    PreconditionFailed,
     /// A bug or a panic; the cause is logged, never shown.
     #[error("internal error")]
     Internal(String),
 }
+
+/// tus's status for a checksum mismatch (not in the HTTP registry).
+const CHECKSUM_MISMATCH: u16 = 460;
 
 impl AppError {
     /// The stable snake_case code of this error.
@@ -85,6 +109,13 @@ impl AppError {
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::OffsetMismatch(_) => "offset_mismatch",
+            Self::ChecksumMismatch => "checksum_mismatch",
+            Self::UnsupportedTusVersion => "unsupported_tus_version",
+            Self::Locked(_) => "upload_locked",
+            Self::Gone(_) => "gone",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
+            Self::PreconditionFailed => "precondition_failed",
             Self::Internal(_) => "internal",
         }
     }
@@ -102,6 +133,15 @@ impl AppError {
             Self::Overloaded(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::OffsetMismatch(_) => StatusCode::CONFLICT,
+            Self::ChecksumMismatch => {
+                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Self::UnsupportedTusVersion => StatusCode::PRECONDITION_FAILED,
+            Self::Locked(_) => StatusCode::LOCKED,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,8 +158,10 @@ impl AppError {
             400 => Self::BadRequest("bad request".into()),
             404 => Self::NotFound("no such route".into()),
             405 => Self::MethodNotAllowed,
+            412 => Self::PreconditionFailed,
             413 => Self::PayloadTooLarge("the request body is too large".into()),
             415 => Self::UnsupportedMediaType("unsupported media type".into()),
+            416 => Self::RangeNotSatisfiable,
             503 => Self::Overloaded(String::new()),
             _ => Self::Internal(format!("unmapped status {status}")),
         }

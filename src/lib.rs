@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod middleware;
 pub mod routes;
 pub mod startup;
+pub mod upload;
 
 /// Installs rustls' `ring` crypto provider for the process (awc's TLS needs one before any
 /// client is built). Idempotent: later calls, and a provider installed by someone else, are fine.

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::{DbPool, StartError};
 use crate::middleware::request_context;
 use crate::routes;
+use crate::upload::Store;
 
 /// A built, bound, not yet awaited troupe.
 pub struct Application {
@@ -26,8 +27,14 @@ impl Application {
     /// Migrates, connects, starts the actors and binds `config.bind`. Must run inside an
     /// actix system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        let store = Store::open(&config.upload_dir).map_err(|e| {
+            StartError::Io(format!(
+                "TROUPE_UPLOAD_DIR: cannot create {}: {e}",
+                config.upload_dir.display()
+            ))
+        })?;
         let pool = DbPool::connect(&config).await?;
-        let actors = Actors::start(&config, pool.clone());
+        let actors = Actors::start(&config, pool.clone(), store);
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
         let port = listener

@@ -1,17 +1,20 @@
 //! `CpuActor`: CPU-heavy work on `SyncArbiter` threads, behind an admission limit.
 //!
 //! `SyncArbiter`'s queue is unbounded, so [`CpuPool`] counts the jobs in flight and answers
-//! 503 `overloaded` when all threads are busy and the small queue in front of them is full.
+//! 503 `overloaded` when all threads are busy and the small queue in front of them is full
+//! ([`CpuPool::run`]), or after a bounded wait for a place ([`CpuPool::run_waiting`], for the
+//! next step of work already under way, such as the next chunk of an upload's digest).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::supervise::{ask, guard_sync, Probe};
-use crate::cpu::{digest_hex, Algorithm};
+use crate::cpu::{digest_file, digest_hex, Algorithm, Hasher};
 use crate::error::AppError;
 
 /// One `SyncArbiter` thread's actor; it holds nothing, so a restart loses nothing.
@@ -20,6 +23,11 @@ pub struct CpuActor;
 
 impl Actor for CpuActor {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        // Digests are bulk work: request handling on the async workers goes first.
+        crate::upload::lower_thread_priority();
+    }
 }
 
 /// Computes the hex digest of some bytes.
@@ -36,6 +44,51 @@ impl Handler<ComputeDigest> for CpuActor {
     type Result = Result<String, AppError>;
     fn handle(&mut self, msg: ComputeDigest, ctx: &mut Self::Context) -> Self::Result {
         guard_sync(ctx, || Ok(digest_hex(msg.algorithm, &msg.data)))
+    }
+}
+
+/// Feeds a batch of chunks to a digest in progress and hands the state back: an upload's
+/// digest advances one batch per job, so a job is short and the file is never whole in memory.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Box<Hasher>, AppError>")]
+pub struct HashChunk {
+    /// The digest so far.
+    pub hasher: Box<Hasher>,
+    /// The next bytes, in order.
+    pub chunks: Vec<Bytes>,
+}
+
+impl Handler<HashChunk> for CpuActor {
+    type Result = Result<Box<Hasher>, AppError>;
+    fn handle(&mut self, msg: HashChunk, ctx: &mut Self::Context) -> Self::Result {
+        let HashChunk { mut hasher, chunks } = msg;
+        guard_sync(ctx, move || {
+            for chunk in &chunks {
+                hasher.update(chunk);
+            }
+            Ok(hasher)
+        })
+    }
+}
+
+/// Digests a stored file, reading it in blocks on the CPU thread (blocking reads there keep
+/// them off the async workers).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<u8>, AppError>")]
+pub struct DigestFile {
+    /// Which digest.
+    pub algorithm: Algorithm,
+    /// The file.
+    pub path: PathBuf,
+}
+
+impl Handler<DigestFile> for CpuActor {
+    type Result = Result<Vec<u8>, AppError>;
+    fn handle(&mut self, msg: DigestFile, ctx: &mut Self::Context) -> Self::Result {
+        guard_sync(ctx, || {
+            digest_file(msg.algorithm, &msg.path)
+                .map_err(|e| AppError::Internal(format!("digest of a stored file: {e}")))
+        })
     }
 }
 
@@ -68,18 +121,9 @@ impl Handler<super::supervise::InjectFault> for CpuActor {
 pub struct CpuPool {
     addr: Addr<CpuActor>,
     threads: usize,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: usize,
+    /// One permit per job allowed in flight (running or queued at the `SyncArbiter`).
+    places: Arc<Semaphore>,
     timeout: Duration,
-}
-
-/// Holds one admitted job's place until dropped.
-struct Admitted(Arc<AtomicUsize>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl CpuPool {
@@ -88,8 +132,7 @@ impl CpuPool {
         Self {
             addr: SyncArbiter::start(threads, CpuActor::default),
             threads,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            max_in_flight: threads * 2,
+            places: Arc::new(Semaphore::new(threads * 2)),
             timeout,
         }
     }
@@ -104,13 +147,11 @@ impl CpuPool {
         self.threads
     }
 
-    fn admit(&self) -> Result<Admitted, AppError> {
-        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = Admitted(self.in_flight.clone());
-        if prev >= self.max_in_flight {
-            return Err(AppError::Overloaded("all CPU threads are busy".into()));
-        }
-        Ok(slot)
+    fn admit(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        self.places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::Overloaded("all CPU threads are busy".into()))
     }
 
     /// Runs one job on a CPU thread if there is room, else 503 at once.
@@ -121,6 +162,22 @@ impl CpuPool {
         T: Send + 'static,
     {
         let _slot = self.admit()?;
+        ask(&self.addr, msg, self.timeout).await
+    }
+
+    /// Runs one job on a CPU thread, waiting at most `max_wait` for a place (in arrival
+    /// order), else 503: the queue stays bounded by the callers waiting, each for a bounded time.
+    pub async fn run_waiting<M, T>(&self, msg: M, max_wait: Duration) -> Result<T, AppError>
+    where
+        CpuActor: Handler<M>,
+        M: Message<Result = Result<T, AppError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let place = tokio::time::timeout(max_wait, self.places.clone().acquire_owned()).await;
+        let _slot = match place {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(AppError::Overloaded("all CPU threads are busy".into())),
+        };
         ask(&self.addr, msg, self.timeout).await
     }
 }

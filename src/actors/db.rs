@@ -1,4 +1,5 @@
-//! `DbActor`: every database operation, as a message, on its own arbiter.
+//! `DbActor`: every database operation (users, upload metadata), as a message, on its own
+//! arbiter.
 //!
 //! Handlers return a `ResponseFuture`, so queries run concurrently up to the pool's size;
 //! the actor's own thread only starts them. An admission limit caps the queries waiting
@@ -8,8 +9,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use actix::prelude::*;
+use chrono::NaiveDateTime;
 
 use super::supervise::{respond, InFlight, Probe};
+use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::DbPool;
 use crate::error::AppError;
@@ -176,5 +179,144 @@ impl Handler<super::supervise::InjectFault> for DbActor {
         ctx: &mut Self::Context,
     ) -> Self::Result {
         super::supervise::inject(self, ctx, msg)
+    }
+}
+
+/// Inserts an upload's row.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct CreateUpload(pub Upload);
+
+/// Reads one upload's row by id, complete or not.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct GetUpload(pub String);
+
+/// Reads a page of complete uploads in id order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<UploadPage, AppError>")]
+pub struct ListUploads {
+    /// At most this many uploads.
+    pub limit: i64,
+    /// Only ids above this one.
+    pub after: String,
+}
+
+/// Deletes one upload's row.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct DeleteUpload(pub String);
+
+/// Moves an unfinished upload's offset, if it is still at `from`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, AppError>")]
+pub struct AdvanceUpload {
+    /// The upload.
+    pub id: String,
+    /// The offset it must be at.
+    pub from: i64,
+    /// The new offset.
+    pub to: i64,
+    /// Its new expiry.
+    pub expires_at: NaiveDateTime,
+}
+
+/// Marks an upload complete with its SHA-256.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct CompleteUpload {
+    /// The upload.
+    pub id: String,
+    /// Lowercase hex SHA-256 of its content.
+    pub sha256: String,
+}
+
+/// Lists unfinished uploads that expired before `before`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, AppError>")]
+pub struct ListExpiredUploads {
+    /// The cut-off time (UTC).
+    pub before: NaiveDateTime,
+    /// At most this many ids.
+    pub limit: i64,
+}
+
+impl Handler<CreateUpload> for DbActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: CreateUpload, ctx: &mut Self::Context) -> Self::Result {
+        self.run(
+            ctx,
+            |pool| async move { uploads::create(&pool, msg.0).await },
+        )
+    }
+}
+
+impl Handler<GetUpload> for DbActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: GetUpload, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move { uploads::get(&pool, &msg.0).await })
+    }
+}
+
+impl Handler<ListUploads> for DbActor {
+    type Result = ResponseFuture<Result<UploadPage, AppError>>;
+    fn handle(&mut self, msg: ListUploads, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::list(&pool, msg.limit, &msg.after).await
+        })
+    }
+}
+
+impl Handler<DeleteUpload> for DbActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, msg: DeleteUpload, ctx: &mut Self::Context) -> Self::Result {
+        self.run(
+            ctx,
+            |pool| async move { uploads::delete(&pool, &msg.0).await },
+        )
+    }
+}
+
+impl Handler<AdvanceUpload> for DbActor {
+    type Result = ResponseFuture<Result<bool, AppError>>;
+    fn handle(&mut self, msg: AdvanceUpload, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::advance(&pool, &msg.id, msg.from, msg.to, msg.expires_at).await
+        })
+    }
+}
+
+impl Handler<CompleteUpload> for DbActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: CompleteUpload, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::complete(&pool, &msg.id, msg.sha256).await
+        })
+    }
+}
+
+impl Handler<ListExpiredUploads> for DbActor {
+    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    fn handle(&mut self, msg: ListExpiredUploads, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::expired(&pool, msg.before, msg.limit).await
+        })
+    }
+}
+
+/// Lists unfinished uploads whose every byte is stored (to be finished).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, AppError>")]
+pub struct ListWholeUploads {
+    /// At most this many ids.
+    pub limit: i64,
+}
+
+impl Handler<ListWholeUploads> for DbActor {
+    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    fn handle(&mut self, msg: ListWholeUploads, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::whole_unfinished(&pool, msg.limit).await
+        })
     }
 }

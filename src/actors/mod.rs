@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod db;
 pub mod fetch;
 pub mod supervise;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use actix::prelude::*;
 use crate::config::Config;
 use crate::db::DbPool;
 use crate::fetch::Upstreams;
+use crate::upload::Store;
 use cpu::CpuPool;
 use db::DbActor;
+use upload::UploadActor;
 
 /// Every actor's address: what handlers, `/readyz` and tests reach the actors through.
 #[derive(Clone)]
@@ -23,17 +26,25 @@ pub struct Actors {
     pub db: Addr<DbActor>,
     /// Digests and other CPU-heavy jobs.
     pub cpu: CpuPool,
+    /// Files being written (`POST /upload`, tus).
+    pub upload: Addr<UploadActor>,
+    /// Where uploads live (handlers read complete files from it).
+    pub store: Store,
     /// How long a handler waits for the database actor's answer.
     pub db_timeout: Duration,
     /// The upstream sources with their breakers and statistics, shared by every worker's
     /// `FetchActor` (each worker starts its own: awc clients cannot cross threads).
     pub upstreams: Arc<Upstreams>,
+    /// The largest upload taken (`TROUPE_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
+    /// How long an untouched unfinished tus upload lives (`TROUPE_TUS_EXPIRY_SECS`).
+    pub tus_expiry: Duration,
 }
 
 impl Actors {
-    /// Starts every actor: `DbActor` on an arbiter of its own under a `Supervisor`, the CPU
-    /// pool on `SyncArbiter` threads. Needs a running actix system.
-    pub fn start(config: &Config, pool: DbPool) -> Self {
+    /// Starts every actor: `DbActor` and `UploadActor` each on an arbiter of its own under a
+    /// `Supervisor`, the CPU pool on `SyncArbiter` threads. Needs a running actix system.
+    pub fn start(config: &Config, pool: DbPool, store: Store) -> Self {
         let max_in_flight = config.db_pool_size as usize * 32;
         let db_arbiter = Arbiter::new();
         let db = Supervisor::start_in_arbiter(&db_arbiter.handle(), move |_| {
@@ -41,11 +52,24 @@ impl Actors {
         });
         // The pool answers within `db_timeout`; the margin covers the hop to the actor.
         let db_timeout = config.db_timeout + Duration::from_millis(500);
+        let cpu = CpuPool::start(config.cpu_threads, Duration::from_secs(60));
+        let upload_arbiter = Arbiter::new();
+        let upload = {
+            let (store, db, cpu, expiry) =
+                (store.clone(), db.clone(), cpu.clone(), config.tus_expiry);
+            Supervisor::start_in_arbiter(&upload_arbiter.handle(), move |_| {
+                UploadActor::new(store, db, db_timeout, cpu, expiry)
+            })
+        };
         Self {
             db,
-            cpu: CpuPool::start(config.cpu_threads, Duration::from_secs(60)),
+            cpu,
+            upload,
+            store,
             db_timeout,
             upstreams: Arc::new(Upstreams::new(&config.upstream)),
+            max_upload_bytes: config.max_upload_bytes,
+            tus_expiry: config.tus_expiry,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! diesel expression against it, so every query in `db::*` is written once for both backends.
 
 pub mod schema;
+pub mod uploads;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,3 +9,19 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    uploads (id) {
+        id -> Text,
+        filename -> Text,
+        content_type -> Text,
+        size -> BigInt,
+        upload_offset -> BigInt,
+        sha256 -> Nullable<Text>,
+        complete -> Bool,
+        tus_metadata -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -32,10 +32,11 @@ pub async fn healthz() -> HttpResponse {
 /// this service, and an upstream's failures are answered per source.
 pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>>) -> HttpResponse {
     let db_timeout = PROBE_TIMEOUT.min(actors.db_timeout);
-    let (db_actor, cpu_actor, fetch_actor, database) = futures::join!(
+    let (db_actor, cpu_actor, fetch_actor, upload_actor, database) = futures::join!(
         is_alive(&actors.db, PROBE_TIMEOUT),
         is_alive(actors.cpu.addr(), PROBE_TIMEOUT),
         is_alive(&fetch, PROBE_TIMEOUT),
+        is_alive(&actors.upload, PROBE_TIMEOUT),
         ask(&actors.db, CheckDatabase, db_timeout),
     );
     let state = |up: bool| if up { "up" } else { "down" };
@@ -43,7 +44,7 @@ pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>
         Ok(()) => json!({"state": "up"}),
         Err(e) => json!({"state": "down", "code": e.code()}),
     };
-    let ready = db_actor && cpu_actor && fetch_actor && database.is_ok();
+    let ready = db_actor && cpu_actor && fetch_actor && upload_actor && database.is_ok();
     let upstreams: serde_json::Map<_, _> = actors
         .upstreams
         .status()
@@ -68,6 +69,7 @@ pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>
             "cpu_actor": {"state": state(cpu_actor), "threads": actors.cpu.threads()},
             "fetch_actor": {"state": state(fetch_actor)},
             "upstreams": upstreams,
+            "upload_actor": {"state": state(upload_actor)},
         },
     });
     if ready {
@@ -99,6 +101,7 @@ pub async fn inject_fault(
     match actor.as_str() {
         "db" => ask(&actors.db, fault, timeout).await?,
         "cpu" => ask(actors.cpu.addr(), fault, timeout).await?,
+        "upload" => ask(&actors.upload, fault, timeout).await?,
         _ => return Err(AppError::NotFound("no such actor".into())),
     }
     Ok(HttpResponse::NoContent().finish())

@@ -2,9 +2,12 @@
 
 pub mod fetch;
 pub mod health;
+pub mod tus;
+pub mod uploads;
 pub mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
@@ -32,7 +35,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(users::delete)),
         )
         .route("/aggregate", web::get().to(fetch::aggregate))
-        .route("/parallel", web::get().to(fetch::parallel));
+        .route("/parallel", web::get().to(fetch::parallel))
+        .route("/upload", web::post().to(uploads::create))
+        .route("/uploads", web::get().to(uploads::list))
+        .service(
+            web::resource("/uploads/{id}")
+                .route(web::get().to(uploads::get))
+                .route(web::delete().to(uploads::delete)),
+        )
+        .route("/uploads/{id}/content", web::get().to(uploads::content))
+        .service(
+            web::scope("/files")
+                .wrap(actix_web::middleware::from_fn(tus::protocol))
+                .route("", web::post().to(tus::create))
+                .route("/", web::post().to(tus::create))
+                .route("", web::method(Method::OPTIONS).to(tus::options))
+                .route("/", web::method(Method::OPTIONS).to(tus::options))
+                .service(
+                    web::resource("/{id}")
+                        .route(web::head().to(tus::head))
+                        .route(web::patch().to(tus::patch))
+                        .route(web::delete().to(tus::terminate))
+                        .route(web::method(Method::OPTIONS).to(tus::options)),
+                ),
+        );
     #[cfg(feature = "fault-injection")]
     cfg.route(
         "/_test/fault/{actor}/{kind}",

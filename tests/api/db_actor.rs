@@ -24,7 +24,7 @@ async fn db_actor(
     max_in_flight: usize,
 ) -> Option<(Addr<DbActor>, (TestDb, TempDir))> {
     let (db, dir) = test_db(backend).await?;
-    let pool = DbPool::connect(&test_config(&db, &[])).await.unwrap();
+    let pool = DbPool::connect(&test_config(&db, &dir, &[])).await.unwrap();
     let addr = Supervisor::start(move |_| DbActor::new(pool, max_in_flight));
     Some((addr, (db, dir)))
 }

@@ -268,16 +268,22 @@ pub async fn test_db(backend: Backend) -> Option<(TestDb, TempDir)> {
     Some((db, dir))
 }
 
-/// The test configuration for `db`, with `vars` on top of the defaults.
-pub fn test_config(db: &TestDb, vars: &[(&str, &str)]) -> Config {
+/// The test configuration for `db`, with `vars` on top of the defaults; uploads stay inside
+/// the test's scratch dir unless `vars` say otherwise.
+pub fn test_config(db: &TestDb, dir: &TempDir, vars: &[(&str, &str)]) -> Config {
     let mut all = base_vars(&db.url());
+    let upload_dir = dir.path().join("uploads");
+    all.push((
+        "TROUPE_UPLOAD_DIR".into(),
+        upload_dir.to_string_lossy().into_owned(),
+    ));
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::from_vars(all).expect("test config")
 }
 
 /// Starts a server on an existing database and scratch dir (restarts reuse both).
 pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
-    let config = test_config(&db, vars);
+    let config = test_config(&db, &dir, vars);
     let app = Application::build(config)
         .await
         .expect("app failed to start");

@@ -11,5 +11,8 @@ mod fetch_actor;
 mod health;
 mod startup;
 mod supervision;
+mod tus;
+mod upload_actors;
+mod uploads;
 mod upstream_stub;
 mod users;

@@ -1,0 +1,359 @@
+//! tus 1.0 resumable uploads at `/files/`: core protocol and the `creation`,
+//! `creation-with-upload`, `termination`, `checksum` and `expiration` extensions.
+//!
+//! The offset lives in the database and the bytes in the upload directory; `UploadActor`
+//! locks an upload's file for the length of a PATCH, so two PATCHes never interleave, and
+//! moves the offset only after the bytes below it are fsynced. A finished upload gets its
+//! SHA-256 and appears under `/uploads`.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use futures::Stream;
+use uuid::Uuid;
+
+use super::uploads::parse_id;
+use crate::actors::db::GetUpload;
+use crate::actors::supervise::ask;
+use crate::actors::upload::{
+    stream_into, BeginPatch, CreateTusUpload, EndSession, RemoveUpload, SessionGuard,
+};
+use crate::actors::Actors;
+use crate::cpu::Hasher;
+use crate::db::uploads::{now, Upload};
+use crate::error::AppError;
+use crate::upload::sanitize_filename;
+use crate::upload::tus::{self, Checksum};
+
+const TUS_RESUMABLE: &str = "tus-resumable";
+const TUS_VERSION: &str = "tus-version";
+const UPLOAD_OFFSET: &str = "upload-offset";
+const UPLOAD_LENGTH: &str = "upload-length";
+const UPLOAD_METADATA: &str = "upload-metadata";
+const UPLOAD_EXPIRES: &str = "upload-expires";
+
+/// How long the end of a PATCH (fsync, offset, and on the last one digest and rename) may take.
+const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
+/// OPTIONS excepted), and marks every answer with `Tus-Resumable` and, for browsers, the
+/// CORS headers that let them read the tus headers.
+pub async fn protocol(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let cors = req.headers().contains_key(header::ORIGIN);
+    let speaks_tus = req.method() == actix_web::http::Method::OPTIONS
+        || req
+            .headers()
+            .get(TUS_RESUMABLE)
+            .is_some_and(|v| v.as_bytes() == tus::VERSION.as_bytes());
+    let mut res = if speaks_tus {
+        next.call(req).await?.map_into_boxed_body()
+    } else {
+        let mut res = req.error_response(AppError::UnsupportedTusVersion);
+        res.headers_mut()
+            .insert(HeaderName::from_static(TUS_VERSION), version());
+        res
+    };
+    let headers = res.headers_mut();
+    headers.insert(HeaderName::from_static(TUS_RESUMABLE), version());
+    if cors {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(tus::EXPOSE_HEADERS),
+        );
+    }
+    Ok(res)
+}
+
+fn version() -> HeaderValue {
+    HeaderValue::from_static(tus::VERSION)
+}
+
+/// `OPTIONS /files/` and `/files/{id}`: what this server speaks; with `Origin`, a CORS
+/// preflight answer too.
+pub async fn options(req: HttpRequest, actors: web::Data<Actors>) -> HttpResponse {
+    let mut res = HttpResponse::NoContent();
+    res.insert_header((TUS_VERSION, tus::VERSION))
+        .insert_header(("tus-extension", tus::EXTENSIONS))
+        .insert_header(("tus-max-size", actors.max_upload_bytes.to_string()))
+        .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS));
+    if req.headers().contains_key(header::ORIGIN) {
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, tus::ALLOW_METHODS))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, tus::ALLOW_HEADERS))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"));
+    }
+    res.finish()
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AppError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| AppError::BadRequest(format!("{name} is not ASCII text")))
+        })
+        .transpose()
+}
+
+fn size_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, AppError> {
+    text(headers, name)?
+        .map(|v| {
+            tus::parse_size(v).ok_or_else(|| {
+                AppError::BadRequest(format!("{name} must be a non-negative integer"))
+            })
+        })
+        .transpose()
+}
+
+fn checksum_header(headers: &HeaderMap) -> Result<Option<Checksum>, AppError> {
+    text(headers, "upload-checksum")?
+        .map(|v| tus::parse_checksum(v).map_err(AppError::BadRequest))
+        .transpose()
+}
+
+fn is_offset_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(tus::OFFSET_OCTET_STREAM))
+}
+
+fn expiry_header(res: &mut HttpResponseBuilder, upload: &Upload) {
+    if let (false, Some(at)) = (upload.complete, upload.expires_at) {
+        res.insert_header((UPLOAD_EXPIRES, tus::http_date(at)));
+    }
+}
+
+/// `POST /files/`: creates an upload of `Upload-Length` bytes → 201 with `Location`; with a
+/// `application/offset+octet-stream` body, its first bytes too (`creation-with-upload`).
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    actors: web::Data<Actors>,
+) -> Result<HttpResponse, AppError> {
+    let headers = req.headers();
+    if headers.contains_key("upload-defer-length") {
+        return Err(AppError::BadRequest(
+            "Upload-Defer-Length is not supported: give Upload-Length".into(),
+        ));
+    }
+    if headers.contains_key("upload-concat") {
+        return Err(AppError::BadRequest(
+            "Upload-Concat (concatenation) is not supported".into(),
+        ));
+    }
+    let length = size_header(headers, UPLOAD_LENGTH)?
+        .ok_or_else(|| AppError::BadRequest("Upload-Length is required".into()))?;
+    if length > actors.max_upload_bytes {
+        return Err(AppError::PayloadTooLarge(format!(
+            "Upload-Length is over the maximum of {} bytes (Tus-Max-Size)",
+            actors.max_upload_bytes
+        )));
+    }
+    let raw_metadata = text(headers, UPLOAD_METADATA)?;
+    let metadata = raw_metadata
+        .map(tus::parse_metadata)
+        .transpose()
+        .map_err(AppError::BadRequest)?
+        .unwrap_or_default();
+    let filename =
+        sanitize_filename(tus::metadata_text(&metadata, &["filename", "name"]).unwrap_or_default());
+    let content_type = tus::metadata_text(&metadata, &["filetype", "type", "contentType"])
+        .and_then(|t| t.parse::<mime::Mime>().ok())
+        .map_or_else(
+            || mime::APPLICATION_OCTET_STREAM.essence_str().to_owned(),
+            |m| m.essence_str().to_owned(),
+        );
+    let with_upload = is_offset_stream(headers);
+    let checksum = if with_upload {
+        checksum_header(headers)?
+    } else {
+        None
+    };
+    let id = Uuid::new_v4();
+    let at = now();
+    let row = Upload {
+        id: id.to_string(),
+        filename,
+        content_type,
+        size: length as i64,
+        upload_offset: 0,
+        sha256: None,
+        complete: false,
+        tus_metadata: raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned),
+        expires_at: Some(at + chrono::Duration::from_std(actors.tus_expiry).unwrap_or_default()),
+        created_at: at,
+        updated_at: at,
+    };
+    let mut upload = ask(&actors.upload, CreateTusUpload(row), FINISH_TIMEOUT).await?;
+    let mut res = HttpResponse::Created();
+    res.insert_header((header::LOCATION, format!("/files/{id}")));
+    if with_upload {
+        let (offset, now_row) = append(&actors, id, 0, checksum, payload).await?;
+        upload = now_row;
+        res.insert_header((UPLOAD_OFFSET, offset.to_string()));
+    }
+    expiry_header(&mut res, &upload);
+    Ok(res.finish())
+}
+
+/// `HEAD /files/{id}`: the durable offset (bytes all on disk), the length, the metadata.
+pub async fn head(
+    actors: web::Data<Actors>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let upload = ask(&actors.db, GetUpload(id.to_string()), actors.db_timeout).await?;
+    if !upload.complete && upload.expires_at.is_some_and(|at| at < now()) {
+        return Err(AppError::Gone("this upload has expired".into()));
+    }
+    let mut res = HttpResponse::Ok();
+    res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()))
+        .insert_header((UPLOAD_LENGTH, upload.size.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(metadata) = &upload.tus_metadata {
+        res.insert_header((UPLOAD_METADATA, metadata.as_str()));
+    }
+    expiry_header(&mut res, &upload);
+    Ok(res.finish())
+}
+
+/// `PATCH /files/{id}`: appends the body at `Upload-Offset` → 204 with the new offset.
+/// A wrong offset is 409 with nothing written; a checksum mismatch is 460 with nothing
+/// appended; a PATCH while another one writes this upload is 423.
+pub async fn patch(
+    req: HttpRequest,
+    payload: web::Payload,
+    actors: web::Data<Actors>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let headers = req.headers();
+    if !is_offset_stream(headers) {
+        return Err(AppError::UnsupportedMediaType(format!(
+            "expected Content-Type: {}",
+            tus::OFFSET_OCTET_STREAM
+        )));
+    }
+    let offset = size_header(headers, UPLOAD_OFFSET)?
+        .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
+    let checksum = checksum_header(headers)?;
+    let id = parse_id(&id)?;
+    let (offset, upload) = append(&actors, id, offset, checksum, payload).await?;
+    let mut res = HttpResponse::NoContent();
+    res.insert_header((UPLOAD_OFFSET, offset.to_string()));
+    expiry_header(&mut res, &upload);
+    Ok(res.finish())
+}
+
+/// Appends `body` to upload `id` at `offset`; answers the new offset and the row as it is now.
+async fn append<S>(
+    actors: &Actors,
+    id: Uuid,
+    offset: u64,
+    checksum: Option<Checksum>,
+    body: S,
+) -> Result<(u64, Upload), AppError>
+where
+    S: Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let session = Uuid::new_v4();
+    // Bytes that arrived before an interruption are kept, unless a checksum was promised:
+    // then they cannot be verified and are dropped.
+    let mut guard = SessionGuard::new(actors.upload.clone(), session, checksum.is_none());
+    let upload = ask(
+        &actors.upload,
+        BeginPatch { session, id },
+        actors.db_timeout * 2,
+    )
+    .await?;
+    let current = u64::try_from(upload.upload_offset).unwrap_or(0);
+    if offset != current {
+        return Err(AppError::OffsetMismatch(format!(
+            "Upload-Offset is {offset} but the upload is at {current}"
+        )));
+    }
+    if upload.complete {
+        return Ok((current, upload));
+    }
+    let remaining = u64::try_from(upload.size)
+        .unwrap_or(0)
+        .saturating_sub(current);
+    let hasher = checksum
+        .as_ref()
+        .map(|c| Box::new(Hasher::new(c.algorithm)));
+    let streamed = stream_into(
+        &actors.upload,
+        &actors.cpu,
+        session,
+        body,
+        remaining,
+        hasher,
+    )
+    .await;
+    let (_, hasher) = match streamed {
+        Ok(done) => done,
+        Err(err) => {
+            if matches!(err, AppError::PayloadTooLarge(_)) {
+                guard.keep(false);
+                return Err(AppError::PayloadTooLarge(
+                    "the body goes past Upload-Length".into(),
+                ));
+            }
+            return Err(err);
+        }
+    };
+    let matches = match (checksum, hasher) {
+        (Some(expected), Some(hasher)) => hasher.finish() == expected.digest,
+        _ => true,
+    };
+    let end = ask(
+        &actors.upload,
+        EndSession {
+            session,
+            keep: matches,
+        },
+        FINISH_TIMEOUT,
+    )
+    .await;
+    guard.disarm();
+    let end = end?;
+    if !matches {
+        return Err(AppError::ChecksumMismatch);
+    }
+    let upload = match end.completed {
+        Some(done) => done,
+        None => Upload {
+            upload_offset: end.offset as i64,
+            expires_at: Some(
+                now() + chrono::Duration::from_std(actors.tus_expiry).unwrap_or_default(),
+            ),
+            ..upload
+        },
+    };
+    Ok((end.offset, upload))
+}
+
+/// `DELETE /files/{id}` (termination): the upload, finished or not, and its bytes → 204;
+/// 423 while a PATCH writes it.
+pub async fn terminate(
+    actors: web::Data<Actors>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    ask(
+        &actors.upload,
+        RemoveUpload { id, tus: true },
+        actors.db_timeout * 2,
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

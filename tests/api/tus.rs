@@ -1,0 +1,555 @@
+//! tus 1.0 at `/files/`: the protocol over HTTP against the real server, on both databases,
+//! across restarts, and driven by a real third-party client (tuspy).
+
+use std::time::{Duration, Instant};
+
+use awc::http::Method;
+use base64::Engine as _;
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::both_backends;
+use crate::helpers::{read_json, spawn_app, spawn_app_with, start, Backend, TestApp};
+use crate::uploads::{files_under, get_bytes, header, hex, sha256_hex, Noise};
+
+type Headers = awc::http::header::HeaderMap;
+
+/// Sends a tus request (with `Tus-Resumable: 1.0.0` unless `extra` sets it).
+async fn tus(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Headers, serde_json::Value) {
+    let mut req = app.client.request(method, app.url(path));
+    if !extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("tus-resumable"))
+    {
+        req = req.insert_header(("Tus-Resumable", "1.0.0"));
+    }
+    for (k, v) in extra {
+        req = req.insert_header((*k, *v));
+    }
+    let res = req.send_body(body).await.expect("request failed");
+    read_json(res).await
+}
+
+async fn create(app: &TestApp, length: usize, metadata: Option<&str>) -> String {
+    let length = length.to_string();
+    let mut headers = vec![("Upload-Length", length.as_str())];
+    if let Some(m) = metadata {
+        headers.push(("Upload-Metadata", m));
+    }
+    let (status, h, body) = tus(app, Method::POST, "/files/", &headers, vec![]).await;
+    assert_eq!(status, 201, "{body}");
+    let location = header(&h, "location").to_owned();
+    assert!(location.starts_with("/files/"), "{location}");
+    // An unfinished upload says when it expires; an empty one is finished at once.
+    assert_eq!(header(&h, "upload-expires").is_empty(), length == "0");
+    location
+}
+
+async fn patch(
+    app: &TestApp,
+    location: &str,
+    offset: usize,
+    data: &[u8],
+) -> (u16, Headers, serde_json::Value) {
+    let offset = offset.to_string();
+    tus(
+        app,
+        Method::PATCH,
+        location,
+        &[
+            ("Upload-Offset", offset.as_str()),
+            ("Content-Type", "application/offset+octet-stream"),
+        ],
+        data.to_vec(),
+    )
+    .await
+}
+
+async fn offset_of(app: &TestApp, location: &str) -> (u16, Option<usize>, Headers) {
+    let (status, h, _) = tus(app, Method::HEAD, location, &[], vec![]).await;
+    let offset = header(&h, "upload-offset").parse().ok();
+    (status, offset, h)
+}
+
+/// A PATCH over a raw socket that sends `data` of a longer declared body, then holds the
+/// connection open until the returned stream is dropped.
+async fn start_patch(
+    app: &TestApp,
+    location: &str,
+    offset: usize,
+    declared: usize,
+    data: &[u8],
+) -> tokio::net::TcpStream {
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(data).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// Polls `HEAD` until the offset is `want` (the server records an interrupted PATCH after
+/// the connection is gone).
+async fn wait_for_offset(app: &TestApp, location: &str, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, offset, _) = offset_of(app, location).await;
+        if offset == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offset stuck at {offset:?}, want {want}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// PATCHes, retrying while an ended PATCH still holds the upload (423, briefly).
+async fn patch_when_free(
+    app: &TestApp,
+    location: &str,
+    offset: usize,
+    data: &[u8],
+) -> (u16, Headers, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = patch(app, location, offset, data).await;
+        if answer.0 != 423 || Instant::now() > deadline {
+            return answer;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn options_advertises_the_protocol_and_cors_preflight() {
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_MAX_UPLOAD_BYTES", "5000")])
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .request(Method::OPTIONS, app.url("/files/"))
+        .insert_header(("Origin", "https://example.com"))
+        .insert_header(("Access-Control-Request-Method", "PATCH"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let h = res.headers();
+    assert_eq!(header(h, "tus-version"), "1.0.0");
+    assert_eq!(header(h, "tus-resumable"), "1.0.0");
+    assert_eq!(header(h, "tus-max-size"), "5000");
+    assert_eq!(header(h, "tus-checksum-algorithm"), "sha1,sha256");
+    for ext in [
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "checksum",
+        "expiration",
+    ] {
+        assert!(
+            header(h, "tus-extension").split(',').any(|e| e == ext),
+            "{ext}"
+        );
+    }
+    assert_eq!(header(h, "access-control-allow-origin"), "*");
+    assert!(header(h, "access-control-allow-methods").contains("PATCH"));
+    assert!(header(h, "access-control-allow-headers").contains("Upload-Offset"));
+    for exposed in [
+        "Location",
+        "Upload-Offset",
+        "Upload-Length",
+        "Tus-Resumable",
+    ] {
+        assert!(
+            header(h, "access-control-expose-headers").contains(exposed),
+            "{exposed}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn requests_without_tus_resumable_1_0_0_are_412() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    for version in [None, Some("0.2.2")] {
+        let mut req = app
+            .client
+            .post(app.url("/files/"))
+            .insert_header(("Upload-Length", "10"));
+        if let Some(v) = version {
+            req = req.insert_header(("Tus-Resumable", v));
+        }
+        let (status, h, body) = read_json(req.send().await.unwrap()).await;
+        assert_eq!(status, 412, "{body}");
+        assert_eq!(body["error"]["code"], "unsupported_tus_version");
+        assert_eq!(header(&h, "tus-version"), "1.0.0");
+        assert_eq!(header(&h, "tus-resumable"), "1.0.0");
+    }
+}
+
+async fn bad_creation_requests_get_truthful_errors(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, &[("TROUPE_MAX_UPLOAD_BYTES", "1000")]).await else {
+        return;
+    };
+    let (status, _, body) = tus(
+        &app,
+        Method::POST,
+        "/files/",
+        &[("Upload-Length", "1001")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    let (status, _, body) = tus(&app, Method::POST, "/files/", &[], vec![]).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = tus(
+        &app,
+        Method::POST,
+        "/files/",
+        &[("Upload-Length", "-1")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = tus(
+        &app,
+        Method::POST,
+        "/files/",
+        &[
+            ("Upload-Length", "10"),
+            ("Upload-Metadata", "filename not*base64"),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+    let (status, _, _) = offset_of(&app, "/files/00000000-0000-4000-8000-000000000000").await;
+    assert_eq!(status, 404);
+    // Nothing was created on disk.
+    assert!(files_under(&app.dir.path().join("uploads")).is_empty());
+}
+
+/// The whole story: create → partial PATCH → interrupted PATCH → HEAD → restart → HEAD →
+/// wrong offset → resume → complete, and the result is a normal upload with its sha256.
+async fn an_interrupted_upload_resumes_across_a_restart(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data = Noise::new(11).chunk((3 << 20) + 123);
+    let metadata = format!(
+        "filename {},filetype {}",
+        base64::engine::general_purpose::STANDARD.encode("../resume.bin"),
+        base64::engine::general_purpose::STANDARD.encode("application/x-resume")
+    );
+    let location = create(&app, data.len(), Some(&metadata)).await;
+
+    let first = 1 << 20;
+    let (status, h, body) = patch(&app, &location, 0, &data[..first]).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(header(&h, "upload-offset"), first.to_string());
+
+    // A PATCH whose client vanishes after 700 000 more bytes: those bytes are kept.
+    let arrived = first + 700_000;
+    let stream = start_patch(
+        &app,
+        &location,
+        first,
+        data.len() - first,
+        &data[first..arrived],
+    )
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    wait_for_offset(&app, &location, arrived).await;
+
+    // Restart on the same database and directory: the offset is durable.
+    let (db, dir) = app.stop().await;
+    let app = start(db, dir, &[]).await;
+    let (status, offset, h) = offset_of(&app, &location).await;
+    assert_eq!(status, 200);
+    assert_eq!(offset, Some(arrived));
+    assert_eq!(header(&h, "upload-length"), data.len().to_string());
+    assert_eq!(header(&h, "cache-control"), "no-store");
+    assert_eq!(header(&h, "upload-metadata"), metadata);
+    let id = location.trim_start_matches("/files/");
+    let on_disk = std::fs::metadata(app.dir.path().join("uploads/tus").join(id))
+        .unwrap()
+        .len();
+    assert!(on_disk >= arrived as u64);
+
+    // A wrong offset: 409, nothing written.
+    let (status, _, body) = patch(&app, &location, first, &data[first..arrived]).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "offset_mismatch");
+    assert_eq!(offset_of(&app, &location).await.1, Some(arrived));
+
+    // Resume to the end.
+    let (status, h, body) = patch_when_free(&app, &location, arrived, &data[arrived..]).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(header(&h, "upload-offset"), data.len().to_string());
+    let (status, offset, _) = offset_of(&app, &location).await;
+    assert_eq!((status, offset), (200, Some(data.len())));
+
+    // A finished tus upload is an upload like any other.
+    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+    assert_eq!(meta["filename"], "resume.bin");
+    assert_eq!(meta["content_type"], "application/x-resume");
+    let (_, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+    assert!(content == data, "content differs");
+    assert!(files_under(&app.dir.path().join("uploads/tus")).is_empty());
+}
+
+async fn a_checksum_mismatch_is_460_and_appends_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data = Noise::new(5).chunk(300_000);
+    let location = create(&app, data.len(), None).await;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+
+    let wrong = format!("sha1 {}", b64(&Sha1::digest(b"something else")));
+    let (status, h, body) = tus(
+        &app,
+        Method::PATCH,
+        &location,
+        &[
+            ("Upload-Offset", "0"),
+            ("Content-Type", "application/offset+octet-stream"),
+            ("Upload-Checksum", wrong.as_str()),
+        ],
+        data[..100_000].to_vec(),
+    )
+    .await;
+    assert_eq!(status, 460, "{body}");
+    assert_eq!(body["error"]["code"], "checksum_mismatch");
+    assert_eq!(header(&h, "tus-resumable"), "1.0.0");
+    assert_eq!(offset_of(&app, &location).await.1, Some(0));
+
+    let unknown = tus(
+        &app,
+        Method::PATCH,
+        &location,
+        &[
+            ("Upload-Offset", "0"),
+            ("Content-Type", "application/offset+octet-stream"),
+            ("Upload-Checksum", "md5 AAAA"),
+        ],
+        data[..10].to_vec(),
+    )
+    .await;
+    assert_eq!(unknown.0, 400, "{}", unknown.2);
+
+    // The right checksums, sha1 then sha256, are accepted.
+    let sha1 = format!("sha1 {}", b64(&Sha1::digest(&data[..100_000])));
+    let sha256 = format!("sha256 {}", b64(&Sha256::digest(&data[100_000..])));
+    for (from, to, checksum) in [(0, 100_000, sha1), (100_000, data.len(), sha256)] {
+        let offset = from.to_string();
+        let (status, _, body) = tus(
+            &app,
+            Method::PATCH,
+            &location,
+            &[
+                ("Upload-Offset", offset.as_str()),
+                ("Content-Type", "application/offset+octet-stream"),
+                ("Upload-Checksum", checksum.as_str()),
+            ],
+            data[from..to].to_vec(),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let id = location.trim_start_matches("/files/");
+    let (_, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+}
+
+async fn concurrent_patches_never_interleave(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data = Noise::new(21).chunk(2 << 20);
+    let location = create(&app, data.len(), None).await;
+
+    // The first PATCH is mid-body (holding the upload) when the second arrives.
+    let mut first = start_patch(&app, &location, 0, data.len(), &data[..1 << 20]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let id = location.trim_start_matches("/files/").to_owned();
+    let tus_file = app.dir.path().join("uploads/tus").join(&id);
+    while std::fs::metadata(&tus_file).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first PATCH never started writing"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let intruder = Noise::new(99).chunk(data.len());
+    let (status, _, body) = patch(&app, &location, 0, &intruder).await;
+    assert_eq!(status, 423, "{body}");
+    assert_eq!(body["error"]["code"], "upload_locked");
+    // Termination is refused too while the PATCH writes.
+    let (status, _, _) = tus(&app, Method::DELETE, &location, &[], vec![]).await;
+    assert_eq!(status, 423);
+
+    // The first one finishes; its bytes alone make the upload.
+    first.write_all(&data[1 << 20..]).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), first.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    let (_, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+}
+
+async fn expired_uploads_are_gone_and_their_bytes_removed(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, &[("TROUPE_TUS_EXPIRY_SECS", "1")]).await else {
+        return;
+    };
+    let location = create(&app, 1000, None).await;
+    let (status, _, _) = patch(&app, &location, 0, &[7u8; 100]).await;
+    assert_eq!(status, 204);
+    let kept = create(&app, 5, None).await;
+    let (status, _, _) = patch(&app, &kept, 0, b"12345").await;
+    assert_eq!(status, 204, "a finished upload never expires");
+
+    let id = location.trim_start_matches("/files/");
+    let path = app.dir.path().join("uploads/tus").join(id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        assert!(Instant::now() < deadline, "expired upload never removed");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _, _) = offset_of(&app, &location).await;
+    assert!(status == 404 || status == 410, "{status}");
+    let (status, _, body) = patch(&app, &location, 100, b"more").await;
+    assert!(status == 404 || status == 410, "{status} {body}");
+    let (status, _, _) = offset_of(&app, &kept).await;
+    assert_eq!(status, 200);
+}
+
+async fn creation_with_upload_then_termination(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, h, body) = tus(
+        &app,
+        Method::POST,
+        "/files/",
+        &[
+            ("Upload-Length", "10"),
+            ("Content-Type", "application/offset+octet-stream"),
+        ],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(header(&h, "upload-offset"), "5");
+    let location = header(&h, "location").to_owned();
+    assert_eq!(offset_of(&app, &location).await.1, Some(5));
+
+    let (status, _, _) = tus(&app, Method::DELETE, &location, &[], vec![]).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = offset_of(&app, &location).await;
+    assert_eq!(status, 404);
+    assert!(files_under(&app.dir.path().join("uploads")).is_empty());
+
+    // An empty upload is complete at once.
+    let location = create(&app, 0, None).await;
+    let id = location.trim_start_matches("/files/");
+    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["sha256"], sha256_hex(b""));
+}
+
+both_backends!(
+    bad_creation => bad_creation_requests_get_truthful_errors,
+    resume_across_restart => an_interrupted_upload_resumes_across_a_restart,
+    checksum => a_checksum_mismatch_is_460_and_appends_nothing,
+    concurrent_patch => concurrent_patches_never_interleave,
+    expiry => expired_uploads_are_gone_and_their_bytes_removed,
+    creation_with_upload => creation_with_upload_then_termination,
+);
+
+/// tuspy, the Python tus client, unchanged: uploads half, then a second uploader resumes
+/// from the server's offset (HEAD) with sha1 `Upload-Checksum` on every PATCH.
+const TUSPY_SCRIPT: &str = r#"
+import sys
+from tusclient import client
+url, path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = client.TusClient(url)
+first = c.uploader(file_path=path, chunk_size=chunk, upload_checksum=True,
+                   metadata={"filename": "tuspy.bin", "filetype": "application/x-tuspy"})
+first.upload(stop_at=chunk)
+second = c.uploader(file_path=path, chunk_size=chunk, upload_checksum=True, url=first.url)
+second.upload()
+print(second.url)
+"#;
+
+fn tus_client_required() -> bool {
+    std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
+}
+
+#[actix_web::test]
+async fn a_real_tus_client_uploads_and_resumes() {
+    let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_tuspy = std::process::Command::new(&python)
+        .args(["-c", "import tusclient"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tuspy {
+        assert!(
+            !tus_client_required(),
+            "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
+        );
+        eprintln!("skipping the tuspy test: tuspy is not installed (pip install tuspy==1.1.0)");
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let data = Noise::new(77).chunk(5_000_000);
+    let file = app.dir.path().join("tuspy-source.bin");
+    std::fs::write(&file, &data).unwrap();
+    let script = app.dir.path().join("tuspy_upload.py");
+    std::fs::write(&script, TUSPY_SCRIPT).unwrap();
+    let args = [
+        script.to_string_lossy().into_owned(),
+        app.url("/files/"),
+        file.to_string_lossy().into_owned(),
+        (2 << 20).to_string(),
+    ];
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new(python).args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tuspy failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
+    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["sha256"], hex(&Sha256::digest(&data)));
+    assert_eq!(meta["filename"], "tuspy.bin");
+    assert_eq!(meta["size"], data.len());
+}

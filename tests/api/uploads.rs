@@ -1,0 +1,568 @@
+//! `POST /upload` and `/uploads`: real files through the real server, on both databases.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::both_backends;
+use crate::helpers::{read_json, spawn_app, spawn_app_with, Backend, TestApp};
+
+pub const BOUNDARY: &str = "troupe-test-boundary-7MA4YWxkTrZu0gW";
+
+/// The multipart framing around one `file` part.
+pub fn framing(filename: &str, content_type: &str) -> (Vec<u8>, Vec<u8>) {
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         Content-Type: {content_type}\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    (head.into_bytes(), tail.into_bytes())
+}
+
+/// A whole multipart body with one `file` part.
+pub fn form(filename: &str, data: &[u8]) -> Vec<u8> {
+    let (mut body, tail) = framing(filename, "application/octet-stream");
+    body.extend_from_slice(data);
+    body.extend_from_slice(&tail);
+    body
+}
+
+pub fn content_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+/// A response header as text ("" when missing).
+pub fn header<'a>(headers: &'a awc::http::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes, generated chunk by chunk (xorshift).
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn chunk(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            out.extend_from_slice(&self.0.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+pub async fn post_form(
+    app: &TestApp,
+    body: Vec<u8>,
+) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
+    let res = app
+        .client
+        .post(app.url("/upload"))
+        .insert_header(("content-type", content_type()))
+        .send_body(body)
+        .await
+        .expect("request failed");
+    read_json(res).await
+}
+
+/// GETs `path` and returns status, headers and the body, read as a stream.
+pub async fn get_bytes(
+    app: &TestApp,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, awc::http::header::HeaderMap, Vec<u8>) {
+    let mut req = app.client.get(app.url(path));
+    if let Some(range) = range {
+        req = req.insert_header(("range", range));
+    }
+    let mut res = req.send().await.expect("request failed");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = res.next().await {
+        body.extend_from_slice(&chunk.expect("body failed"));
+    }
+    (status, headers, body)
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Waits until no file is left under the upload dir (cleanup runs after the response).
+pub async fn assert_no_files_left(app: &TestApp) {
+    let dir = app.dir.path().join("uploads");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let files = files_under(&dir);
+        if files.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "files left behind: {files:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_no_uploads_listed(app: &TestApp) {
+    let (status, _, body) = app.get_json("/uploads").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uploads"].as_array().unwrap().len(), 0, "{body}");
+}
+
+async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let small: Vec<u8> = Noise::new(7).chunk(70_000);
+    for data in [
+        small.as_slice(),
+        b"".as_slice(),
+        b"\r\n--not-the-boundary\r\n".as_slice(),
+    ] {
+        let (status, headers, body) = post_form(&app, form("report.pdf", data)).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["status"], "uploaded");
+        assert_eq!(body["filename"], "report.pdf");
+        assert_eq!(body["size"], data.len());
+        assert_eq!(body["sha256"], sha256_hex(data));
+        let id = body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            header(&headers, "location"),
+            format!("/uploads/{id}").as_str()
+        );
+
+        // Stored under its id, byte for byte.
+        let on_disk = std::fs::read(app.dir.path().join("uploads").join(&id)).unwrap();
+        assert_eq!(on_disk, data);
+
+        let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(meta["sha256"], sha256_hex(data));
+        assert_eq!(meta["size"], data.len());
+
+        let (status, headers, content) =
+            get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(content, data);
+        assert_eq!(
+            header(&headers, "content-length"),
+            data.len().to_string().as_str()
+        );
+        assert_eq!(header(&headers, "content-type"), "application/octet-stream");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        let disposition = header(&headers, "content-disposition");
+        assert!(disposition.starts_with("attachment"), "{disposition}");
+        assert!(disposition.contains("report.pdf"), "{disposition}");
+    }
+    let (_, _, list) = app.get_json("/uploads").await;
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 3, "{list}");
+    // Nothing is left in the temp area.
+    assert!(files_under(&app.dir.path().join("uploads/.tmp")).is_empty());
+}
+
+/// 128 MiB, generated while it is sent and hashed while it is read back: neither side holds it.
+async fn a_large_file_streams_in_and_out_with_its_sha256(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 512;
+    let mut expected = Sha256::new();
+    let mut noise = Noise::new(42);
+    for _ in 0..CHUNKS {
+        expected.update(noise.chunk(CHUNK));
+    }
+    let expected = hex(&expected.finalize());
+
+    let (head, tail) = framing("big.bin", "application/x-big");
+    let mut noise = Noise::new(42);
+    let parts = futures::stream::iter(0..CHUNKS + 2).map(move |i| {
+        let bytes = match i {
+            0 => head.clone(),
+            i if i == CHUNKS + 1 => tail.clone(),
+            _ => noise.chunk(CHUNK),
+        };
+        Ok::<_, std::io::Error>(Bytes::from(bytes))
+    });
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .finish();
+    let res = client
+        .post(app.url("/upload"))
+        .insert_header(("content-type", content_type()))
+        .send_stream(parts)
+        .await
+        .expect("upload failed");
+    let (status, _, body) = read_json(res).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["size"], CHUNK * CHUNKS);
+    assert_eq!(body["sha256"], expected.as_str());
+    let id = body["id"].as_str().unwrap();
+
+    let mut res = client
+        .get(app.url(&format!("/uploads/{id}/content")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut got = Sha256::new();
+    let mut len = 0;
+    while let Some(chunk) = res.next().await {
+        let chunk = chunk.unwrap();
+        len += chunk.len();
+        got.update(&chunk);
+    }
+    assert_eq!(len, CHUNK * CHUNKS);
+    assert_eq!(hex(&got.finalize()), expected);
+}
+
+async fn an_upload_over_the_limit_is_413_and_keeps_nothing(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, &[("TROUPE_MAX_UPLOAD_BYTES", "1048576")]).await else {
+        return;
+    };
+    // At the limit: taken.
+    let exact = Noise::new(1).chunk(1 << 20);
+    let (status, _, body) = post_form(&app, form("exact.bin", &exact)).await;
+    assert_eq!(status, 201, "{body}");
+    let res = app
+        .client
+        .delete(app.url(&format!("/uploads/{}", body["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+
+    // One byte over, with a Content-Length small enough to be read: 413 once crossed.
+    let over = Noise::new(2).chunk((1 << 20) + 1);
+    let (status, _, body) = post_form(&app, form("over.bin", &over)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_no_uploads_listed(&app).await;
+    assert_no_files_left(&app).await;
+
+    // A declared length far over the limit: 413 before the body is read.
+    let (status, body) = raw_upload(&app, 1 << 30, 64 * 1024).await;
+    assert_eq!(status, Some(413), "{body}");
+
+    // A chunked body with no length: 413 as soon as the limit is crossed, long before it ends.
+    let (status, body) = raw_upload(&app, 0, 8 << 20).await;
+    assert_eq!(status, Some(413), "{body}");
+    assert_no_uploads_listed(&app).await;
+    assert_no_files_left(&app).await;
+}
+
+/// Sends a multipart upload over a raw socket: with `Content-Length: declared` (or chunked
+/// when 0) and `send` bytes of file content, never the end of the form. Returns the status
+/// the server answered with, if any, and the raw response.
+async fn raw_upload(app: &TestApp, declared: u64, send: usize) -> (Option<u16>, String) {
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (head, _) = framing("raw.bin", "application/octet-stream");
+    let length = if declared > 0 {
+        format!("Content-Length: {declared}\r\n")
+    } else {
+        "Transfer-Encoding: chunked\r\n".into()
+    };
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {}\r\n{length}\r\n",
+        content_type()
+    );
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        writer.write_all(request.as_bytes()).await?;
+        let mut noise = Noise::new(3);
+        let mut body = head.clone();
+        let mut sent = 0;
+        while sent < send {
+            let n = (send - sent).min(64 * 1024);
+            body.extend_from_slice(&noise.chunk(n));
+            sent += n;
+            if declared > 0 {
+                writer.write_all(&body).await?;
+            } else {
+                writer
+                    .write_all(format!("{:x}\r\n", body.len()).as_bytes())
+                    .await?;
+                writer.write_all(&body).await?;
+                writer.write_all(b"\r\n").await?;
+            }
+            body.clear();
+        }
+        std::io::Result::Ok(())
+    };
+    let read = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+        got
+    };
+    let (_, got) = futures::join!(write, read);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    (status, text)
+}
+
+async fn a_client_that_disconnects_mid_upload_leaves_no_file_and_no_row(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (head, _) = framing("cut.bin", "application/octet-stream");
+        let request = format!(
+            "POST /upload HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+            content_type(),
+            10 << 20
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(&head).await.unwrap();
+        let mut noise = Noise::new(9);
+        for _ in 0..48 {
+            stream.write_all(&noise.chunk(64 * 1024)).await.unwrap();
+        }
+        // Let the server write some of it to disk before the client vanishes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while files_under(&app.dir.path().join("uploads/.tmp")).is_empty()
+            && Instant::now() < deadline
+        {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !files_under(&app.dir.path().join("uploads/.tmp")).is_empty(),
+            "the upload never started"
+        );
+    }
+    assert_no_files_left(&app).await;
+    assert_no_uploads_listed(&app).await;
+    // The server still serves uploads.
+    let (status, _, body) = post_form(&app, form("after.txt", b"still here")).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn hostile_filenames_are_only_sanitised_metadata(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    for (raw, want) in [
+        ("../../etc/passwd", "passwd"),
+        ("a/b", "b"),
+        ("..\\\\x", "x"),
+        ("..", "upload"),
+        ("\u{202e}gnp.exe", "gnp.exe"),
+    ] {
+        let (status, _, body) = post_form(&app, form(raw, b"x")).await;
+        assert_eq!(status, 201, "{raw:?}: {body}");
+        assert_eq!(body["filename"], want, "{raw:?}");
+        let id = body["id"].as_str().unwrap();
+        let (_, headers, _) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+        let disposition = header(&headers, "content-disposition");
+        assert!(
+            !disposition.contains('/') && !disposition.contains(".."),
+            "{disposition}"
+        );
+    }
+    // NUL and control characters in the part's headers: refused or cleaned, never a path.
+    for raw in ["nul\0.txt", "bell\x07.txt", "cr\rlf.txt"] {
+        let (status, _, body) = post_form(&app, form(raw, b"x")).await;
+        assert!(status == 201 || status == 400, "{raw:?}: {status} {body}");
+        if status == 201 {
+            let name = body["filename"].as_str().unwrap();
+            assert!(!name.chars().any(char::is_control), "{name:?}");
+        } else {
+            assert_eq!(body["error"]["code"], "bad_request");
+        }
+    }
+    // Every stored file is named by a UUID directly under the upload dir; nothing escaped it.
+    let root = app.dir.path().join("uploads");
+    for file in files_under(app.dir.path()) {
+        if file.starts_with(&root) {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(uuid::Uuid::parse_str(name).is_ok(), "{file:?}");
+            assert_eq!(file.parent().unwrap(), root);
+        }
+    }
+    assert!(!app.dir.path().join("etc").exists());
+}
+
+async fn malformed_forms_get_truthful_errors(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // Not multipart.
+    let res = app
+        .client
+        .post(app.url("/upload"))
+        .insert_header(("content-type", "application/json"))
+        .send_body("{}")
+        .await
+        .unwrap();
+    let (status, _, body) = read_json(res).await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+
+    // No `file` field.
+    let other = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{BOUNDARY}--\r\n"
+    );
+    let (status, _, body) = post_form(&app, other.into_bytes()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "file");
+
+    // Too many parts.
+    let mut many = String::new();
+    for i in 0..40 {
+        many.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nx\r\n"
+        ));
+    }
+    many.push_str(&format!("--{BOUNDARY}--\r\n"));
+    let (status, _, body) = post_form(&app, many.into_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Two files.
+    let (mut two, _) = framing("a.txt", "text/plain");
+    two.extend_from_slice(b"a\r\n");
+    two.extend_from_slice(&form("b.txt", b"b"));
+    let (status, _, body) = post_form(&app, two).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Truncated body (no closing boundary).
+    let mut cut = form("cut.txt", b"abc");
+    cut.truncate(cut.len() - 10);
+    let (status, _, body) = post_form(&app, cut).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    assert_no_uploads_listed(&app).await;
+    assert_no_files_left(&app).await;
+}
+
+async fn content_serves_single_ranges_and_refuses_unsatisfiable_ones(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data: Vec<u8> = (0..100u8).collect();
+    let (_, _, body) = post_form(&app, form("range.bin", &data)).await;
+    let path = format!("/uploads/{}/content", body["id"].as_str().unwrap());
+
+    let (status, headers, part) = get_bytes(&app, &path, Some("bytes=10-19")).await;
+    assert_eq!(status, 206);
+    assert_eq!(part, &data[10..20]);
+    assert_eq!(header(&headers, "content-range"), "bytes 10-19/100");
+
+    let (status, _, part) = get_bytes(&app, &path, Some("bytes=-5")).await;
+    assert_eq!(status, 206);
+    assert_eq!(part, &data[95..]);
+
+    let (status, headers, body) = get_bytes(&app, &path, Some("bytes=500-600")).await;
+    assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-range"), "bytes */100");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "range_not_satisfiable");
+}
+
+async fn listing_pages_and_deleting_removes_row_and_file(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, _, body) = post_form(&app, form(&format!("f{i}.txt"), b"data")).await;
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let (status, _, page) = app.get_json("/uploads?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["uploads"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_after"], ids[1].as_str());
+    let (_, _, rest) = app
+        .get_json(&format!("/uploads?limit=2&after={}", ids[1]))
+        .await;
+    assert_eq!(rest["uploads"][0]["id"], ids[2].as_str());
+    assert!(rest["next_after"].is_null());
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/uploads/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    assert!(!app.dir.path().join("uploads").join(&ids[0]).exists());
+    let (status, _, body) = app.get_json(&format!("/uploads/{}", ids[0])).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _, _) = app.get_json(&format!("/uploads/{}/content", ids[0])).await;
+    assert_eq!(status, 404);
+    let res = app
+        .client
+        .delete(app.url(&format!("/uploads/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    // Not a UUID: no such upload, and nothing about paths in the answer.
+    let (status, _, body) = app.get_json("/uploads/..%2F..%2Fetc%2Fpasswd").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = app.get_json("/uploads?limit=0").await;
+    assert_eq!(status, 422);
+}
+
+both_backends!(
+    small_and_empty_round_trip => small_and_empty_files_round_trip_with_their_sha256,
+    large_round_trip => a_large_file_streams_in_and_out_with_its_sha256,
+    over_the_limit => an_upload_over_the_limit_is_413_and_keeps_nothing,
+    disconnect_mid_upload => a_client_that_disconnects_mid_upload_leaves_no_file_and_no_row,
+    hostile_filenames => hostile_filenames_are_only_sanitised_metadata,
+    malformed_forms => malformed_forms_get_truthful_errors,
+    ranges => content_serves_single_ranges_and_refuses_unsatisfiable_ones,
+    list_and_delete => listing_pages_and_deleting_removes_row_and_file,
+);
