@@ -11,7 +11,7 @@ use std::rc::Rc;
 use actix::prelude::*;
 use chrono::NaiveDateTime;
 
-use super::supervise::{respond, InFlight, Probe};
+use super::supervise::{respond, InFlight};
 use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::DbPool;
@@ -165,22 +165,7 @@ impl Handler<CheckDatabase> for DbActor {
     }
 }
 
-impl Handler<Probe> for DbActor {
-    type Result = ();
-    fn handle(&mut self, _msg: Probe, _ctx: &mut Self::Context) {}
-}
-
-#[cfg(feature = "fault-injection")]
-impl Handler<super::supervise::InjectFault> for DbActor {
-    type Result = ResponseFuture<Result<(), AppError>>;
-    fn handle(
-        &mut self,
-        msg: super::supervise::InjectFault,
-        ctx: &mut Self::Context,
-    ) -> Self::Result {
-        super::supervise::inject(self, ctx, msg)
-    }
-}
+crate::supervised_async_actor!(DbActor);
 
 /// Inserts an upload's row.
 #[derive(Debug, Message)]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use tokio::sync::oneshot;
 
-use super::supervise::{respond, InFlight, Probe};
+use super::supervise::{respond, InFlight};
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
 use crate::fetch::{FanOut, SourceFailure, SourceResult, Upstreams};
@@ -159,19 +159,4 @@ impl Handler<CallAllSources> for FetchActor {
     }
 }
 
-impl Handler<Probe> for FetchActor {
-    type Result = ();
-    fn handle(&mut self, _msg: Probe, _ctx: &mut Self::Context) {}
-}
-
-#[cfg(feature = "fault-injection")]
-impl Handler<super::supervise::InjectFault> for FetchActor {
-    type Result = ResponseFuture<Result<(), AppError>>;
-    fn handle(
-        &mut self,
-        msg: super::supervise::InjectFault,
-        ctx: &mut Self::Context,
-    ) -> Self::Result {
-        super::supervise::inject(self, ctx, msg)
-    }
-}
+crate::supervised_async_actor!(FetchActor);

@@ -160,3 +160,28 @@ where
         }
     })
 }
+
+/// Implements what every async troupe actor answers besides its own messages: [`Probe`]
+/// (readiness) and, in fault-injection builds only, [`InjectFault`] through [`respond`].
+#[macro_export]
+macro_rules! supervised_async_actor {
+    ($actor:ty) => {
+        impl ::actix::Handler<$crate::actors::supervise::Probe> for $actor {
+            type Result = ();
+            fn handle(&mut self, _msg: $crate::actors::supervise::Probe, _ctx: &mut Self::Context) {
+            }
+        }
+
+        #[cfg(feature = "fault-injection")]
+        impl ::actix::Handler<$crate::actors::supervise::InjectFault> for $actor {
+            type Result = ::actix::ResponseFuture<Result<(), $crate::error::AppError>>;
+            fn handle(
+                &mut self,
+                msg: $crate::actors::supervise::InjectFault,
+                ctx: &mut Self::Context,
+            ) -> Self::Result {
+                $crate::actors::supervise::inject(self, ctx, msg)
+            }
+        }
+    };
+}

@@ -24,7 +24,7 @@ use super::db::{
     AdvanceUpload, CompleteUpload, CreateUpload, DbActor, DeleteUpload, GetUpload,
     ListExpiredUploads, ListWholeUploads,
 };
-use super::supervise::{ask, respond, Probe};
+use super::supervise::{ask, respond};
 use crate::cpu::{hex, Algorithm, Hasher};
 use crate::db::uploads::{now, Upload};
 use crate::error::AppError;
@@ -668,22 +668,7 @@ impl Handler<SweepExpired> for UploadActor {
     }
 }
 
-impl Handler<Probe> for UploadActor {
-    type Result = ();
-    fn handle(&mut self, _msg: Probe, _ctx: &mut Self::Context) {}
-}
-
-#[cfg(feature = "fault-injection")]
-impl Handler<super::supervise::InjectFault> for UploadActor {
-    type Result = ResponseFuture<Result<(), AppError>>;
-    fn handle(
-        &mut self,
-        msg: super::supervise::InjectFault,
-        ctx: &mut Self::Context,
-    ) -> Self::Result {
-        super::supervise::inject(self, ctx, msg)
-    }
-}
+crate::supervised_async_actor!(UploadActor);
 
 /// Ends its session when dropped, unless disarmed: a handler that fails, or is dropped
 /// because its client went away, leaves nothing half-written behind.
