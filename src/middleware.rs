@@ -43,8 +43,16 @@ fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     let prefix = PREFIX.get_or_init(rand::random::<u32>);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{prefix:08x}-{n:012x}");
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // `{prefix:08x}-{n:012x}` without the formatting machinery: this runs on every request.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [b'-'; 21];
+    for (i, slot) in id[..8].iter_mut().enumerate() {
+        *slot = DIGITS[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, slot) in id[9..].iter_mut().enumerate() {
+        *slot = DIGITS[((n >> (44 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The middleware itself (`actix_web::middleware::from_fn`).
@@ -170,5 +178,26 @@ fn classify(err: &actix_web::Error) -> AppError {
             AppError::Internal(err.to_string())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_are_prefix_dash_counter_in_lowercase_hex_and_unique() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            let text = id.to_str().unwrap();
+            let (prefix, counter) = text.split_once('-').unwrap();
+            assert_eq!((prefix.len(), counter.len()), (8, 12), "{text}");
+            assert!(text
+                .chars()
+                .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        }
+        assert_ne!(a, b);
+        let n = |id: &HeaderValue| u64::from_str_radix(&id.to_str().unwrap()[9..], 16).unwrap();
+        assert!(n(&b) > n(&a));
     }
 }

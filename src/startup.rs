@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, Compress};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::fetch::FetchActor;
@@ -49,7 +49,6 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(fetch)
                 .configure(routes::configure)
-                .wrap(Compress::default())
                 .wrap(from_fn(request_context))
         })
         .workers(config.workers)

@@ -8,6 +8,7 @@ pub mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
+use actix_web::middleware::Compress;
 use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
@@ -16,6 +17,9 @@ use crate::error::AppError;
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Registers every route, the extractor error handlers and the JSON 404 for the rest.
+/// Only the routes whose answers grow with the data (lists, fan-out) negotiate compression:
+/// on every other route it would cost each request a content-type parse and a body wrapper
+/// for nothing (`/ping`, small objects, file bytes that are streamed as they are).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -25,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::resource("/users")
+                .wrap(Compress::default())
                 .route(web::get().to(users::list))
                 .route(web::post().to(users::create)),
         )
@@ -34,10 +39,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(users::update))
                 .route(web::delete().to(users::delete)),
         )
-        .route("/aggregate", web::get().to(fetch::aggregate))
-        .route("/parallel", web::get().to(fetch::parallel))
+        .service(
+            web::resource("/aggregate")
+                .wrap(Compress::default())
+                .route(web::get().to(fetch::aggregate)),
+        )
+        .service(
+            web::resource("/parallel")
+                .wrap(Compress::default())
+                .route(web::get().to(fetch::parallel)),
+        )
         .route("/upload", web::post().to(uploads::create))
-        .route("/uploads", web::get().to(uploads::list))
+        .service(
+            web::resource("/uploads")
+                .wrap(Compress::default())
+                .route(web::get().to(uploads::list)),
+        )
         .service(
             web::resource("/uploads/{id}")
                 .route(web::get().to(uploads::get))

@@ -59,3 +59,23 @@ async fn a_sane_client_request_id_is_echoed_and_an_insane_one_replaced() {
     let (_, _, body) = crate::helpers::read_json(res).await;
     assert_eq!(body["error"]["request_id"], id.as_str());
 }
+
+#[actix::test]
+async fn lists_negotiate_gzip_and_small_answers_stay_plain() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let encoding = |path: &'static str| {
+        let req = app
+            .client
+            .get(app.url(path))
+            .insert_header(("accept-encoding", "gzip"));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{path}");
+            res.headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(encoding("/users").await.as_deref(), Some("gzip"));
+    assert_eq!(encoding("/ping").await, None);
+}
