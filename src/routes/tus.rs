@@ -17,9 +17,7 @@ use uuid::Uuid;
 use super::uploads::parse_id;
 use crate::actors::db::GetUpload;
 use crate::actors::supervise::ask;
-use crate::actors::upload::{
-    stream_into, BeginPatch, CreateTusUpload, EndSession, RemoveUpload, SessionGuard,
-};
+use crate::actors::upload::{stream_into, BeginPatch, CreateTusUpload, EndSession, SessionGuard};
 use crate::actors::Actors;
 use crate::cpu::Hasher;
 use crate::db::uploads::{now, Upload};
@@ -348,12 +346,5 @@ pub async fn terminate(
     actors: web::Data<Actors>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
-    ask(
-        &actors.upload,
-        RemoveUpload { id, tus: true },
-        actors.db_timeout * 2,
-    )
-    .await?;
-    Ok(HttpResponse::NoContent().finish())
+    super::uploads::remove(&actors, &id, true).await
 }

@@ -311,10 +311,16 @@ pub async fn delete(
     actors: web::Data<Actors>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
+    remove(&actors, &id, false).await
+}
+
+/// Removes an upload's row and bytes through `UploadActor` → 204; `tus` says which route
+/// asks (`DELETE /files/{id}` may end an unfinished upload, 423 while a PATCH writes it).
+pub async fn remove(actors: &Actors, id: &str, tus: bool) -> Result<HttpResponse, AppError> {
+    let id = parse_id(id)?;
     ask(
         &actors.upload,
-        RemoveUpload { id, tus: false },
+        RemoveUpload { id, tus },
         actors.db_timeout * 2,
     )
     .await?;
