@@ -149,6 +149,20 @@ impl Supervised for UploadActor {
 }
 
 /// Runs blocking file work on a blocking thread; I/O errors are logged, never shown.
+/// Writes an upload's row; when that fails, removes the file already on disk at `path`, so
+/// that no file is left without its row.
+async fn insert_row_or_remove(
+    deps: &Deps,
+    row: Upload,
+    path: std::path::PathBuf,
+) -> Result<Upload, AppError> {
+    let inserted = ask(&deps.db, CreateUpload(row), deps.db_timeout).await;
+    if inserted.is_err() {
+        let _ = blocking(move || upload::remove_quietly(&path)).await;
+    }
+    inserted
+}
+
 async fn blocking<T, F>(work: F) -> Result<T, AppError>
 where
     F: FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -317,14 +331,7 @@ impl Handler<FinishFile> for UploadActor {
                 })
                 .await;
                 persisted?;
-                match ask(&deps.db, CreateUpload(msg.row), deps.db_timeout).await {
-                    Ok(row) => Ok(row),
-                    Err(err) => {
-                        let path = deps.store.file_path(&id);
-                        let _ = blocking(move || upload::remove_quietly(&path)).await;
-                        Err(err)
-                    }
-                }
+                insert_row_or_remove(&deps, msg.row, deps.store.file_path(&id)).await
             }
         })
     }
@@ -341,15 +348,12 @@ impl Handler<CreateTusUpload> for UploadActor {
                 let path = deps.store.tus_path(&id);
                 let created = path.clone();
                 blocking(move || upload::create_new(&created).map(drop)).await?;
-                match ask(&deps.db, CreateUpload(msg.0), deps.db_timeout).await {
-                    // An empty upload is whole as soon as it exists.
-                    Ok(row) if row.size == 0 => finish_tus(&deps, id).await,
-                    Ok(row) => Ok(row),
-                    Err(err) => {
-                        let _ = blocking(move || upload::remove_quietly(&path)).await;
-                        Err(err)
-                    }
+                let row = insert_row_or_remove(&deps, msg.0, path).await?;
+                // An empty upload is whole as soon as it exists.
+                if row.size == 0 {
+                    return finish_tus(&deps, id).await;
                 }
+                Ok(row)
             }
         })
     }
