@@ -278,8 +278,10 @@ impl Handler<CreateFile> for UploadActor {
             let path = this.deps.store.temp_path(&msg.id);
             async move {
                 blocking(move || {
-                    let created = upload::create_new(&path)?;
-                    upload::lock(&file)?.file = Some(created);
+                    let (created, writer) = upload::create_new_direct(&path, BATCH_BYTES)?;
+                    let mut open = upload::lock(&file)?;
+                    open.file = Some(created);
+                    open.writer = Some(writer);
                     Ok(())
                 })
                 .await
@@ -319,11 +321,8 @@ impl Handler<FinishFile> for UploadActor {
                 let (store, temp) = (deps.store.clone(), deps.store.temp_path(&id));
                 let persisted = blocking(move || {
                     let mut open = upload::lock(&file)?;
-                    open.closed = true;
-                    let result = match open.file.take() {
-                        Some(f) => store.persist(&f, &temp, &id),
-                        None => Err(std::io::Error::other("upload file not open")),
-                    };
+                    let result = upload::finish_writes(&mut open)
+                        .and_then(|f| store.persist(&f, &temp, &id));
                     if result.is_err() {
                         let _ = upload::remove_quietly(&temp);
                     }
@@ -433,6 +432,7 @@ impl Handler<EndSession> for UploadActor {
                             let mut open = upload::lock(&file)?;
                             open.closed = true;
                             open.file = None;
+                            open.writer = None;
                             upload::remove_quietly(&temp)
                         })
                         .await?;

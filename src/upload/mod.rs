@@ -6,6 +6,7 @@
 //! canonical form of a UUID, never anything a client sent. `.tmp` and `tus` live in the same
 //! directory tree, so the final `rename` is atomic on one filesystem.
 
+pub mod direct;
 pub mod tus;
 
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use uuid::Uuid;
+
+use direct::DirectWriter;
 
 /// A `.tmp` file older than this at start-up is left over from a crash; younger ones may
 /// belong to another replica sharing the directory.
@@ -153,6 +156,9 @@ pub struct OpenFile {
     pub size: u64,
     /// Set when the session ended: a write still queued must not touch the file any more.
     pub closed: bool,
+    /// The staging buffer of a file written with direct I/O (`POST /upload`); tus files,
+    /// appended at any offset, are written through the page cache.
+    pub writer: Option<DirectWriter>,
 }
 
 /// One session's file, behind a mutex only its own (sequential) blocking tasks take.
@@ -177,6 +183,7 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
         file,
         base,
         written,
+        writer,
         ..
     } = &mut *open;
     let file = file
@@ -184,11 +191,30 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("upload file not open"))?;
     let start = *base + *written;
     for chunk in chunks {
-        file.write_all(chunk)?;
+        match writer {
+            Some(writer) => writer.append(file, chunk)?,
+            None => file.write_all(chunk)?,
+        }
         *written += chunk.len() as u64;
     }
-    start_writeback(file, start, *base + *written - start);
+    if !writer.as_ref().is_some_and(DirectWriter::is_direct) {
+        start_writeback(file, start, *base + *written - start);
+    }
     Ok(*written)
+}
+
+/// Ends a session's writes: what a direct writer still stages goes to the file, which is
+/// then exactly as long as the bytes written. Answers the file, ready to be persisted.
+pub fn finish_writes(open: &mut OpenFile) -> io::Result<File> {
+    open.closed = true;
+    let mut file = open
+        .file
+        .take()
+        .ok_or_else(|| io::Error::other("upload file not open"))?;
+    if let Some(mut writer) = open.writer.take() {
+        writer.finish(&mut file)?;
+    }
+    Ok(file)
 }
 
 /// Starts writing a just-written range back to disk without waiting for it, so the disk works
@@ -243,7 +269,20 @@ const BULK_NICE: libc::c_int = 10;
 /// Creates a new, empty file (never one that exists). Its directory is made again if it is
 /// gone: an operator may empty the upload directory while the server runs.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    in_own_dir(path, || {
+        OpenOptions::new().write(true).create_new(true).open(path)
+    })
+}
+
+/// [`create_new`] for a file written once, sequentially: with a staging buffer of
+/// `capacity` bytes and direct I/O where the filesystem allows it.
+pub fn create_new_direct(path: &Path, capacity: usize) -> io::Result<(File, DirectWriter)> {
+    let (file, direct) = in_own_dir(path, || direct::create_new(path))?;
+    Ok((file, DirectWriter::new(capacity, direct)))
+}
+
+/// Runs `open`, making `path`'s directory again first when it is gone.
+fn in_own_dir<T>(path: &Path, open: impl Fn() -> io::Result<T>) -> io::Result<T> {
     match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
