@@ -503,7 +503,8 @@ second.upload()
 print(second.url)
 "#;
 
-fn tus_client_required() -> bool {
+/// Whether the real-client tests must run (`TROUPE_REQUIRE_TUS_CLIENT=1`) instead of skipping.
+pub fn tus_client_required() -> bool {
     std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
 }
 
