@@ -35,7 +35,8 @@ fn has_tus_js(dir: &PathBuf) -> bool {
 }
 
 /// Uploads 5 MB in 1 MiB PATCHes, stops after the first, resumes with a second `Upload` from
-/// the server's offset, and terminates another upload; the result is an ordinary upload.
+/// the server's offset; uploads 3 KiB with `overridePatchMethod`; terminates another upload.
+/// The results are ordinary uploads.
 #[actix_web::test]
 async fn tus_js_client_uploads_resumes_and_terminates() {
     let modules = modules_dir();
@@ -89,6 +90,17 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
     let (status, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
     assert_eq!(status, 200);
     assert!(content == data, "content differs");
+
+    // The upload whose PATCHes went as POSTs with `X-HTTP-Method-Override`.
+    let overridden = urls["overridden"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let (status, _, meta) = app.get_json(&format!("/uploads/{overridden}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["sha256"], sha256_hex(&data[..3 * 1024]));
 
     // The terminated upload is gone, bytes and all.
     let terminated = urls["terminated"].as_str().unwrap();

@@ -6,11 +6,12 @@
 //    the first chunk; a second Upload finds the first in the URL storage and resumes it the
 //    way Uppy does (findPreviousUploads + resumeFromPreviousUpload): HEAD, then PATCH from the
 //    server's offset, no new POST.
-// 2. Starts a small upload and terminates it (`abort(true)`, a DELETE); HEAD is then 404/410.
+// 2. Uploads a small file with `overridePatchMethod` (POST + `X-HTTP-Method-Override: PATCH`).
+// 3. Starts a small upload and terminates it (`abort(true)`, a DELETE); HEAD is then 404/410.
 //
 // Every request carries an `Origin`, as a browser's would, and every answer must let a
 // browser read the headers the client reads. Prints one JSON line of the upload
-// URLs: {"url", "terminated"}.
+// URLs: {"url", "overridden", "terminated"}.
 // tus-js-client is loaded from MODULES_DIR (default: this directory), where `npm ci` ran.
 
 import assert from 'node:assert/strict'
@@ -110,8 +111,21 @@ assert.equal(secondRequests[1], `PATCH ${first.url} @${chunkSize}`)
 assert.ok(!secondRequests.some((r) => r.startsWith('POST')), secondRequests.join(', '))
 assert.equal(secondRequests.length, 1 + Math.ceil((size - chunkSize) / chunkSize))
 
-// 2. Termination: a small upload, deleted after its first chunk.
+// 2. `overridePatchMethod` (an Uppy option too, for environments without PATCH): each PATCH
+//    goes as a POST with `X-HTTP-Method-Override: PATCH`, which tus 1.0 says a server MUST obey.
 const small = fs.readFileSync(file).subarray(0, 3 * 1024)
+const overriddenRequests = []
+const overridden = new tus.Upload(
+  small,
+  options(overriddenRequests, { chunkSize: 1024, overridePatchMethod: true }),
+)
+assert.equal(await run(overridden), 'finished')
+assert.deepEqual(
+  overriddenRequests.map((r) => r.split(' ')[0]),
+  ['POST', 'POST', 'POST', 'POST'],
+)
+
+// 3. Termination: a small upload, deleted after its first chunk.
 const doomedRequests = []
 const doomedStop = {}
 const doomed = new tus.Upload(
@@ -132,4 +146,4 @@ assert.deepEqual(
 const head = await fetch(doomed.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } })
 assert.ok([404, 410].includes(head.status), `HEAD after termination: ${head.status}`)
 
-console.log(JSON.stringify({ url: first.url, terminated: doomed.url }))
+console.log(JSON.stringify({ url: first.url, overridden: overridden.url, terminated: doomed.url }))
