@@ -9,6 +9,7 @@
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::Stream;
@@ -31,25 +32,34 @@ const UPLOAD_OFFSET: &str = "upload-offset";
 const UPLOAD_LENGTH: &str = "upload-length";
 const UPLOAD_METADATA: &str = "upload-metadata";
 const UPLOAD_EXPIRES: &str = "upload-expires";
+const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
 /// How long the end of a PATCH (fsync, offset, and on the last one digest and rename) may take.
 const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
-/// OPTIONS excepted), and marks every answer with `Tus-Resumable` and, for browsers, the
-/// CORS headers that let them read the tus headers.
+/// OPTIONS excepted), routes a POST by its `X-HTTP-Method-Override`, and marks every answer
+/// with `Tus-Resumable` and, for browsers, the CORS headers that let them read the tus headers.
 pub async fn protocol(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let cors = req.headers().contains_key(header::ORIGIN);
-    let speaks_tus = req.method() == actix_web::http::Method::OPTIONS
+    let speaks_tus = req.method() == Method::OPTIONS
         || req
             .headers()
             .get(TUS_RESUMABLE)
             .is_some_and(|v| v.as_bytes() == tus::VERSION.as_bytes());
     let mut res = if speaks_tus {
-        next.call(req).await?.map_into_boxed_body()
+        match method_override(&req) {
+            Ok(method) => {
+                if let Some(method) = method {
+                    req.head_mut().method = method;
+                }
+                next.call(req).await?.map_into_boxed_body()
+            }
+            Err(err) => req.error_response(err),
+        }
     } else {
         let mut res = req.error_response(AppError::UnsupportedTusVersion);
         res.headers_mut()
@@ -69,6 +79,18 @@ pub async fn protocol(
         );
     }
     Ok(res)
+}
+
+/// The method a POST stands for: tus 1.0 says a server MUST take `X-HTTP-Method-Override` as
+/// the request's method, for clients that cannot send PATCH or DELETE (tus-js-client's and
+/// Uppy's `overridePatchMethod`). Only a POST is overridden: it is what such a client sends.
+fn method_override(req: &ServiceRequest) -> Result<Option<Method>, AppError> {
+    match req.headers().get(X_HTTP_METHOD_OVERRIDE) {
+        Some(value) if req.method() == Method::POST => Method::from_bytes(value.as_bytes())
+            .map(Some)
+            .map_err(|_| AppError::BadRequest("X-HTTP-Method-Override is not a method".into())),
+        _ => Ok(None),
+    }
 }
 
 fn version() -> HeaderValue {

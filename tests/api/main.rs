@@ -12,6 +12,7 @@ mod health;
 mod startup;
 mod supervision;
 mod tus;
+mod tus_js;
 mod upload_actors;
 mod uploads;
 mod upstream_stub;

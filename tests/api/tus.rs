@@ -479,6 +479,49 @@ async fn creation_with_upload_then_termination(backend: Backend) {
     assert_eq!(meta["sha256"], sha256_hex(b""));
 }
 
+#[actix_web::test]
+async fn a_post_with_x_http_method_override_is_that_method() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let location = create(&app, 10, None).await;
+    let (status, h, body) = tus(
+        &app,
+        Method::POST,
+        &location,
+        &[
+            ("X-HTTP-Method-Override", "PATCH"),
+            ("Upload-Offset", "0"),
+            ("Content-Type", "application/offset+octet-stream"),
+        ],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(header(&h, "upload-offset"), "5");
+    assert_eq!(offset_of(&app, &location).await.1, Some(5));
+
+    let (status, _, body) = tus(
+        &app,
+        Method::POST,
+        &location,
+        &[("X-HTTP-Method-Override", "PAT CH")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let (status, _, body) = tus(
+        &app,
+        Method::POST,
+        &location,
+        &[("X-HTTP-Method-Override", "DELETE")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(offset_of(&app, &location).await.0, 404);
+}
+
 both_backends!(
     bad_creation => bad_creation_requests_get_truthful_errors,
     resume_across_restart => an_interrupted_upload_resumes_across_a_restart,
@@ -503,7 +546,8 @@ second.upload()
 print(second.url)
 "#;
 
-fn tus_client_required() -> bool {
+/// Whether the real-client tests must run (`TROUPE_REQUIRE_TUS_CLIENT=1`) instead of skipping.
+pub fn tus_client_required() -> bool {
     std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
 }
 
