@@ -71,8 +71,12 @@ struct Session {
 enum Target {
     /// A `POST /upload` written to a temp file.
     Fresh { id: Uuid },
-    /// A tus PATCH appending to `tus/{id}`.
-    Tus { id: Uuid },
+    /// A tus PATCH appending to `tus/{id}`; with `checkpoint_every`, the offset is recorded
+    /// each time that many bytes past the last recorded one are written (and fsynced).
+    Tus {
+        id: Uuid,
+        checkpoint_every: Option<u64>,
+    },
 }
 
 impl UploadActor {
@@ -230,7 +234,14 @@ pub struct BeginPatch {
     pub session: Uuid,
     /// The upload.
     pub id: Uuid,
+    /// Record the offset (fsync, then the database) every this many bytes while the PATCH
+    /// runs, so a crash mid-way keeps what was written up to the last checkpoint. `None`
+    /// when the PATCH's bytes must stand or fall together (a checksum covers them all).
+    pub checkpoint_every: Option<u64>,
 }
+
+/// How often a long PATCH records its offset: [`BeginPatch::checkpoint_every`].
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Ends a session. A `POST /upload` session's temp file is deleted. A tus session either
 /// keeps what it wrote (fsync, then the offset in the database; the upload is finished when
@@ -294,14 +305,71 @@ impl Handler<WriteChunk> for UploadActor {
     type Result = ResponseFuture<Result<u64, AppError>>;
     fn handle(&mut self, msg: WriteChunk, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
-            let file = this.sessions.get(&msg.session).map(|s| s.file.clone());
+            let session = this
+                .sessions
+                .get(&msg.session)
+                .map(|s| (s.file.clone(), s.target));
+            let deps = this.deps.clone();
             async move {
-                let file =
-                    file.ok_or_else(|| AppError::Internal("no such upload session".into()))?;
-                blocking(move || upload::write_chunks(&file, &msg.chunks)).await
+                let (file, target) =
+                    session.ok_or_else(|| AppError::Internal("no such upload session".into()))?;
+                let shared = file.clone();
+                let written = blocking(move || upload::write_chunks(&shared, &msg.chunks)).await?;
+                if let Target::Tus {
+                    id,
+                    checkpoint_every: Some(every),
+                } = target
+                {
+                    checkpoint(&deps, id, file, every).await?;
+                }
+                Ok(written)
             }
         })
     }
+}
+
+/// Records a running PATCH's offset once `every` bytes past the last recorded one are
+/// written: fsync first, then the database, so the offset never covers bytes not on disk.
+/// The last bytes of an upload are left to the session's end, which completes it.
+async fn checkpoint(deps: &Deps, id: Uuid, file: SharedFile, every: u64) -> Result<(), AppError> {
+    let shared = file.clone();
+    let span = blocking(move || {
+        let open = upload::lock(&shared)?;
+        let end = open.base + open.written;
+        if open.closed || end - open.durable < every || end >= open.size {
+            return Ok(None);
+        }
+        if let Some(handle) = open.file.as_ref() {
+            handle.sync_data()?;
+        }
+        Ok(Some((open.durable, end)))
+    })
+    .await?;
+    let Some((from, to)) = span else {
+        return Ok(());
+    };
+    advance(deps, id, from, to).await?;
+    let mut open = upload::lock(&file).map_err(io_error)?;
+    open.durable = open.durable.max(to);
+    Ok(())
+}
+
+/// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an
+/// offset that is no longer at `from` is an error (the file's lock should prevent it).
+async fn advance(deps: &Deps, id: Uuid, from: u64, to: u64) -> Result<(), AppError> {
+    let expires_at = now() + chrono::Duration::from_std(deps.tus_expiry).unwrap_or_default();
+    let advance = AdvanceUpload {
+        id: id.to_string(),
+        from: from as i64,
+        to: to as i64,
+        expires_at,
+    };
+    if !ask(&deps.db, advance, deps.db_timeout).await? {
+        return Err(AppError::Internal(
+            "a tus offset moved while its file was locked".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Handler<FinishFile> for UploadActor {
@@ -362,7 +430,11 @@ impl Handler<BeginPatch> for UploadActor {
     type Result = ResponseFuture<Result<Upload, AppError>>;
     fn handle(&mut self, msg: BeginPatch, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
-            let file = this.open_session(msg.session, Target::Tus { id: msg.id });
+            let target = Target::Tus {
+                id: msg.id,
+                checkpoint_every: msg.checkpoint_every,
+            };
+            let file = this.open_session(msg.session, target);
             let deps = this.deps.clone();
             async move { begin_patch(&deps, msg.id, file).await }
         })
@@ -405,6 +477,7 @@ async fn begin_patch(deps: &Deps, id: Uuid, file: SharedFile) -> Result<Upload, 
         upload::rewind(&mut handle, offset)?;
         let mut open = upload::lock(&file)?;
         open.base = offset;
+        open.durable = offset;
         open.size = size;
         open.file = Some(handle);
         Ok(())
@@ -440,7 +513,7 @@ impl Handler<EndSession> for UploadActor {
                     }
                     Some(Session {
                         file,
-                        target: Target::Tus { id },
+                        target: Target::Tus { id, .. },
                     }) => end_patch(&deps, id, file, msg.keep).await,
                 }
             }
@@ -455,40 +528,30 @@ async fn end_patch(
     keep: bool,
 ) -> Result<SessionEnd, AppError> {
     let shared = file.clone();
-    let (base, end, size) = blocking(move || {
+    // From the last recorded offset: the session's start, or its last checkpoint.
+    let (durable, end, size) = blocking(move || {
         let mut open = upload::lock(&shared)?;
         open.closed = true;
-        let (base, written, size) = (open.base, open.written, open.size);
+        let (durable, end, size) = (open.durable, open.base + open.written, open.size);
         let Some(handle) = open.file.as_mut() else {
-            return Ok((base, base, size));
+            return Ok((durable, durable, size));
         };
-        if keep && written > 0 {
+        if keep && end > durable {
             handle.sync_data()?;
-            Ok((base, base + written, size))
+            Ok((durable, end, size))
         } else {
-            upload::rewind(handle, base)?;
-            Ok((base, base, size))
+            upload::rewind(handle, durable)?;
+            Ok((durable, durable, size))
         }
     })
     .await?;
-    if end == base {
+    if end == durable {
         return Ok(SessionEnd {
-            offset: base,
+            offset: durable,
             completed: None,
         });
     }
-    let expires_at = now() + chrono::Duration::from_std(deps.tus_expiry).unwrap_or_default();
-    let advance = AdvanceUpload {
-        id: id.to_string(),
-        from: base as i64,
-        to: end as i64,
-        expires_at,
-    };
-    if !ask(&deps.db, advance, deps.db_timeout).await? {
-        return Err(AppError::Internal(
-            "a tus offset moved while its file was locked".into(),
-        ));
-    }
+    advance(deps, id, durable, end).await?;
     let completed = if end == size {
         Some(finish_tus(deps, id).await?)
     } else {

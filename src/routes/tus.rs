@@ -18,7 +18,9 @@ use uuid::Uuid;
 use super::uploads::parse_id;
 use crate::actors::db::GetUpload;
 use crate::actors::supervise::ask;
-use crate::actors::upload::{stream_into, BeginPatch, CreateTusUpload, EndSession, SessionGuard};
+use crate::actors::upload::{
+    stream_into, BeginPatch, CreateTusUpload, EndSession, SessionGuard, CHECKPOINT_BYTES,
+};
 use crate::actors::Actors;
 use crate::cpu::Hasher;
 use crate::db::uploads::{now, Upload};
@@ -218,7 +220,8 @@ pub async fn create(
     let mut res = HttpResponse::Created();
     res.insert_header((header::LOCATION, format!("/files/{id}")));
     if with_upload {
-        let (offset, now_row) = append(&actors, id, 0, checksum, payload).await?;
+        let declared = declared_length(req.headers());
+        let (offset, now_row) = append(&actors, id, 0, checksum, declared, payload).await?;
         upload = now_row;
         res.insert_header((UPLOAD_OFFSET, offset.to_string()));
     }
@@ -267,19 +270,30 @@ pub async fn patch(
         .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = checksum_header(headers)?;
     let id = parse_id(&id)?;
-    let (offset, upload) = append(&actors, id, offset, checksum, payload).await?;
+    let declared = declared_length(headers);
+    let (offset, upload) = append(&actors, id, offset, checksum, declared, payload).await?;
     let mut res = HttpResponse::NoContent();
     res.insert_header((UPLOAD_OFFSET, offset.to_string()));
     expiry_header(&mut res, &upload);
     Ok(res.finish())
 }
 
-/// Appends `body` to upload `id` at `offset`; answers the new offset and the row as it is now.
+/// The body's `Content-Length`, when the client declared one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Appends `body` (`declared` bytes long, when known) to upload `id` at `offset`; answers
+/// the new offset and the row as it is now.
 async fn append<S>(
     actors: &Actors,
     id: Uuid,
     offset: u64,
     checksum: Option<Checksum>,
+    declared: Option<u64>,
     body: S,
 ) -> Result<(u64, Upload), AppError>
 where
@@ -289,9 +303,17 @@ where
     // Bytes that arrived before an interruption are kept, unless a checksum was promised:
     // then they cannot be verified and are dropped.
     let mut guard = SessionGuard::new(actors.upload.clone(), session, checksum.is_none());
+    // A long PATCH records its offset as it goes, so a crash mid-way loses at most the last
+    // checkpoint's worth; not when a checksum must cover all its bytes, nor when its length
+    // is unknown (a body that turns out too long must leave nothing appended).
+    let checkpoint_every = (checksum.is_none() && declared.is_some()).then_some(CHECKPOINT_BYTES);
     let upload = ask(
         &actors.upload,
-        BeginPatch { session, id },
+        BeginPatch {
+            session,
+            id,
+            checkpoint_every,
+        },
         actors.db_timeout * 2,
     )
     .await?;
@@ -307,6 +329,11 @@ where
     let remaining = u64::try_from(upload.size)
         .unwrap_or(0)
         .saturating_sub(current);
+    if declared.is_some_and(|len| len > remaining) {
+        return Err(AppError::PayloadTooLarge(
+            "the body goes past Upload-Length".into(),
+        ));
+    }
     let hasher = checksum
         .as_ref()
         .map(|c| Box::new(Hasher::new(c.algorithm)));

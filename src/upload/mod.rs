@@ -154,6 +154,8 @@ pub struct OpenFile {
     pub written: u64,
     /// The upload's final size (tus).
     pub size: u64,
+    /// The offset the database records (tus): `base`, then each checkpoint's end.
+    pub durable: u64,
     /// Set when the session ended: a write still queued must not touch the file any more.
     pub closed: bool,
     /// The staging buffer of a file written with direct I/O (`POST /upload`); tus files,

@@ -154,6 +154,94 @@ async fn upload_actor_discards_an_abandoned_session_and_keeps_no_row() {
     assert!(matches!(missing, Err(AppError::NotFound(_))), "{missing:?}");
 }
 
+/// What `HEAD` would report: the offset in the database.
+async fn recorded_offset(rig: &Rig, id: Uuid) -> i64 {
+    ask(&rig.db, GetUpload(id.to_string()), T)
+        .await
+        .unwrap()
+        .upload_offset
+}
+
+async fn write(rig: &Rig, session: Uuid, bytes: &'static [u8]) -> u64 {
+    ask(
+        &rig.upload,
+        WriteChunk {
+            session,
+            chunks: vec![Bytes::from_static(bytes)],
+        },
+        T,
+    )
+    .await
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn a_long_patch_records_its_offset_at_each_checkpoint() {
+    let rig = rig().await;
+    let id = Uuid::new_v4();
+    ask(&rig.upload, CreateTusUpload(row(id, 12, false)), T)
+        .await
+        .unwrap();
+    let session = Uuid::new_v4();
+    let begin = BeginPatch {
+        session,
+        id,
+        checkpoint_every: Some(4),
+    };
+    ask(&rig.upload, begin, T).await.unwrap();
+
+    write(&rig, session, b"123").await;
+    assert_eq!(recorded_offset(&rig, id).await, 0, "under a checkpoint");
+    write(&rig, session, b"45").await;
+    assert_eq!(recorded_offset(&rig, id).await, 5, "checkpoint at 5");
+    let tus_file = rig.dir.path().join(format!("uploads/tus/{id}"));
+    assert_eq!(std::fs::read(&tus_file).unwrap(), b"12345");
+    write(&rig, session, b"678").await;
+    assert_eq!(
+        recorded_offset(&rig, id).await,
+        5,
+        "3 bytes past the last one"
+    );
+
+    // A session that keeps nothing more goes back to its last checkpoint, not its start.
+    let end = ask(
+        &rig.upload,
+        EndSession {
+            session,
+            keep: false,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(end.offset, 5);
+    assert_eq!(std::fs::read(&tus_file).unwrap(), b"12345");
+
+    // The bytes that complete an upload are never a checkpoint: the end completes it.
+    let session = Uuid::new_v4();
+    let begin = BeginPatch {
+        session,
+        id,
+        checkpoint_every: Some(4),
+    };
+    ask(&rig.upload, begin, T).await.unwrap();
+    write(&rig, session, b"6789abc").await;
+    assert_eq!(recorded_offset(&rig, id).await, 5);
+    let end = ask(
+        &rig.upload,
+        EndSession {
+            session,
+            keep: true,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(end.offset, 12);
+    let done = end.completed.expect("completed");
+    assert_eq!(done.sha256.unwrap(), hex(&Sha256::digest(b"123456789abc")));
+}
+
 #[actix_web::test]
 async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
     let rig = rig().await;
@@ -162,15 +250,24 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
         .await
         .unwrap();
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-    let at = ask(&rig.upload, BeginPatch { session: first, id }, T)
-        .await
-        .unwrap();
+    let at = ask(
+        &rig.upload,
+        BeginPatch {
+            session: first,
+            id,
+            checkpoint_every: None,
+        },
+        T,
+    )
+    .await
+    .unwrap();
     assert_eq!(at.upload_offset, 0);
     let refused = ask(
         &rig.upload,
         BeginPatch {
             session: second,
             id,
+            checkpoint_every: None,
         },
         T,
     )
@@ -202,9 +299,17 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
 
     // Free again; a session that keeps nothing leaves the offset where it was.
     let third = Uuid::new_v4();
-    let at = ask(&rig.upload, BeginPatch { session: third, id }, T)
-        .await
-        .unwrap();
+    let at = ask(
+        &rig.upload,
+        BeginPatch {
+            session: third,
+            id,
+            checkpoint_every: None,
+        },
+        T,
+    )
+    .await
+    .unwrap();
     assert_eq!(at.upload_offset, 5);
     ask(
         &rig.upload,
@@ -237,6 +342,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
         BeginPatch {
             session: fourth,
             id,
+            checkpoint_every: None,
         },
         T,
     )
