@@ -200,6 +200,42 @@ async fn requests_without_tus_resumable_1_0_0_are_412() {
     }
 }
 
+/// A body past `Upload-Length` appends nothing: refused at once when its `Content-Length`
+/// says so, and when it is chunked, as soon as it crosses the length.
+async fn a_body_past_the_length_is_413_and_appends_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let location = create(&app, 10, None).await;
+    let patch = [
+        ("Upload-Offset", "0"),
+        ("Content-Type", "application/offset+octet-stream"),
+    ];
+    let (status, _, body) = tus(&app, Method::PATCH, &location, &patch, vec![7; 11]).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(offset_of(&app, &location).await.1, Some(0));
+
+    let chunks =
+        futures::StreamExt::map(futures::stream::iter([vec![1u8; 6], vec![2u8; 6]]), |c| {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(c))
+        });
+    let mut req = app
+        .client
+        .patch(app.url(&location))
+        .insert_header(("Tus-Resumable", "1.0.0"));
+    for (k, v) in patch {
+        req = req.insert_header((k, v));
+    }
+    let (status, _, body) = read_json(req.send_stream(chunks).await.unwrap()).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(offset_of(&app, &location).await.1, Some(0));
+
+    let (status, _, body) = tus(&app, Method::PATCH, &location, &patch, vec![7; 10]).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(offset_of(&app, &location).await.1, Some(10));
+}
+
 async fn bad_creation_requests_get_truthful_errors(backend: Backend) {
     let Some(app) = spawn_app_with(backend, &[("TROUPE_MAX_UPLOAD_BYTES", "1000")]).await else {
         return;
@@ -524,6 +560,7 @@ async fn a_post_with_x_http_method_override_is_that_method() {
 
 both_backends!(
     bad_creation => bad_creation_requests_get_truthful_errors,
+    body_past_length => a_body_past_the_length_is_413_and_appends_nothing,
     resume_across_restart => an_interrupted_upload_resumes_across_a_restart,
     checksum => a_checksum_mismatch_is_460_and_appends_nothing,
     concurrent_patch => concurrent_patches_never_interleave,
