@@ -94,6 +94,7 @@ pub async fn inject_fault(
         "panic" => InjectFault::Panic,
         "panic_in_future" => InjectFault::PanicInFuture,
         "block" => InjectFault::Block(Duration::from_secs(2)),
+        "block_5s" => InjectFault::Block(Duration::from_secs(5)),
         "handler_panic" => panic!("injected panic in an HTTP handler"),
         _ => return Err(AppError::NotFound("no such fault".into())),
     };

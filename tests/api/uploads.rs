@@ -566,3 +566,58 @@ both_backends!(
     ranges => content_serves_single_ranges_and_refuses_unsatisfiable_ones,
     list_and_delete => listing_pages_and_deleting_removes_row_and_file,
 );
+
+/// With every CPU place taken, a new upload waits its 2 s for one and then gets 503 +
+/// `Retry-After`, keeping nothing; the uploads already admitted finish once the CPU frees.
+#[actix_web::test]
+async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_CPU_THREADS", "1")])
+        .await
+        .unwrap();
+    // The only CPU thread is busy for 5 s; one thread has two places.
+    let blocker = {
+        let req = app.client.post(app.url("/_test/fault/cpu/block_5s"));
+        actix_web::rt::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let admitted: Vec<_> = (0..2u8)
+        .map(|i| {
+            let body = form(&format!("held-{i}.bin"), &[i; 1000]);
+            let req = app
+                .client
+                .post(app.url("/upload"))
+                .insert_header(("content-type", content_type()))
+                .timeout(Duration::from_secs(60));
+            actix_web::rt::spawn(async move {
+                let res = req.send_body(body).await.expect("request failed");
+                read_json(res).await
+            })
+        })
+        .collect();
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+
+    let started = Instant::now();
+    let (status, headers, body) = post_form(&app, form("turned-away.bin", b"late")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert!(!header(&headers, "retry-after").is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "it waited for a place first"
+    );
+
+    for handle in admitted {
+        let (status, _, body) = handle.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(blocker.await.unwrap().unwrap(), 204);
+    let (_, _, page) = app.get_json("/uploads").await;
+    let names: Vec<_> = page["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["filename"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(!names.contains(&"turned-away.bin".to_owned()), "{names:?}");
+}
