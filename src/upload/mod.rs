@@ -6,6 +6,7 @@
 //! canonical form of a UUID, never anything a client sent. `.tmp` and `tus` live in the same
 //! directory tree, so the final `rename` is atomic on one filesystem.
 
+pub mod multipart;
 pub mod tus;
 
 use std::fs::{File, OpenOptions};
