@@ -2,7 +2,6 @@
 //! `UploadActor`, and read metadata through `DbActor`.
 
 use actix_files::NamedFile;
-use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::http::header::{
     self, ContentDisposition, ContentEncoding, DispositionParam, DispositionType, ExtendedValue,
     HeaderValue,
@@ -19,6 +18,7 @@ use crate::actors::Actors;
 use crate::cpu::{hex, Algorithm, Hasher};
 use crate::db::uploads::{now, Upload};
 use crate::error::{AppError, FieldError};
+use crate::upload::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
 use crate::upload::{ascii_filename, sanitize_filename};
 
 /// Most parts a `POST /upload` body may have (the `file` part and a few plain fields).
@@ -41,17 +41,7 @@ pub async fn create(
     payload: web::Payload,
     actors: web::Data<Actors>,
 ) -> Result<HttpResponse, AppError> {
-    let is_form_data = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<mime::Mime>().ok())
-        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA);
-    if !is_form_data {
-        return Err(AppError::UnsupportedMediaType(
-            "expected Content-Type: multipart/form-data".into(),
-        ));
-    }
+    let form_data = form_data_type(req.headers().get(header::CONTENT_TYPE))?;
     let max = actors.max_upload_bytes;
     let declared = req
         .headers()
@@ -62,26 +52,27 @@ pub async fn create(
         return Err(too_large(max));
     }
 
-    let mut multipart = Multipart::new(req.headers(), payload);
+    let boundary = Boundary::of(&form_data)?;
+
+    let mut form = MultipartReader::new(&boundary, payload);
     let mut stored: Option<Stored> = None;
     let mut parts = 0;
-    while let Some(field) = multipart.next().await {
-        let field = field.map_err(multipart_error)?;
+    while let Some(part) = form.next_part().await? {
         parts += 1;
         if parts > MAX_PARTS {
             return Err(AppError::BadRequest(format!(
                 "the form has more than {MAX_PARTS} parts"
             )));
         }
-        if field.name() == Some("file") {
+        if part.name == "file" {
             if stored.is_some() {
                 return Err(AppError::BadRequest(
                     "the form has more than one `file` field".into(),
                 ));
             }
-            stored = Some(store_file(&actors, field, max).await?);
+            stored = Some(store_file(&actors, &mut form, part, max).await?);
         } else {
-            skip_field(field).await?;
+            skip_field(form.part_body()).await?;
         }
     }
     let Some(stored) = stored else {
@@ -121,29 +112,32 @@ struct Stored {
     row: Upload,
 }
 
-async fn store_file(actors: &Actors, mut field: Field, max: u64) -> Result<Stored, AppError> {
-    let filename = sanitize_filename(
-        field
-            .content_disposition()
-            .and_then(|cd| cd.get_filename())
-            .unwrap_or_default(),
-    );
-    let content_type = field
-        .content_type()
+/// Streams the current part (the `file` field) into a new temp file, hashing it on the way.
+async fn store_file(
+    actors: &Actors,
+    form: &mut MultipartReader<web::Payload>,
+    part: PartHeaders,
+    max: u64,
+) -> Result<Stored, AppError> {
+    let filename = sanitize_filename(part.filename.as_deref().unwrap_or_default());
+    let content_type = part
+        .content_type
         .map_or_else(|| OCTET_STREAM.to_owned(), |m| m.essence_str().to_owned());
     let id = Uuid::new_v4();
     let session = Uuid::new_v4();
     let guard = SessionGuard::new(actors.upload.clone(), session, false);
     ask(&actors.upload, CreateFile { session, id }, STEP_TIMEOUT).await?;
-    let (size, hasher) = stream_into(
+    let streamed = stream_into(
         &actors.upload,
         &actors.cpu,
         session,
-        &mut field,
+        form.part_body(),
         max,
         Some(Box::new(Hasher::new(Algorithm::Sha256))),
     )
-    .await?;
+    .await;
+    // stream_into keeps only the text of an error the body gave; the reader has the error.
+    let (size, hasher) = streamed.map_err(|err| form.failure().cloned().unwrap_or(err))?;
     let sha256 = hasher
         .map(|h| hex(&h.finish()))
         .ok_or_else(|| AppError::Internal("upload digest missing".into()))?;
@@ -170,10 +164,10 @@ async fn store_file(actors: &Actors, mut field: Field, max: u64) -> Result<Store
 
 /// Reads a plain form field to its end and drops it (bounded, so it cannot be a way around
 /// the upload limit).
-async fn skip_field(mut field: Field) -> Result<(), AppError> {
+async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppError> {
     let mut seen = 0usize;
     while let Some(chunk) = field.next().await {
-        seen += chunk.map_err(multipart_error)?.len();
+        seen += chunk?.len();
         if seen > MAX_FIELD_BYTES {
             return Err(AppError::PayloadTooLarge(format!(
                 "a form field other than `file` is over {MAX_FIELD_BYTES} bytes"
@@ -185,23 +179,6 @@ async fn skip_field(mut field: Field) -> Result<(), AppError> {
 
 fn too_large(max: u64) -> AppError {
     AppError::PayloadTooLarge(format!("the upload is over its limit of {max} bytes"))
-}
-
-fn multipart_error(err: MultipartError) -> AppError {
-    match err {
-        MultipartError::ContentTypeMissing
-        | MultipartError::ContentTypeParse
-        | MultipartError::ContentTypeIncompatible => {
-            AppError::UnsupportedMediaType("expected Content-Type: multipart/form-data".into())
-        }
-        MultipartError::BoundaryMissing => {
-            AppError::BadRequest("the multipart boundary is missing".into())
-        }
-        MultipartError::Payload(_) | MultipartError::Incomplete => {
-            AppError::BadRequest("the upload was interrupted or is truncated".into())
-        }
-        other => AppError::BadRequest(format!("malformed multipart body: {other}")),
-    }
 }
 
 /// `GET /uploads` query.

@@ -7,6 +7,7 @@
 //! directory tree, so the final `rename` is atomic on one filesystem.
 
 pub mod direct;
+pub mod multipart;
 pub mod tus;
 
 use std::fs::{File, OpenOptions};

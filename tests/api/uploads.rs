@@ -485,6 +485,94 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
     assert_no_files_left(&app).await;
 }
 
+async fn post_with_type(
+    app: &TestApp,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
+    let res = app
+        .client
+        .post(app.url("/upload"))
+        .insert_header(("content-type", content_type))
+        .send_body(body)
+        .await
+        .expect("request failed");
+    read_json(res).await
+}
+
+async fn a_browser_form_with_fields_around_the_file_is_stored(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+    let data = Noise::new(5).chunk(300_000);
+    let mut body = format!(
+        "preamble\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nMy report\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"resume.pdf\"; \
+         filename*=UTF-8''r%C3%A9sum%C3%A9.pdf\r\nContent-Type: application/pdf\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"tags\"\r\n\r\na,b\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
+    let (status, _, body) = post_with_type(&app, &content_type, body).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["filename"], "résumé.pdf");
+    assert_eq!(body["content_type"], "application/pdf");
+    assert_eq!(body["size"], data.len());
+    assert_eq!(body["sha256"], sha256_hex(&data));
+    let on_disk = std::fs::read(
+        app.dir
+            .path()
+            .join("uploads")
+            .join(body["id"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(on_disk == data);
+}
+
+async fn framing_over_its_limits_is_400(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // A boundary longer than RFC 2046's 70 characters.
+    let long = "b".repeat(71);
+    let body =
+        format!("--{long}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--{long}--");
+    let content_type = format!("multipart/form-data; boundary={long}");
+    let (status, _, body) = post_with_type(&app, &content_type, body.into_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    // No boundary at all.
+    let (status, _, body) = post_with_type(&app, "multipart/form-data", form("a", b"x")).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A part with more than 16 headers, or more than 8 KiB of them.
+    let (head, tail) = framing("h.txt", "text/plain");
+    let (start, rest) = head.split_at(head.len() - 2);
+    for extra in [
+        (0..16).map(|i| format!("X-{i}: y\r\n")).collect::<String>(),
+        format!("X-Filler: {}\r\n", "a".repeat(8 * 1024)),
+    ] {
+        let mut body = start.to_vec();
+        body.extend_from_slice(extra.as_bytes());
+        body.extend_from_slice(rest);
+        body.extend_from_slice(b"x");
+        body.extend_from_slice(&tail);
+        let (status, _, body) = post_form(&app, body).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    assert_no_uploads_listed(&app).await;
+    assert_no_files_left(&app).await;
+}
+
 async fn content_serves_single_ranges_and_refuses_unsatisfiable_ones(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -563,6 +651,8 @@ both_backends!(
     disconnect_mid_upload => a_client_that_disconnects_mid_upload_leaves_no_file_and_no_row,
     hostile_filenames => hostile_filenames_are_only_sanitised_metadata,
     malformed_forms => malformed_forms_get_truthful_errors,
+    browser_form => a_browser_form_with_fields_around_the_file_is_stored,
+    framing_limits => framing_over_its_limits_is_400,
     ranges => content_serves_single_ranges_and_refuses_unsatisfiable_ones,
     list_and_delete => listing_pages_and_deleting_removes_row_and_file,
 );
