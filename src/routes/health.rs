@@ -98,7 +98,8 @@ pub async fn inject_fault(
         "handler_panic" => panic!("injected panic in an HTTP handler"),
         _ => return Err(AppError::NotFound("no such fault".into())),
     };
-    let timeout = Duration::from_secs(5);
+    // Longer than the longest block, so a blocked actor still answers the request.
+    let timeout = Duration::from_secs(10);
     match actor.as_str() {
         "db" => ask(&actors.db, fault, timeout).await?,
         "cpu" => ask(actors.cpu.addr(), fault, timeout).await?,
