@@ -43,6 +43,10 @@ pub const DEFAULT_SQLITE_PATH: &str = "data/troupe.db";
 /// The default upload directory when `TROUPE_UPLOAD_DIR` is unset.
 pub const DEFAULT_UPLOAD_DIR: &str = "data/uploads";
 
+/// How fast each upload may go while other requests are in flight, by default: 256 Mbit/s,
+/// more than most clients send, less than what starves short requests of CPU.
+const DEFAULT_UPLOAD_SHARED_RATE_MIB: u64 = 32;
+
 /// The default largest upload (1 GiB) when `TROUPE_MAX_UPLOAD_BYTES` is unset.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 
@@ -74,6 +78,9 @@ pub struct Config {
     /// `TROUPE_TUS_EXPIRY_SECS`, default 86400: an unfinished tus upload untouched this long
     /// expires and is deleted.
     pub tus_expiry: Duration,
+    /// `TROUPE_UPLOAD_SHARED_RATE_MIB`, default 32: MiB/s each upload may take while other
+    /// requests are in flight (0: no limit).
+    pub upload_shared_rate_mib: u64,
 }
 
 impl Config {
@@ -136,6 +143,13 @@ impl Config {
                 1,
                 365 * 24 * 3600,
             )?),
+            upload_shared_rate_mib: parse_int(
+                get("TROUPE_UPLOAD_SHARED_RATE_MIB"),
+                "TROUPE_UPLOAD_SHARED_RATE_MIB",
+                DEFAULT_UPLOAD_SHARED_RATE_MIB,
+                0,
+                1 << 20,
+            )?,
         })
     }
 }

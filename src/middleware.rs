@@ -9,10 +9,12 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::HttpMessage as _;
+use actix_web::{web, HttpMessage as _};
 use futures::FutureExt;
 
+use crate::actors::Actors;
 use crate::error::AppError;
+use crate::upload::pace::is_bulk;
 
 /// The request id header, read from clients and set on every response.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,6 +68,12 @@ pub async fn request_context(
     // Kept for the log line of a request whose handler panicked (routing needs the request
     // itself unshared, so it cannot be cloned here).
     let (method, uri) = (req.method().clone(), req.uri().clone());
+    // Uploads yield to the requests noted here (`upload::pace`).
+    if !is_bulk(&method, uri.path()) {
+        if let Some(actors) = req.app_data::<web::Data<Actors>>() {
+            actors.pace.note_interactive(started);
+        }
+    }
 
     let outcome = std::panic::AssertUnwindSafe(next.call(req))
         .catch_unwind()

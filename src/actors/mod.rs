@@ -14,6 +14,7 @@ use actix::prelude::*;
 use crate::config::Config;
 use crate::db::DbPool;
 use crate::fetch::Upstreams;
+use crate::upload::pace::Pace;
 use crate::upload::Store;
 use cpu::CpuPool;
 use db::DbActor;
@@ -39,6 +40,8 @@ pub struct Actors {
     pub max_upload_bytes: u64,
     /// How long an untouched unfinished tus upload lives (`TROUPE_TUS_EXPIRY_SECS`).
     pub tus_expiry: Duration,
+    /// Interactive requests in flight, and how uploads yield to them.
+    pub pace: Arc<Pace>,
 }
 
 impl Actors {
@@ -69,6 +72,7 @@ impl Actors {
             db_timeout,
             upstreams: Arc::new(Upstreams::new(&config.upstream)),
             max_upload_bytes: config.max_upload_bytes,
+            pace: Pace::new(config.upload_shared_rate_mib << 20),
             tus_expiry: config.tus_expiry,
         }
     }

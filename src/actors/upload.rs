@@ -28,6 +28,7 @@ use super::supervise::{ask, respond};
 use crate::cpu::{hex, Algorithm, Hasher};
 use crate::db::uploads::{now, Upload};
 use crate::error::AppError;
+use crate::upload::pace::Pace;
 use crate::upload::{self, OpenFile, SharedFile, Store};
 
 /// Bytes per write-and-hash step: large enough that per-message costs vanish, small enough
@@ -788,6 +789,7 @@ impl Drop for SessionGuard {
 pub async fn stream_into<S, E>(
     addr: &Addr<UploadActor>,
     cpu: &CpuPool,
+    pace: &Pace,
     session: Uuid,
     mut body: S,
     limit: u64,
@@ -832,6 +834,7 @@ where
                 hasher = joined(previous).await?;
             }
             let chunks = std::mem::take(&mut batch);
+            let pause = pace.pause_after(batch_len);
             batch_len = 0;
             // Spawned, so the write and the hash go on while the next batch is read.
             in_flight = Some(actix_web::rt::spawn(step(
@@ -843,6 +846,10 @@ where
                 cpu_wait,
             )));
             cpu_wait = STEP_TIMEOUT;
+            // While the write and hash go on: other requests are waiting for the CPU.
+            if let Some(pause) = pause.filter(|_| !done) {
+                actix_web::rt::time::sleep(pause).await;
+            }
         }
         if done {
             break;

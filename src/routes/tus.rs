@@ -340,6 +340,7 @@ where
     let streamed = stream_into(
         &actors.upload,
         &actors.cpu,
+        &actors.pace,
         session,
         body,
         remaining,

@@ -130,6 +130,7 @@ async fn store_file(
     let streamed = stream_into(
         &actors.upload,
         &actors.cpu,
+        &actors.pace,
         session,
         form.part_body(),
         max,

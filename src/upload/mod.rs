@@ -8,6 +8,7 @@
 
 pub mod direct;
 pub mod multipart;
+pub mod pace;
 pub mod tus;
 
 use std::fs::{File, OpenOptions};

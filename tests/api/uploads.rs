@@ -711,3 +711,36 @@ async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(!names.contains(&"turned-away.bin".to_owned()), "{names:?}");
 }
+
+/// While other requests are being served, each upload goes at most
+/// `TROUPE_UPLOAD_SHARED_RATE_MIB`: 6 MiB at 2 MiB/s beside a stream of `/ping`s takes
+/// at least 2 s (five 0.5 s pauses between its 1 MiB batches), and arrives whole.
+#[actix_web::test]
+async fn uploads_yield_to_interactive_requests() {
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_UPLOAD_SHARED_RATE_MIB", "2")])
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let (client, url, stop) = (app.client.clone(), app.url("/ping"), stop.clone());
+        actix_web::rt::spawn(async move {
+            let mut pings = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = client.get(&url).send().await.expect("ping failed");
+                assert_eq!(res.status().as_u16(), 200);
+                pings += 1;
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            pings
+        })
+    };
+    let data = Noise::new(9).chunk(6 << 20);
+    let started = Instant::now();
+    let (status, _, body) = post_form(&app, form("paced.bin", &data)).await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sha256"], sha256_hex(&data));
+    assert!(pinger.await.unwrap() > 10, "pings ran alongside");
+    assert!(took >= Duration::from_secs(2), "paced: {took:?}");
+}

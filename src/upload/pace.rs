@@ -1,0 +1,110 @@
+//! Bulk transfers yield to interactive requests.
+//!
+//! Upload bodies arrive on the same HTTP workers, and the same cores, as every short request:
+//! received, parsed and handed on at full speed, a few uploads take the CPU that keeps
+//! `/ping` or `/users` fast. While other requests are being served (one started within the
+//! last [`BUSY_WINDOW`]), each upload therefore goes at most `TROUPE_UPLOAD_SHARED_RATE_MIB`
+//! MiB/s: its batches are spaced out, and TCP slows the client down. With nothing else to
+//! serve, uploads go as fast as the disk, the network and the digest allow.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How recent the last interactive request must be for the server to count as busy.
+pub const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// Remembers when the last interactive request started, and spaces out bulk batches while
+/// that is recent.
+#[derive(Debug)]
+pub struct Pace {
+    origin: Instant,
+    /// When the last interactive request started, in ms after `origin`, plus one (0: never).
+    last_interactive: AtomicU64,
+    /// Bytes per second one upload may take while the server is busy; 0 is no limit.
+    shared_rate: u64,
+}
+
+impl Pace {
+    /// A pacer letting each upload take `shared_rate` bytes per second while other requests
+    /// are being served (0: never paced).
+    pub fn new(shared_rate: u64) -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last_interactive: AtomicU64::new(0),
+            shared_rate,
+        })
+    }
+
+    fn ms_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes an interactive request started at `at`. Written at most once per millisecond,
+    /// so the workers do not fight over the cache line.
+    pub fn note_interactive(&self, at: Instant) {
+        let stamp = self.ms_since_origin(at).saturating_add(1);
+        if self.last_interactive.load(Ordering::Relaxed) < stamp {
+            self.last_interactive.store(stamp, Ordering::Relaxed);
+        }
+    }
+
+    /// How long an upload waits after a batch of `bytes` before reading more, when the
+    /// server is busy with other requests.
+    pub fn pause_after(&self, bytes: usize) -> Option<Duration> {
+        let last = self.last_interactive.load(Ordering::Relaxed);
+        let now = self.ms_since_origin(Instant::now()).saturating_add(1);
+        let busy = last > 0 && now.saturating_sub(last) < BUSY_WINDOW.as_millis() as u64;
+        if self.shared_rate == 0 || !busy {
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            bytes as f64 / self.shared_rate as f64,
+        ))
+    }
+}
+
+/// Whether a request carries a bulk body (an upload) rather than being interactive.
+pub fn is_bulk(method: &actix_web::http::Method, path: &str) -> bool {
+    use actix_web::http::Method;
+    (*method == Method::POST || *method == Method::PATCH)
+        && (path == "/upload" || path.starts_with("/files"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_are_paced_only_while_interactive_requests_are_recent() {
+        let pace = Pace::new(1 << 20);
+        assert_eq!(pace.pause_after(1 << 20), None, "nothing served yet");
+        pace.note_interactive(Instant::now());
+        assert_eq!(pace.pause_after(1 << 19), Some(Duration::from_millis(500)));
+        std::thread::sleep(BUSY_WINDOW + Duration::from_millis(20));
+        assert_eq!(pace.pause_after(1 << 20), None, "idle again");
+        // An older timestamp noted late never moves the clock back.
+        pace.note_interactive(Instant::now());
+        pace.note_interactive(pace.origin);
+        assert!(pace.pause_after(1 << 20).is_some());
+    }
+
+    #[test]
+    fn a_zero_rate_never_paces() {
+        let pace = Pace::new(0);
+        pace.note_interactive(Instant::now());
+        assert_eq!(pace.pause_after(1 << 30), None);
+    }
+
+    #[test]
+    fn uploads_are_bulk_and_the_rest_interactive() {
+        use actix_web::http::Method;
+        assert!(is_bulk(&Method::POST, "/upload"));
+        assert!(is_bulk(&Method::PATCH, "/files/abc"));
+        assert!(is_bulk(&Method::POST, "/files/"));
+        assert!(!is_bulk(&Method::GET, "/ping"));
+        assert!(!is_bulk(&Method::GET, "/uploads"));
+        assert!(!is_bulk(&Method::HEAD, "/files/abc"));
+        assert!(!is_bulk(&Method::POST, "/users"));
+    }
+}
