@@ -162,6 +162,24 @@ async fn recorded_offset(rig: &Rig, id: Uuid) -> i64 {
         .upload_offset
 }
 
+/// A new PATCH session on `id`.
+async fn begin(rig: &Rig, id: Uuid, checkpoint_every: Option<u64>) -> Uuid {
+    let session = Uuid::new_v4();
+    let begin = BeginPatch {
+        session,
+        id,
+        checkpoint_every,
+    };
+    ask(&rig.upload, begin, T).await.unwrap();
+    session
+}
+
+async fn end_session(rig: &Rig, session: Uuid, keep: bool) -> troupe::actors::upload::SessionEnd {
+    ask(&rig.upload, EndSession { session, keep }, T)
+        .await
+        .unwrap()
+}
+
 async fn write(rig: &Rig, session: Uuid, bytes: &'static [u8]) -> u64 {
     ask(
         &rig.upload,
@@ -182,13 +200,7 @@ async fn a_long_patch_records_its_offset_at_each_checkpoint() {
     ask(&rig.upload, CreateTusUpload(row(id, 12, false)), T)
         .await
         .unwrap();
-    let session = Uuid::new_v4();
-    let begin = BeginPatch {
-        session,
-        id,
-        checkpoint_every: Some(4),
-    };
-    ask(&rig.upload, begin, T).await.unwrap();
+    let session = begin(&rig, id, Some(4)).await;
 
     write(&rig, session, b"123").await;
     assert_eq!(recorded_offset(&rig, id).await, 0, "under a checkpoint");
@@ -204,39 +216,15 @@ async fn a_long_patch_records_its_offset_at_each_checkpoint() {
     );
 
     // A session that keeps nothing more goes back to its last checkpoint, not its start.
-    let end = ask(
-        &rig.upload,
-        EndSession {
-            session,
-            keep: false,
-        },
-        T,
-    )
-    .await
-    .unwrap();
+    let end = end_session(&rig, session, false).await;
     assert_eq!(end.offset, 5);
     assert_eq!(std::fs::read(&tus_file).unwrap(), b"12345");
 
     // The bytes that complete an upload are never a checkpoint: the end completes it.
-    let session = Uuid::new_v4();
-    let begin = BeginPatch {
-        session,
-        id,
-        checkpoint_every: Some(4),
-    };
-    ask(&rig.upload, begin, T).await.unwrap();
+    let session = begin(&rig, id, Some(4)).await;
     write(&rig, session, b"6789abc").await;
     assert_eq!(recorded_offset(&rig, id).await, 5);
-    let end = ask(
-        &rig.upload,
-        EndSession {
-            session,
-            keep: true,
-        },
-        T,
-    )
-    .await
-    .unwrap();
+    let end = end_session(&rig, session, true).await;
     assert_eq!(end.offset, 12);
     let done = end.completed.expect("completed");
     assert_eq!(done.sha256.unwrap(), hex(&Sha256::digest(b"123456789abc")));
