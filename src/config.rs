@@ -393,6 +393,16 @@ mod tests {
     }
 
     #[test]
+    fn uploads_share_at_32_mib_per_second_unless_told_otherwise() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.upload_shared_rate_mib, 32);
+        let off = Config::from_vars(vars(&[("TROUPE_UPLOAD_SHARED_RATE_MIB", "0")])).unwrap();
+        assert_eq!(off.upload_shared_rate_mib, 0);
+        let err = Config::from_vars(vars(&[("TROUPE_UPLOAD_SHARED_RATE_MIB", "-1")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_UPLOAD_SHARED_RATE_MIB");
+    }
+
+    #[test]
     fn bad_pool_size_names_the_variable() {
         let err = Config::from_vars(vars(&[("TROUPE_DB_POOL_SIZE", "lots")])).unwrap_err();
         assert_eq!(err.var, "TROUPE_DB_POOL_SIZE");
