@@ -634,3 +634,45 @@ async fn a_real_tus_client_uploads_and_resumes() {
     assert_eq!(meta["filename"], "tuspy.bin");
     assert_eq!(meta["size"], data.len());
 }
+
+/// A long PATCH records its offset every 64 MiB while it runs: `HEAD` shows the checkpoint
+/// with the PATCH's connection still open, so a crash from then on keeps those bytes.
+#[actix_web::test]
+async fn a_long_patch_records_its_offset_while_it_runs() {
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_MAX_UPLOAD_BYTES", "100000000")])
+        .await
+        .unwrap();
+    let data = Noise::new(64).chunk(70 << 20);
+    let location = create(&app, data.len(), None).await;
+    let sent = 66 << 20;
+    let stream = start_patch(&app, &location, 0, data.len(), &data[..sent]).await;
+    // At the first batch boundary 64 MiB or more past the start; the next is 64 MiB later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let checkpoint = loop {
+        match offset_of(&app, &location).await.1 {
+            Some(at) if at >= 64 << 20 => break at,
+            at => assert!(Instant::now() < deadline, "offset stuck at {at:?}"),
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        checkpoint < sent,
+        "recorded at {checkpoint}, with the PATCH still open"
+    );
+    let id = location.trim_start_matches("/files/");
+    let on_disk = std::fs::read(app.dir.path().join("uploads/tus").join(id)).unwrap();
+    assert!(
+        on_disk[..checkpoint] == data[..checkpoint],
+        "the checkpoint's bytes are on disk"
+    );
+
+    // The client goes away: everything that arrived is kept, and the upload resumes.
+    drop(stream);
+    wait_for_offset(&app, &location, sent).await;
+    let (status, h, body) = patch_when_free(&app, &location, sent, &data[sent..]).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(header(&h, "upload-offset"), data.len().to_string());
+    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["sha256"], sha256_hex(&data));
+}
