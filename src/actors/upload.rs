@@ -552,7 +552,16 @@ async fn end_patch(
             completed: None,
         });
     }
-    advance(deps, id, durable, end).await?;
+    if let Err(err) = advance(deps, id, durable, end).await {
+        // When the client went away mid-batch, that batch's checkpoint may have recorded
+        // part of this range meanwhile: go on from where it got to.
+        let row = ask(&deps.db, GetUpload(id.to_string()), deps.db_timeout).await?;
+        let recorded = u64::try_from(row.upload_offset).unwrap_or(0);
+        if !(durable < recorded && recorded < end) {
+            return Err(err);
+        }
+        advance(deps, id, recorded, end).await?;
+    }
     let completed = if end == size {
         Some(finish_tus(deps, id).await?)
     } else {
