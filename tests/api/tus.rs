@@ -588,6 +588,34 @@ pub fn tus_client_required() -> bool {
     std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
 }
 
+/// A server on SQLite and a 5 MB file for a real client to upload: the app, the bytes and
+/// the file's path.
+pub async fn client_source(seed: u64, name: &str) -> (TestApp, Vec<u8>, std::path::PathBuf) {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let data = Noise::new(seed).chunk(5_000_000);
+    let file = app.dir.path().join(name);
+    std::fs::write(&file, &data).unwrap();
+    (app, data, file)
+}
+
+/// Runs a real client (`program` `args`) off the async workers; fails the test with its
+/// output unless it succeeds, else answers its stdout.
+pub async fn run_client(name: &str, program: String, args: Vec<String>) -> String {
+    let out = actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new(program).args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[actix_web::test]
 async fn a_real_tus_client_uploads_and_resumes() {
     let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -603,30 +631,16 @@ async fn a_real_tus_client_uploads_and_resumes() {
         eprintln!("skipping the tuspy test: tuspy is not installed (pip install tuspy==1.1.0)");
         return;
     }
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let data = Noise::new(77).chunk(5_000_000);
-    let file = app.dir.path().join("tuspy-source.bin");
-    std::fs::write(&file, &data).unwrap();
+    let (app, data, file) = client_source(77, "tuspy-source.bin").await;
     let script = app.dir.path().join("tuspy_upload.py");
     std::fs::write(&script, TUSPY_SCRIPT).unwrap();
-    let args = [
+    let args = vec![
         script.to_string_lossy().into_owned(),
         app.url("/files/"),
         file.to_string_lossy().into_owned(),
         (2 << 20).to_string(),
     ];
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new(python).args(args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tuspy failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_client("tuspy", python, args).await;
     let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
     let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
     assert_eq!(status, 200, "{meta}");

@@ -10,9 +10,8 @@ use std::path::PathBuf;
 
 use awc::http::Method;
 
-use crate::helpers::{spawn_app, Backend};
-use crate::tus::tus_client_required;
-use crate::uploads::{files_under, get_bytes, header, sha256_hex, Noise};
+use crate::tus::{client_source, run_client, tus_client_required};
+use crate::uploads::{files_under, get_bytes, header, sha256_hex};
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tus-js");
 
@@ -53,29 +52,15 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
         eprintln!("skipping the tus-js-client test: node or tus-js-client is missing ({install})");
         return;
     }
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let data = Noise::new(78).chunk(5_000_000);
-    let file = app.dir.path().join("tus-js-source.bin");
-    std::fs::write(&file, &data).unwrap();
-    let args = [
+    let (app, data, file) = client_source(78, "tus-js-source.bin").await;
+    let args = vec![
         format!("{CLIENT_DIR}/upload.mjs"),
         app.url("/files/"),
         file.to_string_lossy().into_owned(),
         (1 << 20).to_string(),
         modules.to_string_lossy().into_owned(),
     ];
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new("node").args(args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tus-js-client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_client("tus-js-client", "node".into(), args).await;
     let urls: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let url = urls["url"].as_str().unwrap();
     assert!(url.starts_with(&app.url("/files/")), "{url}");
