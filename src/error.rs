@@ -86,6 +86,9 @@ pub enum AppError {
     /// A conditional request (`If-Match`, `If-Unmodified-Since`) whose condition fails.
     #[error("a precondition of the request failed")]
     PreconditionFailed,
+    /// The upload storage is full (or over its quota): nothing of the failed write is kept.
+    #[error("the server's storage is full; retry later")]
+    InsufficientStorage(String),
     /// A bug or a panic; the cause is logged, never shown.
     #[error("internal error")]
     Internal(String),
@@ -116,6 +119,7 @@ impl AppError {
             Self::Gone(_) => "gone",
             Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::PreconditionFailed => "precondition_failed",
+            Self::InsufficientStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
         }
     }
@@ -142,6 +146,7 @@ impl AppError {
             Self::Gone(_) => StatusCode::GONE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +168,7 @@ impl AppError {
             415 => Self::UnsupportedMediaType("unsupported media type".into()),
             416 => Self::RangeNotSatisfiable,
             503 => Self::Overloaded(String::new()),
+            507 => Self::InsufficientStorage(String::new()),
             _ => Self::Internal(format!("unmapped status {status}")),
         }
     }

@@ -184,8 +184,16 @@ where
     }
 }
 
-fn io_error(err: std::io::Error) -> AppError {
+/// An upload's file operation failed: a full disk (or quota) is 507, anything else a 500;
+/// either way the cause is logged, never shown.
+pub fn io_error(err: std::io::Error) -> AppError {
     log::error!("upload file operation failed: {err}");
+    if matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        return AppError::InsufficientStorage(format!("upload storage is full: {err}"));
+    }
     AppError::Internal(format!("upload file operation failed: {err}"))
 }
 

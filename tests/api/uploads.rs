@@ -744,3 +744,66 @@ async fn uploads_yield_to_interactive_requests() {
     assert!(pinger.await.unwrap() > 10, "pings ran alongside");
     assert!(took >= Duration::from_secs(2), "paced: {took:?}");
 }
+
+/// A small filesystem of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a `size` tmpfs under `dir`; `None` where this process may not mount (not root).
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        let at = dir.join("small-disk");
+        std::fs::create_dir_all(&at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then_some(Self(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// A full disk fails the upload that meets it with 507 `insufficient_storage`, keeps none
+/// of it, and the next upload that fits is stored.
+#[actix_web::test]
+async fn a_full_disk_is_507_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(dir.path(), "4m") else {
+        eprintln!("skipping the full-disk test: mounting a small tmpfs needs root");
+        return;
+    };
+    let uploads = disk.0.join("uploads");
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("TROUPE_UPLOAD_DIR", uploads.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = post_form(&app, form("big.bin", &Noise::new(5).chunk(8 << 20))).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage");
+    assert!(
+        !body.to_string().contains("No space"),
+        "no internals: {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files_under(&uploads).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            files_under(&uploads)
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let small = Noise::new(6).chunk(100_000);
+    let (status, _, body) = post_form(&app, form("small.bin", &small)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sha256"], sha256_hex(&small));
+    drop(app);
+}
