@@ -59,11 +59,7 @@ async fn a_lost_database_answers_503_and_the_service_recovers_without_a_restart(
     assert_eq!(status, 200);
     let pg = app.db.pg();
     let name = &pg.name;
-    pg.admin(&format!(
-        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .await;
+    pg.cut_off().await;
 
     let started = Instant::now();
     for _ in 0..3 {

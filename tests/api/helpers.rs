@@ -171,6 +171,35 @@ impl PgTestDb {
         client.batch_execute(sql).await.expect("admin SQL failed");
     }
 
+    /// Makes the database unreachable: no new connections, and every session ended, again
+    /// until none is left (a connection being set up while the first round ran survives it).
+    pub async fn cut_off(&self) {
+        let name = &self.name;
+        let admin = connect(&pg_admin_url())
+            .await
+            .expect("connect to admin database");
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .await
+            .expect("refuse connections");
+        for _ in 0..50 {
+            let left: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[name],
+                )
+                .await
+                .expect("terminate sessions")
+                .get(0);
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("sessions on {name} keep coming back");
+    }
+
     /// Takes an exclusive lock on `users` in an open transaction of the test's own, so that
     /// the app's queries on it wait; `ROLLBACK` on the returned client lets them go.
     pub async fn lock_users(&self) -> tokio_postgres::Client {
