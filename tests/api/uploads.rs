@@ -746,11 +746,11 @@ async fn uploads_yield_to_interactive_requests() {
 }
 
 /// A small filesystem of its own, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
+pub struct SmallDisk(pub std::path::PathBuf);
 
 impl SmallDisk {
     /// Mounts a `size` tmpfs under `dir`; `None` where this process may not mount (not root).
-    fn mount(dir: &Path, size: &str) -> Option<Self> {
+    pub fn mount(dir: &Path, size: &str) -> Option<Self> {
         let at = dir.join("small-disk");
         std::fs::create_dir_all(&at).unwrap();
         let mounted = std::process::Command::new("mount")
