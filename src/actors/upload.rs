@@ -101,6 +101,19 @@ impl UploadActor {
         }
     }
 
+    /// Sweeps expired (and finishes whole) uploads in the background; failures are logged.
+    fn spawn_sweep(&self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                if let Err(err) = sweep_expired(&deps).await {
+                    log::warn!("sweeping expired uploads failed: {err:?}");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     fn open_session(&mut self, key: Uuid, target: Target) -> SharedFile {
         let file: SharedFile = Arc::new(Mutex::new(OpenFile::default()));
         self.sessions.insert(
@@ -120,29 +133,11 @@ impl Actor for UploadActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         // Once at start-up too: a crash may have left uploads whole but unfinished.
-        let deps = self.deps.clone();
-        ctx.spawn(
-            async move {
-                if let Err(err) = sweep_expired(&deps).await {
-                    log::warn!("sweeping uploads at start-up failed: {err:?}");
-                }
-            }
-            .into_actor(self),
-        );
+        self.spawn_sweep(ctx);
         // Sweep often enough that an upload outlives its expiry by at most half of it.
         let every =
             (self.deps.tus_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        ctx.run_interval(every, |act, ctx| {
-            let deps = act.deps.clone();
-            ctx.spawn(
-                async move {
-                    if let Err(err) = sweep_expired(&deps).await {
-                        log::warn!("sweeping expired uploads failed: {err:?}");
-                    }
-                }
-                .into_actor(act),
-            );
-        });
+        ctx.run_interval(every, |act, ctx| act.spawn_sweep(ctx));
     }
 }
 
@@ -322,45 +317,33 @@ impl Handler<WriteChunk> for UploadActor {
             async move {
                 let (file, target) =
                     session.ok_or_else(|| AppError::Internal("no such upload session".into()))?;
+                let every = match target {
+                    Target::Tus {
+                        checkpoint_every, ..
+                    } => checkpoint_every,
+                    Target::Fresh { .. } => None,
+                };
                 let shared = file.clone();
-                let written = blocking(move || upload::write_chunks(&shared, &msg.chunks)).await?;
-                if let Target::Tus {
-                    id,
-                    checkpoint_every: Some(every),
-                } = target
-                {
-                    checkpoint(&deps, id, file, every).await?;
+                // The checkpoint's fsync on the same blocking hop as the write.
+                let (written, due) = blocking(move || {
+                    let written = upload::write_chunks(&shared, &msg.chunks)?;
+                    let due = match every {
+                        Some(every) => upload::sync_checkpoint(&shared, every)?,
+                        None => None,
+                    };
+                    Ok((written, due))
+                })
+                .await?;
+                // Then the database: the offset never covers bytes not on disk.
+                if let (Target::Tus { id, .. }, Some((from, to))) = (target, due) {
+                    advance(&deps, id, from, to).await?;
+                    let mut open = upload::lock(&file).map_err(io_error)?;
+                    open.durable = open.durable.max(to);
                 }
                 Ok(written)
             }
         })
     }
-}
-
-/// Records a running PATCH's offset once `every` bytes past the last recorded one are
-/// written: fsync first, then the database, so the offset never covers bytes not on disk.
-/// The last bytes of an upload are left to the session's end, which completes it.
-async fn checkpoint(deps: &Deps, id: Uuid, file: SharedFile, every: u64) -> Result<(), AppError> {
-    let shared = file.clone();
-    let span = blocking(move || {
-        let open = upload::lock(&shared)?;
-        let end = open.base + open.written;
-        if open.closed || end - open.durable < every || end >= open.size {
-            return Ok(None);
-        }
-        if let Some(handle) = open.file.as_ref() {
-            handle.sync_data()?;
-        }
-        Ok(Some((open.durable, end)))
-    })
-    .await?;
-    let Some((from, to)) = span else {
-        return Ok(());
-    };
-    advance(deps, id, from, to).await?;
-    let mut open = upload::lock(&file).map_err(io_error)?;
-    open.durable = open.durable.max(to);
-    Ok(())
 }
 
 /// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an

@@ -207,6 +207,21 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
     Ok(*written)
 }
 
+/// A running tus PATCH's checkpoint: once `every` bytes past the recorded offset are
+/// written, fsyncs them and answers the span to record (recorded offset → bytes written).
+/// The last bytes of an upload are never a checkpoint: the session's end completes it.
+pub fn sync_checkpoint(shared: &SharedFile, every: u64) -> io::Result<Option<(u64, u64)>> {
+    let open = lock(shared)?;
+    let end = open.base + open.written;
+    if open.closed || end - open.durable < every || end >= open.size {
+        return Ok(None);
+    }
+    if let Some(handle) = open.file.as_ref() {
+        handle.sync_data()?;
+    }
+    Ok(Some((open.durable, end)))
+}
+
 /// Ends a session's writes: what a direct writer still stages goes to the file, which is
 /// then exactly as long as the bytes written. Answers the file, ready to be persisted.
 pub fn finish_writes(open: &mut OpenFile) -> io::Result<File> {
