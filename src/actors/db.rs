@@ -45,11 +45,10 @@ impl DbActor {
         Fut: std::future::Future<Output = Result<T, AppError>> + 'static,
     {
         respond(self, ctx, |this| {
-            let admitted = this.in_flight.get() < this.max_in_flight;
-            let slot = admitted.then(|| InFlight::enter(&this.in_flight));
-            let fut = admitted.then(|| query(this.pool.clone()));
+            let admitted = InFlight::admit(&this.in_flight, this.max_in_flight)
+                .map(|slot| (slot, query(this.pool.clone())));
             async move {
-                let (Some(_slot), Some(fut)) = (slot, fut) else {
+                let Some((_slot, fut)) = admitted else {
                     return Err(AppError::Overloaded(
                         "too many database requests waiting".into(),
                     ));

@@ -68,16 +68,15 @@ impl FetchActor {
         Fut: Future<Output = T> + 'static,
     {
         respond(self, ctx, |this| {
-            let admitted = this.in_flight.get() < this.max_in_flight;
-            let slot = admitted.then(|| InFlight::enter(&this.in_flight));
-            let fut = admitted.then(|| work(this.client.clone(), this.upstreams.clone()));
+            let admitted = InFlight::admit(&this.in_flight, this.max_in_flight)
+                .map(|slot| (slot, work(this.client.clone(), this.upstreams.clone())));
             async move {
-                let (Some(_slot), Some(fut)) = (slot, fut) else {
+                let Some((_slot, fut)) = admitted else {
                     return Err(AppError::Overloaded("too many upstream fan-outs".into()));
                 };
                 // actix polls a handler's future to its end even when the requester has gone;
                 // the cancellation is how a dropped request drops its upstream calls.
-                match select(Box::pin(fut), cancel.0).await {
+                match select(std::pin::pin!(fut), cancel.0).await {
                     Either::Left((out, _)) => Ok(out),
                     Either::Right(_) => Err(AppError::Upstream("the request was cancelled".into())),
                 }

@@ -115,9 +115,15 @@ pub struct InFlight(Rc<Cell<usize>>);
 
 impl InFlight {
     /// Counts one more request in `counter`.
-    pub fn enter(counter: &Rc<Cell<usize>>) -> Self {
+    fn enter(counter: &Rc<Cell<usize>>) -> Self {
         counter.set(counter.get() + 1);
         Self(counter.clone())
+    }
+
+    /// Counts one more request in `counter` if fewer than `max` are in flight; `None` when
+    /// the actor is full (the caller answers 503).
+    pub fn admit(counter: &Rc<Cell<usize>>, max: usize) -> Option<Self> {
+        (counter.get() < max).then(|| Self::enter(counter))
     }
 }
 
