@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::{Addr, Handler, Message};
 use actix_web::http::header;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use crate::actors::fetch::{cancellation, CallAllSources, FetchActor, GatherSources};
+use crate::actors::fetch::{cancellation, CallAllSources, Cancellation, FetchActor, GatherSources};
 use crate::actors::supervise::ask;
 use crate::actors::Actors;
 use crate::error::AppError;
@@ -38,11 +38,10 @@ pub async fn aggregate(
     fetch: web::Data<Addr<FetchActor>>,
     query: web::Query<SourcesQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (fan_out, wait) = fan_out(&req, &actors, &query)?;
-    // Dropped with this handler: a client that goes away cancels the calls.
-    let (_cancel_on_drop, cancel) = cancellation();
-    let msg = GatherSources { fan_out, cancel };
-    let results = ask(&fetch, msg, wait).await?;
+    let results = send(&req, &actors, &fetch, &query, |fan_out, cancel| {
+        GatherSources { fan_out, cancel }
+    })
+    .await?;
     let failures: Vec<_> = results
         .iter()
         .filter_map(|r| r.result.as_ref().err().map(|e| (r.id, e)))
@@ -73,10 +72,11 @@ pub async fn parallel(
     fetch: web::Data<Addr<FetchActor>>,
     query: web::Query<SourcesQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let (fan_out, wait) = fan_out(&req, &actors, &query)?;
-    let (_cancel_on_drop, cancel) = cancellation();
-    let msg = CallAllSources { fan_out, cancel };
-    match ask(&fetch, msg, wait).await? {
+    let answer = send(&req, &actors, &fetch, &query, |fan_out, cancel| {
+        CallAllSources { fan_out, cancel }
+    })
+    .await?;
+    match answer {
         Ok(bodies) => Ok(HttpResponse::Ok()
             .insert_header(header::ContentType::json())
             .body(results_body(&bodies))),
@@ -96,6 +96,26 @@ pub async fn parallel(
             ))
         }
     }
+}
+
+/// Sends the request's fan-out, in the message `make` builds, to this worker's
+/// `FetchActor` and awaits the answer. The calls are cancelled when this future is dropped
+/// (the client went away).
+async fn send<M, T>(
+    req: &HttpRequest,
+    actors: &Actors,
+    fetch: &Addr<FetchActor>,
+    query: &SourcesQuery,
+    make: impl FnOnce(FanOut, Cancellation) -> M,
+) -> Result<T, AppError>
+where
+    FetchActor: Handler<M>,
+    M: Message<Result = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (fan_out, wait) = fan_out(req, actors, query)?;
+    let (_cancel_on_drop, cancel) = cancellation();
+    ask(fetch, make(fan_out, cancel), wait).await
 }
 
 /// The request's fan-out (its sources, deadline and id), and how long to wait for the
