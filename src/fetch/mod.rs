@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Uri;
-use serde::Serialize;
 
 use crate::config::{UpstreamConfig, UpstreamSource};
 use crate::error::FieldError;
@@ -223,16 +222,14 @@ impl FetchErrorKind {
 }
 
 /// One source's failure: a kind and a message fit for clients (no URL, no Debug output).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchError {
     /// The stable code, as [`FetchErrorKind::code`].
     pub code: &'static str,
     /// What happened, for humans.
     pub message: String,
-    #[serde(skip)]
     kind: FetchErrorKind,
     /// Whether a second GET may cure it (connect errors, 5xx).
-    #[serde(skip)]
     retry: bool,
 }
 

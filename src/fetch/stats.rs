@@ -4,8 +4,6 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
-
 /// How many recent latencies the percentiles are taken over.
 const WINDOW: usize = 256;
 
@@ -26,7 +24,7 @@ pub struct SourceStats {
 }
 
 /// A snapshot of [`SourceStats`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatsSnapshot {
     /// Finished calls (cancelled ones are not counted).
     pub calls: u64,
