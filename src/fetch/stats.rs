@@ -1,7 +1,7 @@
 //! Per-source call statistics for `/readyz`: counts, the last error, and latency
 //! percentiles over the most recent calls.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How many recent latencies the percentiles are taken over.
@@ -12,15 +12,14 @@ struct Inner {
     calls: u64,
     failures: u64,
     last_error: Option<&'static str>,
-    /// Ring of recent latencies in microseconds; `next` is where the next one goes.
+    /// Ring of recent latencies in microseconds; call `n` (from 0) goes at `n % WINDOW`.
     recent: Vec<u32>,
-    next: usize,
 }
 
-/// One source's statistics; cheap to clone (shared state).
-#[derive(Debug, Clone, Default)]
+/// One source's statistics (shared with the source, inside `Arc<Upstreams>`).
+#[derive(Debug, Default)]
 pub struct SourceStats {
-    inner: Arc<Mutex<Inner>>,
+    inner: Mutex<Inner>,
 }
 
 /// A snapshot of [`SourceStats`].
@@ -49,6 +48,7 @@ impl SourceStats {
     pub fn record(&self, latency: Duration, error: Option<&'static str>) {
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         let mut inner = self.lock();
+        let at = (inner.calls % WINDOW as u64) as usize;
         inner.calls += 1;
         if error.is_some() {
             inner.failures += 1;
@@ -57,10 +57,8 @@ impl SourceStats {
         if inner.recent.len() < WINDOW {
             inner.recent.push(micros);
         } else {
-            let at = inner.next;
             inner.recent[at] = micros;
         }
-        inner.next = (inner.next + 1) % WINDOW;
     }
 
     /// The counts and percentiles now.
