@@ -696,25 +696,17 @@ async fn a_long_patch_records_its_offset_while_it_runs() {
 /// the space.
 #[actix_web::test]
 async fn a_patch_that_fills_the_disk_is_507_and_keeps_what_it_wrote() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = crate::uploads::SmallDisk::mount(dir.path(), "4m") else {
-        eprintln!("skipping the full-disk tus test: mounting a small tmpfs needs root");
+    let Some(small) = crate::uploads::app_on_small_disk().await else {
         return;
     };
-    let uploads = disk.0.join("uploads");
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[("TROUPE_UPLOAD_DIR", uploads.to_str().unwrap())],
-    )
-    .await
-    .unwrap();
+    let (app, uploads) = (&small.app, &small.uploads);
     let data = Noise::new(507).chunk(8 << 20);
-    let location = create(&app, data.len(), None).await;
-    let (status, _, body) = patch(&app, &location, 0, &data).await;
+    let location = create(app, data.len(), None).await;
+    let (status, _, body) = patch(app, &location, 0, &data).await;
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_storage");
 
-    let (status, offset, _) = offset_of(&app, &location).await;
+    let (status, offset, _) = offset_of(app, &location).await;
     assert_eq!(status, 200);
     let offset = offset.unwrap();
     assert!(offset > 0 && offset < data.len(), "{offset}");
@@ -726,8 +718,7 @@ async fn a_patch_that_fills_the_disk_is_507_and_keeps_what_it_wrote() {
         "the kept bytes are the sent ones"
     );
 
-    let (status, _, body) = tus(&app, Method::DELETE, &location, &[], vec![]).await;
+    let (status, _, body) = tus(app, Method::DELETE, &location, &[], vec![]).await;
     assert_eq!(status, 204, "{body}");
     assert!(files_under(&uploads.join("tus")).is_empty());
-    drop(app);
 }

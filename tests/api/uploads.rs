@@ -746,11 +746,11 @@ async fn uploads_yield_to_interactive_requests() {
 }
 
 /// A small filesystem of its own, unmounted when dropped.
-pub struct SmallDisk(pub std::path::PathBuf);
+struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
     /// Mounts a `size` tmpfs under `dir`; `None` where this process may not mount (not root).
-    pub fn mount(dir: &Path, size: &str) -> Option<Self> {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
         let at = dir.join("small-disk");
         std::fs::create_dir_all(&at).unwrap();
         let mounted = std::process::Command::new("mount")
@@ -768,14 +768,21 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A full disk fails the upload that meets it with 507 `insufficient_storage`, keeps none
-/// of it, and the next upload that fits is stored.
-#[actix_web::test]
-async fn a_full_disk_is_507_and_keeps_nothing() {
+/// The app with its uploads on a 4 MiB filesystem of their own. Fields drop in order: the
+/// app stops, then the disk is unmounted, then its directory goes.
+pub struct SmallDiskApp {
+    pub app: TestApp,
+    pub uploads: std::path::PathBuf,
+    _disk: SmallDisk,
+    _dir: tempfile::TempDir,
+}
+
+/// [`SmallDiskApp`], or `None` (said in one line) where this process may not mount.
+pub async fn app_on_small_disk() -> Option<SmallDiskApp> {
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = SmallDisk::mount(dir.path(), "4m") else {
-        eprintln!("skipping the full-disk test: mounting a small tmpfs needs root");
-        return;
+        eprintln!("skipping a full-disk test: mounting a small tmpfs needs root");
+        return None;
     };
     let uploads = disk.0.join("uploads");
     let app = spawn_app_with(
@@ -784,7 +791,23 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
     )
     .await
     .unwrap();
-    let (status, _, body) = post_form(&app, form("big.bin", &Noise::new(5).chunk(8 << 20))).await;
+    Some(SmallDiskApp {
+        app,
+        uploads,
+        _disk: disk,
+        _dir: dir,
+    })
+}
+
+/// A full disk fails the upload that meets it with 507 `insufficient_storage`, keeps none
+/// of it, and the next upload that fits is stored.
+#[actix_web::test]
+async fn a_full_disk_is_507_and_keeps_nothing() {
+    let Some(small) = app_on_small_disk().await else {
+        return;
+    };
+    let (app, uploads) = (&small.app, &small.uploads);
+    let (status, _, body) = post_form(app, form("big.bin", &Noise::new(5).chunk(8 << 20))).await;
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_storage");
     assert!(
@@ -792,18 +815,17 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
         "no internals: {body}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !files_under(&uploads).is_empty() {
+    while !files_under(uploads).is_empty() {
         assert!(
             Instant::now() < deadline,
             "left behind: {:?}",
-            files_under(&uploads)
+            files_under(uploads)
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 
     let small = Noise::new(6).chunk(100_000);
-    let (status, _, body) = post_form(&app, form("small.bin", &small)).await;
+    let (status, _, body) = post_form(app, form("small.bin", &small)).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sha256"], sha256_hex(&small));
-    drop(app);
 }
