@@ -433,26 +433,42 @@ impl Handler<BeginPatch> for UploadActor {
     }
 }
 
+/// An unfinished tus upload's file, as a try at its lock found it.
+enum TusLock {
+    /// Locked by this caller until the file is dropped.
+    Held(std::fs::File),
+    /// Another writer (in this process or another) holds it.
+    Busy,
+    /// No file: finished and moved into place, or removed.
+    Gone,
+}
+
+/// Tries to lock the tus file of upload `id`, on a blocking thread.
+async fn lock_tus(deps: &Deps, id: &Uuid) -> Result<TusLock, AppError> {
+    let path = deps.store.tus_path(id);
+    blocking(move || match upload::open_locked(&path) {
+        Ok(Some(file)) => Ok(TusLock::Held(file)),
+        Ok(None) => Ok(TusLock::Busy),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TusLock::Gone),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
 async fn begin_patch(deps: &Deps, id: Uuid, file: SharedFile) -> Result<Upload, AppError> {
     let get = || ask(&deps.db, GetUpload(id.to_string()), deps.db_timeout);
     if get().await?.complete {
         return get().await;
     }
-    let path = deps.store.tus_path(&id);
-    let locked = blocking(move || match upload::open_locked(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(())),
-        other => other.map(Ok),
-    })
-    .await?;
-    let handle = match locked {
+    let handle = match lock_tus(deps, &id).await? {
         // Finished (and moved into place) or terminated since the first read.
-        Err(()) => return get().await,
-        Ok(None) => {
+        TusLock::Gone => return get().await,
+        TusLock::Busy => {
             return Err(AppError::Locked(
                 "another request is writing this upload; retry when it is done".into(),
             ))
         }
-        Ok(Some(handle)) => handle,
+        TusLock::Held(handle) => handle,
     };
     // Read again under the lock: the previous writer may have moved the offset.
     let row = get().await?;
@@ -628,22 +644,15 @@ async fn remove_upload(
     let lock = if row.complete {
         None
     } else {
-        let path = tus_path.clone();
-        let locked = blocking(move || match upload::open_locked(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(None)),
-            Ok(None) => Ok(None),
-            Ok(Some(f)) => Ok(Some(Some(f))),
-            Err(e) => Err(e),
-        })
-        .await?;
-        match locked {
-            None if only_expired => return Ok(false),
-            None => {
+        match lock_tus(deps, &id).await? {
+            TusLock::Busy if only_expired => return Ok(false),
+            TusLock::Busy => {
                 return Err(AppError::Locked(
                     "a request is writing this upload; retry when it is done".into(),
                 ))
             }
-            Some(handle) => handle,
+            TusLock::Held(handle) => Some(handle),
+            TusLock::Gone => None,
         }
     };
     if only_expired {
@@ -679,15 +688,11 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
         let Ok(uuid) = Uuid::parse_str(&id) else {
             continue;
         };
-        let path = deps.store.tus_path(&uuid);
-        let locked = blocking(move || match upload::open_locked(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(None)),
-            Ok(None) => Ok(None),
-            Ok(Some(f)) => Ok(Some(Some(f))),
-            Err(e) => Err(e),
-        })
-        .await?;
-        let Some(lock) = locked else { continue };
+        let lock = match lock_tus(deps, &uuid).await? {
+            TusLock::Busy => continue,
+            TusLock::Held(handle) => Some(handle),
+            TusLock::Gone => None,
+        };
         let row = ask(&deps.db, GetUpload(id.clone()), deps.db_timeout).await?;
         if !row.complete && row.upload_offset == row.size {
             match finish_tus(deps, uuid).await {
