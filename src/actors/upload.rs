@@ -768,9 +768,29 @@ impl SessionGuard {
         self.keep = keep;
     }
 
+    /// The session this guard ends.
+    pub fn session(&self) -> Uuid {
+        self.session
+    }
+
     /// The session has ended through its own message.
     pub fn disarm(mut self) {
         self.armed = false;
+    }
+
+    /// Ends the session now (keeping what it wrote as [`Self::keep`] says) and waits for it:
+    /// once this returns, a tus upload's lock is released. If it fails or is dropped
+    /// half-way, the guard still ends the session when dropped (a second end is a no-op).
+    pub async fn end(&mut self, timeout: Duration) -> Result<SessionEnd, AppError> {
+        let end = EndSession {
+            session: self.session,
+            keep: self.keep,
+        };
+        let ended = ask(&self.addr, end, timeout).await;
+        if ended.is_ok() {
+            self.armed = false;
+        }
+        ended
     }
 }
 

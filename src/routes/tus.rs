@@ -19,7 +19,7 @@ use super::uploads::parse_id;
 use crate::actors::db::GetUpload;
 use crate::actors::supervise::ask;
 use crate::actors::upload::{
-    stream_into, BeginPatch, CreateTusUpload, EndSession, SessionGuard, CHECKPOINT_BYTES,
+    stream_into, BeginPatch, CreateTusUpload, SessionGuard, CHECKPOINT_BYTES,
 };
 use crate::actors::Actors;
 use crate::cpu::Hasher;
@@ -317,6 +317,30 @@ where
         actors.db_timeout * 2,
     )
     .await?;
+    let written = write_patch(actors, &mut guard, offset, checksum, declared, upload, body).await;
+    if written.is_err() {
+        // The upload's lock goes with the session: released before the client hears back,
+        // so a retry right away finds the upload free.
+        let _ = guard.end(FINISH_TIMEOUT).await;
+    }
+    written
+}
+
+/// The PATCH itself, in a session `BeginPatch` opened on `upload`: checks the offset and
+/// length, streams `body` in, and ends the session (keeping the bytes when they match the
+/// checksum, if any).
+async fn write_patch<S>(
+    actors: &Actors,
+    guard: &mut SessionGuard,
+    offset: u64,
+    checksum: Option<Checksum>,
+    declared: Option<u64>,
+    upload: Upload,
+    body: S,
+) -> Result<(u64, Upload), AppError>
+where
+    S: Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let current = u64::try_from(upload.upload_offset).unwrap_or(0);
     if offset != current {
         return Err(AppError::OffsetMismatch(format!(
@@ -341,7 +365,7 @@ where
         &actors.upload,
         &actors.cpu,
         &actors.pace,
-        session,
+        guard.session(),
         body,
         remaining,
         hasher,
@@ -363,17 +387,8 @@ where
         (Some(expected), Some(hasher)) => hasher.finish() == expected.digest,
         _ => true,
     };
-    let end = ask(
-        &actors.upload,
-        EndSession {
-            session,
-            keep: matches,
-        },
-        FINISH_TIMEOUT,
-    )
-    .await;
-    guard.disarm();
-    let end = end?;
+    guard.keep(matches);
+    let end = guard.end(FINISH_TIMEOUT).await?;
     if !matches {
         return Err(AppError::ChecksumMismatch);
     }
