@@ -54,6 +54,15 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 /// is unset.
 pub const DEFAULT_TUS_EXPIRY_SECS: u64 = 24 * 3600;
 
+/// What requests may be, as the routes and the upload actor hold them to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest upload taken (`TROUPE_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
+    /// How long an untouched unfinished tus upload lives (`TROUPE_TUS_EXPIRY_SECS`).
+    pub tus_expiry: Duration,
+}
+
 /// troupe's configuration. See the README's table for each variable and its default.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -84,6 +93,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The limits requests are held to.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_upload_bytes: self.max_upload_bytes,
+            tus_expiry: self.tus_expiry,
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())

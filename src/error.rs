@@ -1,7 +1,13 @@
 //! `AppError`: every failure a client can cause or meet, with a stable code and a status.
 //!
-//! The message a client sees is kept apart from the cause that is logged: `Internal` and
-//! `Unavailable` carry their cause for the log only, never for the response body.
+//! What the client reads and what only the log reads is in the type: most variants carry
+//! the message the client is shown; the variants that must not show their cause (a bug, a
+//! panic, a full disk, a database that is down, an overload) carry a [`Hidden`] cause
+//! instead, and the client reads a fixed sentence. The request-context middleware
+//! (`http::middleware`) logs every 5xx once, with its request id and its cause; nothing else
+//! logs a failure that reaches a client.
+
+use std::fmt;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -26,78 +32,129 @@ impl FieldError {
     }
 }
 
+/// The cause of a failure that the client is not shown: what failed, and why, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hidden {
+    /// What was being done (`upload file operation`, `panic in DbActor`, ...).
+    pub what: &'static str,
+    /// Why it failed: the underlying error's text, with its sources.
+    pub cause: String,
+}
+
+impl Hidden {
+    /// A cause from anything printable.
+    pub fn new(what: &'static str, cause: impl fmt::Display) -> Self {
+        Self {
+            what,
+            cause: cause.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cause.is_empty() {
+            f.write_str(self.what)
+        } else {
+            write!(f, "{}: {}", self.what, self.cause)
+        }
+    }
+}
+
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
-/// Every error troupe answers with. `code()` is the stable string clients match on.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Every error troupe answers with. `code()` is the stable string clients match on,
+/// `message()` what they read.
+#[derive(Debug, Clone)]
 pub enum AppError {
     /// Malformed JSON, query string or path.
-    #[error("{0}")]
     BadRequest(String),
     /// Well-formed input with invalid fields.
-    #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
     /// No such route or resource.
-    #[error("{0}")]
     NotFound(String),
     /// The route exists but not with this method.
-    #[error("method not allowed")]
     MethodNotAllowed,
     /// A unique value is already taken.
-    #[error("{0}")]
     Conflict(String),
     /// The body is over its limit.
-    #[error("{0}")]
     PayloadTooLarge(String),
     /// The body's media type is not one this route takes.
-    #[error("{0}")]
     UnsupportedMediaType(String),
     /// Too much work in flight: a pool wait timed out, a mailbox or queue is full.
-    #[error("the service is overloaded, retry later")]
-    Overloaded(String),
+    Overloaded(Hidden),
     /// A dependency (the database) cannot be reached right now.
-    #[error("the database is unavailable, retry later")]
-    DatabaseUnavailable(String),
+    DatabaseUnavailable(Hidden),
     /// An upstream answered badly.
-    #[error("{0}")]
     Upstream(String),
     /// An upstream did not answer in time.
-    #[error("{0}")]
     UpstreamTimeout(String),
     /// A tus request's `Upload-Offset` is not the upload's offset (nothing was written).
-    #[error("{0}")]
     OffsetMismatch(String),
     /// A tus request's body does not match its `Upload-Checksum` (nothing was appended).
-    #[error("the body does not match Upload-Checksum")]
     ChecksumMismatch,
     /// A tus request without `Tus-Resumable: 1.0.0`.
-    #[error("this server speaks tus 1.0.0 only (Tus-Resumable: 1.0.0)")]
     UnsupportedTusVersion,
     /// Another request is writing this upload right now.
-    #[error("{0}")]
     Locked(String),
     /// The resource existed but has expired.
-    #[error("{0}")]
     Gone(String),
     /// A `Range` that lies outside the content.
-    #[error("the requested range is outside the content")]
     RangeNotSatisfiable,
     /// A conditional request (`If-Match`, `If-Unmodified-Since`) whose condition fails.
-    #[error("a precondition of the request failed")]
     PreconditionFailed,
     /// The upload storage is full (or over its quota): nothing of the failed write is kept.
-    #[error("the server's storage is full; retry later")]
-    InsufficientStorage(String),
-    /// A bug or a panic; the cause is logged, never shown.
-    #[error("internal error")]
-    Internal(String),
+    InsufficientStorage(Hidden),
+    /// A bug, a panic or a failing disk.
+    Internal(Hidden),
 }
 
 /// tus's status for a checksum mismatch (not in the HTTP registry).
 const CHECKSUM_MISMATCH: u16 = 460;
 
 impl AppError {
+    /// A 500 whose cause only the log sees.
+    pub fn internal(what: &'static str, cause: impl fmt::Display) -> Self {
+        Self::Internal(Hidden::new(what, cause))
+    }
+
+    /// A 503 `overloaded` whose cause only the log sees.
+    pub fn overloaded(what: &'static str, cause: impl fmt::Display) -> Self {
+        Self::Overloaded(Hidden::new(what, cause))
+    }
+
+    /// A 503 `database_unavailable` whose cause only the log sees.
+    pub fn database_unavailable(what: &'static str, cause: impl fmt::Display) -> Self {
+        Self::DatabaseUnavailable(Hidden::new(what, cause))
+    }
+
+    /// A file operation on the upload storage failed: a full disk (or quota) is 507,
+    /// anything else 500; the cause is for the log either way.
+    pub fn storage(what: &'static str, err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Self::InsufficientStorage(Hidden::new(what, err))
+            }
+            _ => Self::internal(what, err),
+        }
+    }
+
+    /// 404 for an upload id that names no upload the route may show.
+    pub fn no_upload() -> Self {
+        Self::NotFound("no upload with this id".into())
+    }
+
+    /// 404 for a user id that names no user.
+    pub fn no_user() -> Self {
+        Self::NotFound("no user with this id".into())
+    }
+
+    /// A 422 about one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
     /// The stable snake_case code of this error.
     pub fn code(&self) -> &'static str {
         match self {
@@ -121,6 +178,46 @@ impl AppError {
             Self::PreconditionFailed => "precondition_failed",
             Self::InsufficientStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client reads: the variant's own message, or a fixed sentence for the
+    /// variants whose cause is hidden.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::PayloadTooLarge(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::Upstream(m)
+            | Self::UpstreamTimeout(m)
+            | Self::OffsetMismatch(m)
+            | Self::Locked(m)
+            | Self::Gone(m) => m,
+            Self::Validation(_) => "the request has invalid fields",
+            Self::MethodNotAllowed => "method not allowed",
+            Self::Overloaded(_) => "the service is overloaded, retry later",
+            Self::DatabaseUnavailable(_) => "the database is unavailable, retry later",
+            Self::ChecksumMismatch => "the body does not match Upload-Checksum",
+            Self::UnsupportedTusVersion => {
+                "this server speaks tus 1.0.0 only (Tus-Resumable: 1.0.0)"
+            }
+            Self::RangeNotSatisfiable => "the requested range is outside the content",
+            Self::PreconditionFailed => "a precondition of the request failed",
+            Self::InsufficientStorage(_) => "the server's storage is full; retry later",
+            Self::Internal(_) => "internal error",
+        }
+    }
+
+    /// The cause only the log sees, for the variants that hide theirs.
+    pub fn hidden(&self) -> Option<&Hidden> {
+        match self {
+            Self::Overloaded(h)
+            | Self::DatabaseUnavailable(h)
+            | Self::InsufficientStorage(h)
+            | Self::Internal(h) => Some(h),
+            _ => None,
         }
     }
 
@@ -151,11 +248,6 @@ impl AppError {
         }
     }
 
-    /// A 422 about one field.
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::Validation(vec![FieldError::new(field, message)])
-    }
-
     /// The error a response with this status and no `AppError` behind it stands for
     /// (actix-web's own answers: 404 from routing, 405 from a resource, ...).
     pub fn from_status(status: StatusCode) -> Self {
@@ -167,9 +259,9 @@ impl AppError {
             413 => Self::PayloadTooLarge("the request body is too large".into()),
             415 => Self::UnsupportedMediaType("unsupported media type".into()),
             416 => Self::RangeNotSatisfiable,
-            503 => Self::Overloaded(String::new()),
-            507 => Self::InsufficientStorage(String::new()),
-            _ => Self::Internal(format!("unmapped status {status}")),
+            503 => Self::overloaded("a 503 from the HTTP layer", ""),
+            507 => Self::InsufficientStorage(Hidden::new("a 507 from the HTTP layer", "")),
+            _ => Self::internal("an unmapped status", status),
         }
     }
 
@@ -177,7 +269,7 @@ impl AppError {
     pub fn body(&self, request_id: &str) -> serde_json::Value {
         let mut error = serde_json::json!({
             "code": self.code(),
-            "message": self.to_string(),
+            "message": self.message(),
             "request_id": request_id,
         });
         if let Self::Validation(fields) = self {
@@ -197,6 +289,15 @@ impl AppError {
     }
 }
 
+impl fmt::Display for AppError {
+    /// The client's message; the log line of a hidden cause is the middleware's.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for AppError {}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         self.status()
@@ -212,10 +313,34 @@ impl ResponseError for AppError {
 impl From<actix::MailboxError> for AppError {
     fn from(err: actix::MailboxError) -> Self {
         match err {
-            actix::MailboxError::Timeout => Self::Overloaded("actor did not answer in time".into()),
-            actix::MailboxError::Closed => Self::Overloaded("actor mailbox closed".into()),
+            actix::MailboxError::Timeout => Self::overloaded("actor", "did not answer in time"),
+            actix::MailboxError::Closed => Self::overloaded("actor", "mailbox closed"),
         }
     }
+}
+
+/// An error and its sources, as one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// The message a panic carried, for the log.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
 }
 
 #[cfg(test)]
@@ -233,16 +358,152 @@ mod tests {
 
     #[test]
     fn internal_cause_never_reaches_the_body() {
-        let err = AppError::Internal("SELECT * FROM secret at /etc/x".into());
+        let err = AppError::internal("query", "SELECT * FROM secret at /etc/x");
         let text = err.body("r").to_string();
         assert!(!text.contains("SELECT"), "{text}");
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            err.hidden().map(ToString::to_string).as_deref(),
+            Some("query: SELECT * FROM secret at /etc/x")
+        );
     }
 
     #[test]
     fn overload_answers_503_with_retry_after() {
-        let res = AppError::Overloaded("pool".into()).to_response("r");
+        let res = AppError::overloaded("pool", "busy").to_response("r");
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_any_other_file_error_500() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            AppError::storage("write", &full).code(),
+            "insufficient_storage"
+        );
+        let other = std::io::Error::other("bad sector");
+        assert_eq!(AppError::storage("write", &other).code(), "internal");
+    }
+
+    /// Every variant, once; the match below stops compiling when one is added and not listed.
+    fn every_variant() -> Vec<AppError> {
+        let hidden = || Hidden::new("x", "y");
+        let all = vec![
+            AppError::BadRequest(String::new()),
+            AppError::Validation(Vec::new()),
+            AppError::NotFound(String::new()),
+            AppError::MethodNotAllowed,
+            AppError::Conflict(String::new()),
+            AppError::PayloadTooLarge(String::new()),
+            AppError::UnsupportedMediaType(String::new()),
+            AppError::Overloaded(hidden()),
+            AppError::DatabaseUnavailable(hidden()),
+            AppError::Upstream(String::new()),
+            AppError::UpstreamTimeout(String::new()),
+            AppError::OffsetMismatch(String::new()),
+            AppError::ChecksumMismatch,
+            AppError::UnsupportedTusVersion,
+            AppError::Locked(String::new()),
+            AppError::Gone(String::new()),
+            AppError::RangeNotSatisfiable,
+            AppError::PreconditionFailed,
+            AppError::InsufficientStorage(hidden()),
+            AppError::Internal(hidden()),
+        ];
+        for err in &all {
+            match err {
+                AppError::BadRequest(_)
+                | AppError::Validation(_)
+                | AppError::NotFound(_)
+                | AppError::MethodNotAllowed
+                | AppError::Conflict(_)
+                | AppError::PayloadTooLarge(_)
+                | AppError::UnsupportedMediaType(_)
+                | AppError::Overloaded(_)
+                | AppError::DatabaseUnavailable(_)
+                | AppError::Upstream(_)
+                | AppError::UpstreamTimeout(_)
+                | AppError::OffsetMismatch(_)
+                | AppError::ChecksumMismatch
+                | AppError::UnsupportedTusVersion
+                | AppError::Locked(_)
+                | AppError::Gone(_)
+                | AppError::RangeNotSatisfiable
+                | AppError::PreconditionFailed
+                | AppError::InsufficientStorage(_)
+                | AppError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// The source of every file under `src/` but this one.
+    fn other_sources() -> String {
+        fn walk(dir: &std::path::Path, out: &mut String) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("src/error.rs")
+                {
+                    out.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn every_error_code_is_unique_snake_case_and_used() {
+        let all = every_variant();
+        let codes: std::collections::HashSet<_> = all.iter().map(AppError::code).collect();
+        assert_eq!(codes.len(), all.len(), "two variants share a code");
+        for code in &codes {
+            let snake = !code.is_empty()
+                && code.starts_with(|c: char| c.is_ascii_lowercase())
+                && code
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !code.contains("__")
+                && !code.ends_with('_');
+            assert!(snake, "{code:?} is not snake_case");
+        }
+        // Used: some code outside this file builds it, by its variant or its constructor, or
+        // it stands for a status actix-web answers itself (a resource's 405, actix-files' 412
+        // and 416, ...).
+        let sources = other_sources();
+        let from_http: std::collections::HashSet<_> = [400, 404, 405, 412, 413, 415, 416]
+            .into_iter()
+            .filter_map(|s| StatusCode::from_u16(s).ok())
+            .map(|s| AppError::from_status(s).code())
+            .collect();
+        for err in &all {
+            let variant = format!("{err:?}");
+            let variant = variant
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let constructor = match err {
+                AppError::Internal(_) => Some("AppError::internal("),
+                AppError::Overloaded(_) => Some("AppError::overloaded("),
+                AppError::DatabaseUnavailable(_) => Some("AppError::database_unavailable("),
+                AppError::InsufficientStorage(_) => Some("AppError::storage("),
+                AppError::NotFound(_) => Some("AppError::no_upload("),
+                AppError::Validation(_) => Some("AppError::invalid("),
+                _ => None,
+            };
+            let used = sources.contains(&format!("AppError::{variant}"))
+                || constructor.is_some_and(|c| sources.contains(c))
+                || from_http.contains(err.code());
+            assert!(used, "{} ({variant}) is never built", err.code());
+        }
     }
 }

@@ -1,15 +1,20 @@
 //! troupe: an HTTP microservice in which actix-web handlers forward every request, as a
-//! message, to supervised actors (`DbActor`, `CpuActor`, ...). See `docs/API.md`.
+//! message, to supervised actors, through one typed handle per actor. See `docs/API.md`
+//! for the contract and the README's "How it is built" for the layers.
 
 pub mod actors;
+pub mod bulk;
 pub mod config;
-pub mod cpu;
 pub mod db;
+pub mod digest;
 pub mod error;
 pub mod fetch;
-pub mod middleware;
+pub mod http;
+pub mod ids;
 pub mod routes;
+pub mod services;
 pub mod startup;
+pub mod time;
 pub mod upload;
 
 /// Installs rustls' `ring` crypto provider for the process (awc's TLS needs one before any

@@ -7,19 +7,29 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::fetch::FetchActor;
-use crate::actors::Actors;
 use crate::config::Config;
-use crate::db::{DbPool, StartError};
-use crate::middleware::request_context;
+use crate::db::{ConnectError, DbPool};
+use crate::http::middleware::request_context;
 use crate::routes;
+use crate::services::{Services, Shared};
 use crate::upload::Store;
+
+/// Why start-up failed; printed as one line by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+    /// The listening socket could not be bound, or another I/O failure.
+    #[error("{0}")]
+    Io(String),
+}
 
 /// A built, bound, not yet awaited troupe.
 pub struct Application {
     port: u16,
     server: Server,
-    actors: Actors,
+    services: Services,
     pool: DbPool,
 }
 
@@ -34,20 +44,20 @@ impl Application {
             ))
         })?;
         let pool = DbPool::connect(&config).await?;
-        let actors = Actors::start(&config, pool.clone(), store);
+        let shared = Shared::start(&config, pool.clone(), store);
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
         let port = listener
             .local_addr()
             .map_err(|e| StartError::Io(e.to_string()))?
             .port();
-        let data = web::Data::new(actors.clone());
+        let services = shared.for_this_worker();
+        let pace = web::Data::from(shared.pace().clone());
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: its FetchActor (and awc client) lives there.
-            let fetch = web::Data::new(FetchActor::start_here(data.upstreams.clone()));
             App::new()
-                .app_data(data.clone())
-                .app_data(fetch)
+                .app_data(web::Data::new(shared.for_this_worker()))
+                .app_data(pace.clone())
                 .configure(routes::configure)
                 .wrap(from_fn(request_context))
         })
@@ -68,7 +78,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            actors,
+            services,
             pool,
         })
     }
@@ -78,9 +88,10 @@ impl Application {
         self.port
     }
 
-    /// Every actor's address.
-    pub fn actors(&self) -> &Actors {
-        &self.actors
+    /// The services as a handler sees them (tests reach the actors through these; their
+    /// `Fetch` runs on the thread that built the application).
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The database pool the actors use.

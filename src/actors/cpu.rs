@@ -13,8 +13,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::supervise::{ask, guard_sync, Probe};
-use crate::cpu::{digest_file, digest_hex, Algorithm, Hasher};
+use super::supervise::{ask, guard_sync, is_alive, Probe};
+use crate::digest::{digest_file, digest_hex, Algorithm, Hasher};
 use crate::error::AppError;
 
 /// One `SyncArbiter` thread's actor; it holds nothing, so a restart loses nothing.
@@ -26,7 +26,7 @@ impl Actor for CpuActor {
 
     fn started(&mut self, _ctx: &mut Self::Context) {
         // Digests are bulk work: request handling on the async workers goes first.
-        crate::upload::lower_thread_priority();
+        crate::bulk::lower_thread_priority();
     }
 }
 
@@ -87,7 +87,7 @@ impl Handler<DigestFile> for CpuActor {
     fn handle(&mut self, msg: DigestFile, ctx: &mut Self::Context) -> Self::Result {
         guard_sync(ctx, || {
             digest_file(msg.algorithm, &msg.path)
-                .map_err(|e| AppError::Internal(format!("digest of a stored file: {e}")))
+                .map_err(|e| AppError::storage("reading a stored file to digest it", &e))
         })
     }
 }
@@ -142,6 +142,17 @@ impl CpuPool {
         &self.addr
     }
 
+    /// Test-only: sends `fault` to the actor (`fault-injection` builds only).
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(&self, fault: super::supervise::Fault) -> Result<(), AppError> {
+        ask(&self.addr, fault.0, super::supervise::Fault::TIMEOUT).await
+    }
+
+    /// Whether the threads answer within `timeout`.
+    pub async fn is_alive(&self, timeout: Duration) -> bool {
+        is_alive(&self.addr, timeout).await
+    }
+
     /// How many threads serve.
     pub fn threads(&self) -> usize {
         self.threads
@@ -151,7 +162,7 @@ impl CpuPool {
         self.places
             .clone()
             .try_acquire_owned()
-            .map_err(|_| AppError::Overloaded("all CPU threads are busy".into()))
+            .map_err(|_| AppError::overloaded("the CPU pool", "every thread is busy"))
     }
 
     /// Runs one job on a CPU thread if there is room, else 503 at once.
@@ -176,7 +187,12 @@ impl CpuPool {
         let place = tokio::time::timeout(max_wait, self.places.clone().acquire_owned()).await;
         let _slot = match place {
             Ok(Ok(permit)) => permit,
-            _ => return Err(AppError::Overloaded("all CPU threads are busy".into())),
+            _ => {
+                return Err(AppError::overloaded(
+                    "the CPU pool",
+                    "no thread free in time",
+                ))
+            }
         };
         ask(&self.addr, msg, self.timeout).await
     }

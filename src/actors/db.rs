@@ -1,5 +1,5 @@
 //! `DbActor`: every database operation (users, upload metadata), as a message, on its own
-//! arbiter.
+//! arbiter; [`Db`] is the handle the rest of troupe asks it through.
 //!
 //! Handlers return a `ResponseFuture`, so queries run concurrently up to the pool's size;
 //! the actor's own thread only starts them. An admission limit caps the queries waiting
@@ -7,15 +7,18 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::NaiveDateTime;
 
-use super::supervise::{respond, InFlight};
+use super::supervise::{ask, is_alive, respond, InFlight};
+use crate::db::page::PageRequest;
 use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::DbPool;
 use crate::error::AppError;
+use crate::ids::{UploadId, UserId};
 
 /// Owns the pool; restarted by its `Supervisor` after a panic.
 pub struct DbActor {
@@ -49,8 +52,9 @@ impl DbActor {
                 .map(|slot| (slot, query(this.pool.clone())));
             async move {
                 let Some((_slot, fut)) = admitted else {
-                    return Err(AppError::Overloaded(
-                        "too many database requests waiting".into(),
+                    return Err(AppError::overloaded(
+                        "DbActor admission",
+                        "too many database requests waiting",
                     ));
                 };
                 fut.await
@@ -82,24 +86,19 @@ pub struct CreateUser(pub NewUser);
 /// Reads one user by id.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<User, AppError>")]
-pub struct GetUser(pub i64);
+pub struct GetUser(pub UserId);
 
 /// Reads a page of users in id order.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<UserPage, AppError>")]
-pub struct ListUsers {
-    /// At most this many users.
-    pub limit: i64,
-    /// Only ids above this one.
-    pub after: i64,
-}
+pub struct ListUsers(pub PageRequest<UserId>);
 
 /// Changes some fields of one user.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<User, AppError>")]
 pub struct UpdateUser {
     /// The user to change.
-    pub id: i64,
+    pub id: UserId,
     /// What to change.
     pub changes: UserChanges,
 }
@@ -107,7 +106,7 @@ pub struct UpdateUser {
 /// Deletes one user.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), AppError>")]
-pub struct DeleteUser(pub i64);
+pub struct DeleteUser(pub UserId);
 
 /// Checks that the database answers a query.
 #[derive(Debug, Message)]
@@ -131,9 +130,7 @@ impl Handler<GetUser> for DbActor {
 impl Handler<ListUsers> for DbActor {
     type Result = ResponseFuture<Result<UserPage, AppError>>;
     fn handle(&mut self, msg: ListUsers, ctx: &mut Self::Context) -> Self::Result {
-        self.run(ctx, |pool| async move {
-            users::list(&pool, msg.limit, msg.after).await
-        })
+        self.run(ctx, |pool| async move { users::list(&pool, msg.0).await })
     }
 }
 
@@ -174,33 +171,28 @@ pub struct CreateUpload(pub Upload);
 /// Reads one upload's row by id, complete or not.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Upload, AppError>")]
-pub struct GetUpload(pub String);
+pub struct GetUpload(pub UploadId);
 
 /// Reads a page of complete uploads in id order.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<UploadPage, AppError>")]
-pub struct ListUploads {
-    /// At most this many uploads.
-    pub limit: i64,
-    /// Only ids above this one.
-    pub after: String,
-}
+pub struct ListUploads(pub PageRequest<String>);
 
 /// Deletes one upload's row.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), AppError>")]
-pub struct DeleteUpload(pub String);
+pub struct DeleteUpload(pub UploadId);
 
 /// Moves an unfinished upload's offset, if it is still at `from`.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<bool, AppError>")]
 pub struct AdvanceUpload {
     /// The upload.
-    pub id: String,
+    pub id: UploadId,
     /// The offset it must be at.
-    pub from: i64,
+    pub from: u64,
     /// The new offset.
-    pub to: i64,
+    pub to: u64,
     /// Its new expiry.
     pub expires_at: NaiveDateTime,
 }
@@ -210,14 +202,14 @@ pub struct AdvanceUpload {
 #[rtype(result = "Result<Upload, AppError>")]
 pub struct CompleteUpload {
     /// The upload.
-    pub id: String,
+    pub id: UploadId,
     /// Lowercase hex SHA-256 of its content.
     pub sha256: String,
 }
 
 /// Lists unfinished uploads that expired before `before`.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<String>, AppError>")]
+#[rtype(result = "Result<Vec<UploadId>, AppError>")]
 pub struct ListExpiredUploads {
     /// The cut-off time (UTC).
     pub before: NaiveDateTime,
@@ -238,16 +230,14 @@ impl Handler<CreateUpload> for DbActor {
 impl Handler<GetUpload> for DbActor {
     type Result = ResponseFuture<Result<Upload, AppError>>;
     fn handle(&mut self, msg: GetUpload, ctx: &mut Self::Context) -> Self::Result {
-        self.run(ctx, |pool| async move { uploads::get(&pool, &msg.0).await })
+        self.run(ctx, |pool| async move { uploads::get(&pool, msg.0).await })
     }
 }
 
 impl Handler<ListUploads> for DbActor {
     type Result = ResponseFuture<Result<UploadPage, AppError>>;
     fn handle(&mut self, msg: ListUploads, ctx: &mut Self::Context) -> Self::Result {
-        self.run(ctx, |pool| async move {
-            uploads::list(&pool, msg.limit, &msg.after).await
-        })
+        self.run(ctx, |pool| async move { uploads::list(&pool, msg.0).await })
     }
 }
 
@@ -256,7 +246,7 @@ impl Handler<DeleteUpload> for DbActor {
     fn handle(&mut self, msg: DeleteUpload, ctx: &mut Self::Context) -> Self::Result {
         self.run(
             ctx,
-            |pool| async move { uploads::delete(&pool, &msg.0).await },
+            |pool| async move { uploads::delete(&pool, msg.0).await },
         )
     }
 }
@@ -265,7 +255,7 @@ impl Handler<AdvanceUpload> for DbActor {
     type Result = ResponseFuture<Result<bool, AppError>>;
     fn handle(&mut self, msg: AdvanceUpload, ctx: &mut Self::Context) -> Self::Result {
         self.run(ctx, |pool| async move {
-            uploads::advance(&pool, &msg.id, msg.from, msg.to, msg.expires_at).await
+            uploads::advance(&pool, msg.id, msg.from, msg.to, msg.expires_at).await
         })
     }
 }
@@ -274,13 +264,13 @@ impl Handler<CompleteUpload> for DbActor {
     type Result = ResponseFuture<Result<Upload, AppError>>;
     fn handle(&mut self, msg: CompleteUpload, ctx: &mut Self::Context) -> Self::Result {
         self.run(ctx, |pool| async move {
-            uploads::complete(&pool, &msg.id, msg.sha256).await
+            uploads::complete(&pool, msg.id, msg.sha256).await
         })
     }
 }
 
 impl Handler<ListExpiredUploads> for DbActor {
-    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    type Result = ResponseFuture<Result<Vec<UploadId>, AppError>>;
     fn handle(&mut self, msg: ListExpiredUploads, ctx: &mut Self::Context) -> Self::Result {
         self.run(ctx, |pool| async move {
             uploads::expired(&pool, msg.before, msg.limit).await
@@ -290,17 +280,154 @@ impl Handler<ListExpiredUploads> for DbActor {
 
 /// Lists unfinished uploads whose every byte is stored (to be finished).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<String>, AppError>")]
+#[rtype(result = "Result<Vec<UploadId>, AppError>")]
 pub struct ListWholeUploads {
     /// At most this many ids.
     pub limit: i64,
 }
 
 impl Handler<ListWholeUploads> for DbActor {
-    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    type Result = ResponseFuture<Result<Vec<UploadId>, AppError>>;
     fn handle(&mut self, msg: ListWholeUploads, ctx: &mut Self::Context) -> Self::Result {
         self.run(ctx, |pool| async move {
             uploads::whole_unfinished(&pool, msg.limit).await
         })
+    }
+}
+
+/// The handle to a `DbActor`: its address, how long a caller waits, one method per message.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    addr: Addr<DbActor>,
+    timeout: Duration,
+}
+
+impl Db {
+    /// Starts a supervised `DbActor` over `pool` on an arbiter of its own, admitting
+    /// `max_in_flight` queries; callers wait `timeout` for each answer.
+    pub fn start(pool: DbPool, max_in_flight: usize, timeout: Duration) -> Self {
+        let arbiter = Arbiter::new();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            DbActor::new(pool, max_in_flight)
+        });
+        Self { addr, timeout }
+    }
+
+    /// A handle to an actor already started (actor tests start their own).
+    pub fn new(addr: Addr<DbActor>, timeout: Duration) -> Self {
+        Self { addr, timeout }
+    }
+
+    /// The actor's address (actor tests, fault injection).
+    pub fn addr(&self) -> &Addr<DbActor> {
+        &self.addr
+    }
+
+    /// How long a caller waits for an answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Test-only: sends `fault` to the actor (`fault-injection` builds only).
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(&self, fault: super::supervise::Fault) -> Result<(), AppError> {
+        ask(&self.addr, fault.0, super::supervise::Fault::TIMEOUT).await
+    }
+
+    /// Whether the actor answers within `timeout`.
+    pub async fn is_alive(&self, timeout: Duration) -> bool {
+        is_alive(&self.addr, timeout).await
+    }
+
+    /// Whether the database answers a query within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), AppError> {
+        ask(&self.addr, CheckDatabase, timeout).await
+    }
+
+    /// Inserts a user.
+    pub async fn create_user(&self, new: NewUser) -> Result<User, AppError> {
+        ask(&self.addr, CreateUser(new), self.timeout).await
+    }
+
+    /// One user.
+    pub async fn user(&self, id: UserId) -> Result<User, AppError> {
+        ask(&self.addr, GetUser(id), self.timeout).await
+    }
+
+    /// A page of users.
+    pub async fn users(&self, page: PageRequest<UserId>) -> Result<UserPage, AppError> {
+        ask(&self.addr, ListUsers(page), self.timeout).await
+    }
+
+    /// Changes a user.
+    pub async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, AppError> {
+        ask(&self.addr, UpdateUser { id, changes }, self.timeout).await
+    }
+
+    /// Deletes a user.
+    pub async fn delete_user(&self, id: UserId) -> Result<(), AppError> {
+        ask(&self.addr, DeleteUser(id), self.timeout).await
+    }
+
+    /// Inserts an upload's row.
+    pub async fn create_upload(&self, row: Upload) -> Result<Upload, AppError> {
+        ask(&self.addr, CreateUpload(row), self.timeout).await
+    }
+
+    /// One upload's row, complete or not.
+    pub async fn upload(&self, id: UploadId) -> Result<Upload, AppError> {
+        ask(&self.addr, GetUpload(id), self.timeout).await
+    }
+
+    /// A page of complete uploads.
+    pub async fn uploads(&self, page: PageRequest<String>) -> Result<UploadPage, AppError> {
+        ask(&self.addr, ListUploads(page), self.timeout).await
+    }
+
+    /// Deletes an upload's row.
+    pub async fn delete_upload(&self, id: UploadId) -> Result<(), AppError> {
+        ask(&self.addr, DeleteUpload(id), self.timeout).await
+    }
+
+    /// Moves an unfinished upload's offset from `from` to `to`, if it is still at `from`.
+    pub async fn advance_upload(
+        &self,
+        id: UploadId,
+        from: u64,
+        to: u64,
+        expires_at: NaiveDateTime,
+    ) -> Result<bool, AppError> {
+        let msg = AdvanceUpload {
+            id,
+            from,
+            to,
+            expires_at,
+        };
+        ask(&self.addr, msg, self.timeout).await
+    }
+
+    /// Marks an upload complete.
+    pub async fn complete_upload(&self, id: UploadId, sha256: String) -> Result<Upload, AppError> {
+        ask(&self.addr, CompleteUpload { id, sha256 }, self.timeout).await
+    }
+
+    /// Unfinished uploads expired before `before`.
+    pub async fn expired_uploads(
+        &self,
+        before: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<UploadId>, AppError> {
+        ask(
+            &self.addr,
+            ListExpiredUploads { before, limit },
+            self.timeout,
+        )
+        .await
+    }
+
+    /// Unfinished uploads whose every byte is stored.
+    pub async fn whole_uploads(&self, limit: i64) -> Result<Vec<UploadId>, AppError> {
+        ask(&self.addr, ListWholeUploads { limit }, self.timeout).await
     }
 }

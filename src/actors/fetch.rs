@@ -4,22 +4,24 @@
 //! each thread needs its own, and a handler's message then never leaves its thread. The
 //! actors share the sources' breakers and statistics ([`Upstreams`], behind an `Arc`).
 //! Handlers return a `ResponseFuture`, so many fan-outs run at once on one actor; an
-//! admission limit answers 503 past `MAX_IN_FLIGHT`.
+//! admission limit answers 503 past `MAX_IN_FLIGHT`. [`Fetch`] is the handle handlers use;
+//! it hides the cancellation pair that ends a fan-out whose requester went away.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::future::{select, Either};
 use tokio::sync::oneshot;
 
-use super::supervise::{respond, InFlight};
+use super::supervise::{ask, is_alive, respond, InFlight};
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
-use crate::fetch::{FanOut, SourceFailure, SourceResult, Upstreams};
+use crate::fetch::{FanOut, SourceFailure, SourceId, SourceResult, Upstreams};
 
 /// Fan-outs one actor runs at once; past this, requests answer 503 `overloaded`.
 pub const MAX_IN_FLIGHT: usize = 2048;
@@ -72,7 +74,10 @@ impl FetchActor {
                 .map(|slot| (slot, work(this.client.clone(), this.upstreams.clone())));
             async move {
                 let Some((_slot, fut)) = admitted else {
-                    return Err(AppError::Overloaded("too many upstream fan-outs".into()));
+                    return Err(AppError::overloaded(
+                        "FetchActor admission",
+                        "too many upstream fan-outs",
+                    ));
                 };
                 // actix polls a handler's future to its end even when the requester has gone;
                 // the cancellation is how a dropped request drops its upstream calls.
@@ -159,3 +164,86 @@ impl Handler<CallAllSources> for FetchActor {
 }
 
 crate::supervised_async_actor!(FetchActor);
+
+/// How much longer than a fan-out's own deadline a caller waits for the actor.
+const ACTOR_MARGIN: Duration = Duration::from_millis(1000);
+
+/// The handle to one worker's `FetchActor` and the sources it calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Fetch {
+    addr: Addr<FetchActor>,
+    upstreams: Arc<Upstreams>,
+}
+
+impl Fetch {
+    /// Starts a `FetchActor` on the current thread's arbiter (an HTTP worker's).
+    pub fn start_here(upstreams: Arc<Upstreams>) -> Self {
+        Self {
+            addr: FetchActor::start_here(upstreams.clone()),
+            upstreams,
+        }
+    }
+
+    /// The configured sources, their breakers and statistics.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// The actor's address (actor tests, probes).
+    pub fn addr(&self) -> &Addr<FetchActor> {
+        &self.addr
+    }
+
+    /// Whether the actor answers within `timeout`.
+    pub async fn is_alive(&self, timeout: Duration) -> bool {
+        is_alive(&self.addr, timeout).await
+    }
+
+    /// Calls `sources` at once and keeps every outcome. Dropping the future cancels the calls.
+    pub async fn gather(
+        &self,
+        sources: Vec<SourceId>,
+        request_id: String,
+    ) -> Result<Vec<SourceResult>, AppError> {
+        self.send(sources, request_id, |fan_out, cancel| GatherSources {
+            fan_out,
+            cancel,
+        })
+        .await
+    }
+
+    /// Calls `sources` at once; the first failure cancels the rest. Dropping the future
+    /// cancels the calls.
+    pub async fn all_or_nothing(
+        &self,
+        sources: Vec<SourceId>,
+        request_id: String,
+    ) -> Result<Result<Vec<Bytes>, SourceFailure>, AppError> {
+        self.send(sources, request_id, |fan_out, cancel| CallAllSources {
+            fan_out,
+            cancel,
+        })
+        .await
+    }
+
+    async fn send<M, T>(
+        &self,
+        sources: Vec<SourceId>,
+        request_id: String,
+        make: impl FnOnce(FanOut, Cancellation) -> M,
+    ) -> Result<T, AppError>
+    where
+        FetchActor: Handler<M>,
+        M: Message<Result = Result<T, AppError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let limit = self.upstreams.limits.deadline;
+        let fan_out = FanOut {
+            sources,
+            deadline: Instant::now() + limit,
+            request_id,
+        };
+        let (_cancel_on_drop, cancel) = cancellation();
+        ask(&self.addr, make(fan_out, cancel), limit + ACTOR_MARGIN).await
+    }
+}

@@ -17,7 +17,7 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use futures::FutureExt;
 
-use crate::error::AppError;
+use crate::error::{panic_text, AppError};
 
 /// Asks whether an actor is serving; it answers at once from its mailbox.
 #[derive(Debug, Clone, Copy, Message)]
@@ -38,17 +38,9 @@ pub enum InjectFault {
     Block(Duration),
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
-}
-
-fn panicked(actor: &str, payload: &(dyn std::any::Any + Send)) -> AppError {
-    log::error!("panic in {actor}: {}", panic_text(payload));
-    AppError::Internal(format!("panic in {actor}"))
+/// A panic in `actor`, as the error its request gets; the middleware logs the payload.
+fn panicked(actor: &'static str, payload: &(dyn std::any::Any + Send)) -> AppError {
+    AppError::internal(actor, format_args!("panicked: {}", panic_text(payload)))
 }
 
 /// Runs an async actor's handler body: `work` builds the future under `catch_unwind`, and
@@ -140,6 +132,29 @@ where
     A::Context: ToEnvelope<A, Probe>,
 {
     addr.connected() && addr.send(Probe).timeout(timeout).await.is_ok()
+}
+
+/// A test-only fault, as the fault route names it (`fault-injection` builds only).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy)]
+pub struct Fault(pub InjectFault);
+
+#[cfg(feature = "fault-injection")]
+impl Fault {
+    /// Longer than the longest block, so a blocked actor still answers the request.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The fault called `kind`: `panic`, `panic_in_future`, `block` (2 s), `block_5s`.
+    pub fn named(kind: &str) -> Option<Self> {
+        let fault = match kind {
+            "panic" => InjectFault::Panic,
+            "panic_in_future" => InjectFault::PanicInFuture,
+            "block" => InjectFault::Block(Duration::from_secs(2)),
+            "block_5s" => InjectFault::Block(Duration::from_secs(5)),
+            _ => return None,
+        };
+        Some(Self(fault))
+    }
 }
 
 /// Carries out a test-only fault in an async actor, through [`respond`].

@@ -3,6 +3,7 @@
 //! [`with_conn!`] checks a connection out of whichever pool is configured and runs the same
 //! diesel expression against it, so every query in `db::*` is written once for both backends.
 
+pub mod page;
 pub mod schema;
 pub mod uploads;
 pub mod users;
@@ -24,7 +25,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use crate::config::{Config, DatabaseUrl};
-use crate::error::AppError;
+use crate::error::{error_chain, AppError};
 
 /// The SQLite connection type the pool holds: diesel's sync connection on blocking threads.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -97,7 +98,7 @@ macro_rules! with_conn {
 impl DbPool {
     /// Runs the migrations of the configured backend, then builds the pool. Fails with the
     /// driver's own cause (refused, unknown host, auth) when the database cannot be reached.
-    pub async fn connect(config: &Config) -> Result<Self, StartError> {
+    pub async fn connect(config: &Config) -> Result<Self, ConnectError> {
         run_migrations(
             &config.database,
             config.db_timeout.max(Duration::from_secs(10)),
@@ -184,12 +185,15 @@ impl DbPool {
         AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
         pool.get().await.map_err(|err| match err {
-            bb8::RunError::User(err) => AppError::DatabaseUnavailable(err.to_string()),
-            bb8::RunError::TimedOut if self.recently_failed() => {
-                AppError::DatabaseUnavailable("connecting to the database fails".into())
+            bb8::RunError::User(err) => {
+                AppError::database_unavailable("connecting to the database", err)
             }
+            bb8::RunError::TimedOut if self.recently_failed() => AppError::database_unavailable(
+                "connecting to the database",
+                "every recent attempt failed",
+            ),
             bb8::RunError::TimedOut => {
-                AppError::Overloaded("no database connection free in time".into())
+                AppError::overloaded("the database pool", "no connection free in time")
             }
         })
     }
@@ -216,20 +220,14 @@ impl DbPool {
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
-/// Why start-up failed; printed as one line by `main`.
+/// Why the database could not be reached or migrated at start-up.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The database could not be reached or migrated.
-    #[error("database ({backend}): {cause}")]
-    Database {
-        /// `postgres` or `sqlite`.
-        backend: &'static str,
-        /// The driver's own message.
-        cause: String,
-    },
-    /// The listening socket could not be bound, or another I/O failure.
-    #[error("{0}")]
-    Io(String),
+#[error("database ({backend}): {cause}")]
+pub struct ConnectError {
+    /// `postgres` or `sqlite`.
+    pub backend: &'static str,
+    /// The driver's own message.
+    pub cause: String,
 }
 
 /// Connects once with tokio-postgres itself, whose error keeps its cause chain
@@ -244,24 +242,9 @@ async fn preflight_postgres(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An error and its sources, as one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
-
-async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), StartError> {
+async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), ConnectError> {
     let backend = database.backend();
-    let fail = move |cause: String| StartError::Database { backend, cause };
+    let fail = move |cause: String| ConnectError { backend, cause };
     if let DatabaseUrl::Postgres(url) = database {
         match tokio::time::timeout(limit, preflight_postgres(url)).await {
             Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
@@ -308,7 +291,7 @@ async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), S
     }
 }
 
-/// Maps a query error to what the client should see; the cause goes to the log only.
+/// Maps a query error to what the client should see; the cause is kept for the log only.
 pub fn db_error(err: DieselError) -> AppError {
     match err {
         DieselError::NotFound => AppError::NotFound("not found".into()),
@@ -316,18 +299,15 @@ pub fn db_error(err: DieselError) -> AppError {
             AppError::Conflict("a unique value is already taken".into())
         }
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-            AppError::DatabaseUnavailable(info.message().to_owned())
+            AppError::database_unavailable("a database connection closed", info.message())
         }
         DieselError::DatabaseError(_, ref info) if is_busy(info.message()) => {
-            AppError::Overloaded(info.message().to_owned())
+            AppError::overloaded("the database is busy", info.message())
         }
         DieselError::DatabaseError(_, ref info) if is_lost(info.message()) => {
-            AppError::DatabaseUnavailable(info.message().to_owned())
+            AppError::database_unavailable("the database went away", info.message())
         }
-        other => {
-            log::error!("database error: {other}");
-            AppError::Internal(other.to_string())
-        }
+        other => AppError::internal("a database query failed", other),
     }
 }
 

@@ -1,81 +1,172 @@
 //! Uploads: the metadata row of every stored file and of every tus upload, finished or not,
-//! with its queries written once for both backends.
+//! its constructors and rules, and its queries, written once for both backends.
 
-use chrono::{NaiveDateTime, SubsecRound, Utc};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Serialize, Serializer};
 
+use super::page::{Page, PageRequest};
 use super::schema::uploads;
 use super::{db_error, DbPool};
 use crate::error::AppError;
+use crate::ids::UploadId;
+use crate::time::now;
 use crate::with_conn;
 
-/// One upload's row. Only complete uploads are answered under `/uploads`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize)]
+/// One upload. Only complete uploads are answered under `/uploads`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = uploads)]
 pub struct Upload {
-    /// A UUID, also the stored file's name.
-    pub id: String,
+    /// Also the stored file's name.
+    #[diesel(deserialize_as = String)]
+    pub id: UploadId,
     /// The client's file name, sanitised (metadata only, never a path).
     pub filename: String,
     /// The media type the client gave, or `application/octet-stream`.
     pub content_type: String,
     /// The final size in bytes.
-    pub size: i64,
+    #[diesel(deserialize_as = i64)]
+    pub size: u64,
     /// Bytes durably stored so far (equals `size` once complete).
-    #[serde(skip)]
-    pub upload_offset: i64,
+    #[diesel(deserialize_as = i64)]
+    pub upload_offset: u64,
     /// Lowercase hex SHA-256 of the content, once complete.
     pub sha256: Option<String>,
     /// Whether every byte is stored and the file is in place.
-    #[serde(skip)]
     pub complete: bool,
     /// tus `Upload-Metadata` as sent, echoed on `HEAD`.
-    #[serde(skip)]
     pub tus_metadata: Option<String>,
     /// When an unfinished tus upload expires.
-    #[serde(skip)]
     pub expires_at: Option<NaiveDateTime>,
     /// When the upload was created (UTC).
-    #[serde(serialize_with = "rfc3339")]
     pub created_at: NaiveDateTime,
     /// When the row last changed (UTC).
-    #[serde(skip)]
     pub updated_at: NaiveDateTime,
 }
 
-/// Writes a UTC timestamp as RFC 3339 with a `Z`.
-fn rfc3339<S: Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&at.and_utc().format("%Y-%m-%dT%H:%M:%S%.6fZ"))
-}
-
 /// One page of complete uploads in id order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPage {
     /// At most `limit` uploads with ids above `after`.
     pub uploads: Vec<Upload>,
-    /// The `after` of the next page, or `null` on the last page.
+    /// The `after` of the next page (an id's text), or `None` on the last page.
     pub next_after: Option<String>,
 }
 
-/// Microseconds: what both backends keep, so a returned row equals a re-read one.
-pub fn now() -> NaiveDateTime {
-    Utc::now().naive_utc().trunc_subsecs(6)
+impl Upload {
+    /// A `POST /upload` file, complete: every byte written and digested.
+    pub fn stored(
+        id: UploadId,
+        filename: String,
+        content_type: String,
+        size: u64,
+        sha256: String,
+    ) -> Self {
+        let at = now();
+        Self {
+            id,
+            filename,
+            content_type,
+            size,
+            upload_offset: size,
+            sha256: Some(sha256),
+            complete: true,
+            tus_metadata: None,
+            expires_at: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// A new tus upload of `size` bytes, none of them written yet, living `expiry`.
+    pub fn tus(
+        id: UploadId,
+        filename: String,
+        content_type: String,
+        size: u64,
+        tus_metadata: Option<String>,
+        expiry: Duration,
+    ) -> Self {
+        let at = now();
+        Self {
+            id,
+            filename,
+            content_type,
+            size,
+            upload_offset: 0,
+            sha256: None,
+            complete: false,
+            tus_metadata,
+            expires_at: Some(expires_at(at, expiry)),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// Whether an unfinished upload's expiry has passed (`at` is now).
+    pub fn is_expired(&self, at: NaiveDateTime) -> bool {
+        !self.complete && self.expires_at.is_some_and(|e| e < at)
+    }
+
+    /// Whether every byte is stored (complete, or about to be).
+    pub fn is_whole(&self) -> bool {
+        self.upload_offset == self.size
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.size.saturating_sub(self.upload_offset)
+    }
+
+    /// The row after a write moved the offset to `offset` at `at` (what
+    /// [`advance`] stores).
+    pub fn advanced(self, offset: u64, at: NaiveDateTime, expiry: Duration) -> Self {
+        Self {
+            upload_offset: offset,
+            expires_at: Some(expires_at(at, expiry)),
+            updated_at: at,
+            ..self
+        }
+    }
+}
+
+/// The expiry rule: an unfinished tus upload lives `expiry` past its creation or last write.
+pub fn expires_at(at: NaiveDateTime, expiry: Duration) -> NaiveDateTime {
+    at + chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::MAX)
 }
 
 fn upload_not_found(err: AppError) -> AppError {
     match err {
-        AppError::NotFound(_) => AppError::NotFound("no upload with this id".into()),
+        AppError::NotFound(_) => AppError::no_upload(),
         other => other,
     }
 }
 
+/// A byte count as the database stores it.
+fn db_size(n: u64) -> Result<i64, AppError> {
+    i64::try_from(n).map_err(|_| AppError::internal("an upload size past i64", n))
+}
+
 /// Inserts an upload's row.
 pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
+    let values = (
+        uploads::id.eq(row.id.to_string()),
+        uploads::filename.eq(row.filename),
+        uploads::content_type.eq(row.content_type),
+        uploads::size.eq(db_size(row.size)?),
+        uploads::upload_offset.eq(db_size(row.upload_offset)?),
+        uploads::sha256.eq(row.sha256),
+        uploads::complete.eq(row.complete),
+        uploads::tus_metadata.eq(row.tus_metadata),
+        uploads::expires_at.eq(row.expires_at),
+        uploads::created_at.eq(row.created_at),
+        uploads::updated_at.eq(row.updated_at),
+    );
     with_conn!(pool, |conn| {
         diesel::insert_into(uploads::table)
-            .values(&row)
+            .values(values.clone())
             .returning(Upload::as_returning())
             .get_result(conn)
             .await
@@ -84,10 +175,11 @@ pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
 }
 
 /// One upload by id, complete or not; 404 when there is none.
-pub async fn get(pool: &DbPool, id: &str) -> Result<Upload, AppError> {
+pub async fn get(pool: &DbPool, id: UploadId) -> Result<Upload, AppError> {
+    let id = id.to_string();
     with_conn!(pool, |conn| {
         uploads::table
-            .find(id)
+            .find(&id)
             .select(Upload::as_select())
             .first(conn)
             .await
@@ -96,40 +188,36 @@ pub async fn get(pool: &DbPool, id: &str) -> Result<Upload, AppError> {
     .map_err(upload_not_found)
 }
 
-/// Complete uploads with ids above `after`, in id order, at most `limit` of them.
-pub async fn list(pool: &DbPool, limit: i64, after: &str) -> Result<UploadPage, AppError> {
-    // One row past the page tells whether another page exists.
-    let mut rows = with_conn!(pool, |conn| {
+/// A page of complete uploads in id order.
+pub async fn list(pool: &DbPool, page: PageRequest<String>) -> Result<UploadPage, AppError> {
+    let rows = with_conn!(pool, |conn| {
         uploads::table
             .filter(uploads::complete.eq(true))
-            .filter(uploads::id.gt(after))
+            .filter(uploads::id.gt(&page.after))
             .order(uploads::id.asc())
-            .limit(limit + 1)
+            .limit(page.limit + 1)
             .select(Upload::as_select())
             .load(conn)
             .await
     })
     .map_err(db_error)?;
-    let next_after = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|u| u.id.clone())
-    } else {
-        None
-    };
+    let key = |u: &Upload| u.id.to_string();
+    let Page { items, next_after } = Page::from_rows(rows, page.limit, key);
     Ok(UploadPage {
-        uploads: rows,
+        uploads: items,
         next_after,
     })
 }
 
 /// Deletes one upload's row; 404 when there is none.
-pub async fn delete(pool: &DbPool, id: &str) -> Result<(), AppError> {
+pub async fn delete(pool: &DbPool, id: UploadId) -> Result<(), AppError> {
+    let id = id.to_string();
     let deleted = with_conn!(pool, |conn| {
-        diesel::delete(uploads::table.find(id)).execute(conn).await
+        diesel::delete(uploads::table.find(&id)).execute(conn).await
     })
     .map_err(db_error)?;
     if deleted == 0 {
-        return Err(AppError::NotFound("no upload with this id".into()));
+        return Err(AppError::no_upload());
     }
     Ok(())
 }
@@ -139,16 +227,16 @@ pub async fn delete(pool: &DbPool, id: &str) -> Result<(), AppError> {
 /// writer got there first), in which case nothing changes.
 pub async fn advance(
     pool: &DbPool,
-    id: &str,
-    from: i64,
-    to: i64,
+    id: UploadId,
+    from: u64,
+    to: u64,
     expires_at: NaiveDateTime,
 ) -> Result<bool, AppError> {
-    let at = now();
+    let (id, from, to, at) = (id.to_string(), db_size(from)?, db_size(to)?, now());
     let changed = with_conn!(pool, |conn| {
         diesel::update(
             uploads::table
-                .find(id)
+                .find(&id)
                 .filter(uploads::complete.eq(false))
                 .filter(uploads::upload_offset.eq(from)),
         )
@@ -165,10 +253,10 @@ pub async fn advance(
 }
 
 /// Marks an upload complete with its digest; it then appears under `/uploads`.
-pub async fn complete(pool: &DbPool, id: &str, sha256: String) -> Result<Upload, AppError> {
-    let at = now();
+pub async fn complete(pool: &DbPool, id: UploadId, sha256: String) -> Result<Upload, AppError> {
+    let (id, at) = (id.to_string(), now());
     with_conn!(pool, |conn| {
-        diesel::update(uploads::table.find(id))
+        diesel::update(uploads::table.find(&id))
             .set((
                 uploads::complete.eq(true),
                 uploads::upload_offset.eq(uploads::size),
@@ -184,12 +272,25 @@ pub async fn complete(pool: &DbPool, id: &str, sha256: String) -> Result<Upload,
     .map_err(upload_not_found)
 }
 
+/// The ids in `rows`; a row whose id is not one (written by hand, say) is skipped, loudly.
+fn ids(rows: Vec<String>) -> Vec<UploadId> {
+    rows.into_iter()
+        .filter_map(|raw| match raw.parse() {
+            Ok(id) => Some(id),
+            Err(err) => {
+                log::warn!("skipping an upload row: {err}");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Ids of unfinished uploads whose expiry is before `before`, at most `limit` of them.
 pub async fn expired(
     pool: &DbPool,
     before: NaiveDateTime,
     limit: i64,
-) -> Result<Vec<String>, AppError> {
+) -> Result<Vec<UploadId>, AppError> {
     with_conn!(pool, |conn| {
         uploads::table
             .filter(uploads::complete.eq(false))
@@ -200,12 +301,13 @@ pub async fn expired(
             .load(conn)
             .await
     })
+    .map(ids)
     .map_err(db_error)
 }
 
 /// Ids of unfinished uploads whose every byte is stored: a crash came between the last
 /// PATCH's offset and the upload's completion; they are finished, never expired.
-pub async fn whole_unfinished(pool: &DbPool, limit: i64) -> Result<Vec<String>, AppError> {
+pub async fn whole_unfinished(pool: &DbPool, limit: i64) -> Result<Vec<UploadId>, AppError> {
     with_conn!(pool, |conn| {
         uploads::table
             .filter(uploads::complete.eq(false))
@@ -216,5 +318,6 @@ pub async fn whole_unfinished(pool: &DbPool, limit: i64) -> Result<Vec<String>, 
             .load(conn)
             .await
     })
+    .map(ids)
     .map_err(db_error)
 }

@@ -1,39 +1,50 @@
-//! Users: the model and its queries, each written once for both backends.
+//! Users: the model, its parsing from client input, and its queries, each written once for
+//! both backends.
 
-use chrono::{NaiveDateTime, SubsecRound, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Serialize, Serializer};
 
+use super::page::{Page, PageRequest};
 use super::schema::users;
 use super::{db_error, DbPool};
-use crate::error::AppError;
+use crate::error::{AppError, FieldError};
+use crate::ids::UserId;
+use crate::time::now;
 use crate::with_conn;
 
-/// A user as stored and as answered.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize)]
+/// Longest name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest email, in characters.
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
     /// Assigned by the database, never reused.
-    pub id: i64,
+    #[diesel(deserialize_as = i64)]
+    pub id: UserId,
     /// 1..=200 characters, trimmed.
     pub name: String,
     /// Unique regardless of case.
     pub email: String,
     /// When the user was created (UTC).
-    #[serde(serialize_with = "rfc3339")]
     pub created_at: NaiveDateTime,
     /// When the user last changed (UTC).
-    #[serde(serialize_with = "rfc3339")]
     pub updated_at: NaiveDateTime,
 }
 
-/// Writes a UTC timestamp as RFC 3339 with a `Z`.
-fn rfc3339<S: Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&at.and_utc().format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+/// One page of users in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    /// At most `limit` users with ids above `after`.
+    pub users: Vec<User>,
+    /// The `after` of the next page, or `None` on the last page.
+    pub next_after: Option<UserId>,
 }
 
-/// A validated new user.
+/// A valid new user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
     /// Trimmed, 1..=200 characters.
@@ -42,7 +53,22 @@ pub struct NewUser {
     pub email: String,
 }
 
-/// A validated partial update: at least one field is set.
+impl NewUser {
+    /// A new user from what a client sent: both fields required, each valid; every invalid
+    /// field is named in one 422.
+    pub fn parse(name: Option<String>, email: Option<String>) -> Result<Self, AppError> {
+        let mut fields = Vec::new();
+        let name = required("name", name, &mut fields).and_then(|n| check_name(&n, &mut fields));
+        let email =
+            required("email", email, &mut fields).and_then(|e| check_email(&e, &mut fields));
+        match (name, email, fields.is_empty()) {
+            (Some(name), Some(email), true) => Ok(Self { name, email }),
+            _ => Err(AppError::Validation(fields)),
+        }
+    }
+}
+
+/// A valid partial update: at least one field is set.
 #[derive(Debug, Clone, PartialEq, Eq, AsChangeset)]
 #[diesel(table_name = users)]
 pub struct UserChanges {
@@ -52,18 +78,95 @@ pub struct UserChanges {
     pub email: Option<String>,
 }
 
-/// One page of users in id order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserPage {
-    /// At most `limit` users with ids above `after`.
-    pub users: Vec<User>,
-    /// The `after` of the next page, or `null` on the last page.
-    pub next_after: Option<i64>,
+impl UserChanges {
+    /// Changes from what a client sent: at least one field, each valid.
+    pub fn parse(name: Option<String>, email: Option<String>) -> Result<Self, AppError> {
+        let mut fields = Vec::new();
+        if name.is_none() && email.is_none() {
+            fields.push(FieldError::new("body", "give at least one of name, email"));
+        }
+        let changes = Self {
+            name: name.and_then(|n| check_name(&n, &mut fields)),
+            email: email.and_then(|e| check_email(&e, &mut fields)),
+        };
+        if !fields.is_empty() {
+            return Err(AppError::Validation(fields));
+        }
+        Ok(changes)
+    }
 }
 
-/// Microseconds: what both backends keep, so a returned row equals a re-read one.
-fn now() -> NaiveDateTime {
-    Utc::now().naive_utc().trunc_subsecs(6)
+fn required(field: &str, value: Option<String>, fields: &mut Vec<FieldError>) -> Option<String> {
+    if value.is_none() {
+        fields.push(FieldError::new(field, "is required"));
+    }
+    value
+}
+
+/// A name: trimmed, 1..=200 characters, no control characters.
+fn check_name(name: &str, fields: &mut Vec<FieldError>) -> Option<String> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    let problem = if chars == 0 {
+        Some("must not be empty".to_owned())
+    } else if chars > MAX_NAME_CHARS {
+        Some(format!("must be at most {MAX_NAME_CHARS} characters"))
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            fields.push(FieldError::new("name", message));
+            None
+        }
+        None => Some(name.to_owned()),
+    }
+}
+
+/// An email: trimmed, at most 254 characters, `local@domain` where the local part is 1..=64
+/// printable non-space characters without `@`, and the domain is dot-separated labels of
+/// letters, digits and inner hyphens, with at least one dot.
+fn check_email(email: &str, fields: &mut Vec<FieldError>) -> Option<String> {
+    let email = email.trim();
+    let problem = if email.chars().count() > MAX_EMAIL_CHARS {
+        Some(format!("must be at most {MAX_EMAIL_CHARS} characters"))
+    } else if !is_valid_email(email) {
+        Some("must be a valid email address".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            fields.push(FieldError::new("email", message));
+            None
+        }
+        None => Some(email.to_owned()),
+    }
+}
+
+fn is_valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| {
+            !c.is_whitespace() && !c.is_control() && c != '@' && c != '"' && c != '\\' && c != ','
+        });
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && domain.len() <= 253
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
 }
 
 fn email_taken(err: AppError) -> AppError {
@@ -75,7 +178,7 @@ fn email_taken(err: AppError) -> AppError {
 
 fn user_not_found(err: AppError) -> AppError {
     match err {
-        AppError::NotFound(_) => AppError::NotFound("no user with this id".into()),
+        AppError::NotFound(_) => AppError::no_user(),
         other => other,
     }
 }
@@ -101,10 +204,10 @@ pub async fn create(pool: &DbPool, new: NewUser) -> Result<User, AppError> {
 }
 
 /// One user by id; 404 when there is none.
-pub async fn get(pool: &DbPool, id: i64) -> Result<User, AppError> {
+pub async fn get(pool: &DbPool, id: UserId) -> Result<User, AppError> {
     with_conn!(pool, |conn| {
         users::table
-            .find(id)
+            .find(id.get())
             .select(User::as_select())
             .first(conn)
             .await
@@ -113,33 +216,30 @@ pub async fn get(pool: &DbPool, id: i64) -> Result<User, AppError> {
     .map_err(user_not_found)
 }
 
-/// Users with ids above `after`, in id order, at most `limit` of them.
-pub async fn list(pool: &DbPool, limit: i64, after: i64) -> Result<UserPage, AppError> {
-    // One row past the page tells whether another page exists.
-    let mut users = with_conn!(pool, |conn| {
+/// A page of users in id order.
+pub async fn list(pool: &DbPool, page: PageRequest<UserId>) -> Result<UserPage, AppError> {
+    let rows = with_conn!(pool, |conn| {
         users::table
-            .filter(users::id.gt(after))
+            .filter(users::id.gt(page.after.get()))
             .order(users::id.asc())
-            .limit(limit + 1)
+            .limit(page.limit + 1)
             .select(User::as_select())
             .load(conn)
             .await
     })
     .map_err(db_error)?;
-    let next_after = if users.len() as i64 > limit {
-        users.truncate(limit as usize);
-        users.last().map(|u| u.id)
-    } else {
-        None
-    };
-    Ok(UserPage { users, next_after })
+    let Page { items, next_after } = Page::from_rows(rows, page.limit, |u: &User| u.id);
+    Ok(UserPage {
+        users: items,
+        next_after,
+    })
 }
 
 /// Applies `changes` to one user; 404 when there is none, 409 when the email is taken.
-pub async fn update(pool: &DbPool, id: i64, changes: UserChanges) -> Result<User, AppError> {
+pub async fn update(pool: &DbPool, id: UserId, changes: UserChanges) -> Result<User, AppError> {
     let at = now();
     with_conn!(pool, |conn| {
-        diesel::update(users::table.find(id))
+        diesel::update(users::table.find(id.get()))
             .set((&changes, users::updated_at.eq(at)))
             .returning(User::as_returning())
             .get_result(conn)
@@ -151,13 +251,73 @@ pub async fn update(pool: &DbPool, id: i64, changes: UserChanges) -> Result<User
 }
 
 /// Deletes one user; 404 when there is none.
-pub async fn delete(pool: &DbPool, id: i64) -> Result<(), AppError> {
+pub async fn delete(pool: &DbPool, id: UserId) -> Result<(), AppError> {
     let deleted = with_conn!(pool, |conn| {
-        diesel::delete(users::table.find(id)).execute(conn).await
+        diesel::delete(users::table.find(id.get()))
+            .execute(conn)
+            .await
     })
     .map_err(db_error)?;
     if deleted == 0 {
-        return Err(AppError::NotFound("no user with this id".into()));
+        return Err(AppError::no_user());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email_ok(e: &str) -> bool {
+        check_email(e, &mut Vec::new()).is_some()
+    }
+
+    #[test]
+    fn emails_accepted_and_refused() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@example.com",
+            " spaced@example.org ",
+        ] {
+            assert!(email_ok(good), "{good}");
+        }
+        for bad in [
+            "", "plain", "@b.co", "a@", "a@b", "a b@c.de", "a@@b.co", "a@-b.co", ".a@b.co",
+            "a@b..co",
+        ] {
+            assert!(!email_ok(bad), "{bad}");
+        }
+        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+        assert!(!email_ok(&long));
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        let mut fields = Vec::new();
+        assert_eq!(check_name("  Ada  ", &mut fields).as_deref(), Some("Ada"));
+        assert!(check_name("   ", &mut fields).is_none());
+        assert!(check_name(&"x".repeat(201), &mut fields).is_none());
+        assert_eq!(
+            check_name(&"é".repeat(200), &mut Vec::new()).map(|n| n.chars().count()),
+            Some(200)
+        );
+        assert_eq!(fields.len(), 2);
+    }
+
+    #[test]
+    fn a_new_user_names_every_invalid_field_at_once() {
+        let Err(AppError::Validation(fields)) = NewUser::parse(None, Some("nope".into())) else {
+            panic!("expected a 422");
+        };
+        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["name", "email"]);
+        assert!(UserChanges::parse(None, None).is_err());
+        assert_eq!(
+            NewUser::parse(Some(" Ada ".into()), Some("ada@example.com".into())).unwrap(),
+            NewUser {
+                name: "Ada".into(),
+                email: "ada@example.com".into()
+            }
+        );
+    }
 }

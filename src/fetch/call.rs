@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 
-use crate::middleware::REQUEST_ID;
+use crate::http::request_id::REQUEST_ID;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures::future::{join_all, try_join_all};

@@ -2,14 +2,10 @@
 
 use std::time::Duration;
 
-use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::actors::db::CheckDatabase;
-use crate::actors::fetch::FetchActor;
-use crate::actors::supervise::{ask, is_alive};
-use crate::actors::Actors;
+use crate::services::Services;
 
 /// How long `/readyz` waits for each component.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -30,14 +26,14 @@ pub async fn healthz() -> HttpResponse {
 /// gives each component's state.
 /// Upstream sources are listed (breaker, latency) but never make it 503: readiness is about
 /// this service, and an upstream's failures are answered per source.
-pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>>) -> HttpResponse {
-    let db_timeout = PROBE_TIMEOUT.min(actors.db_timeout);
+pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
+    let db_timeout = PROBE_TIMEOUT.min(services.db.timeout());
     let (db_actor, cpu_actor, fetch_actor, upload_actor, database) = futures::join!(
-        is_alive(&actors.db, PROBE_TIMEOUT),
-        is_alive(actors.cpu.addr(), PROBE_TIMEOUT),
-        is_alive(&fetch, PROBE_TIMEOUT),
-        is_alive(&actors.upload, PROBE_TIMEOUT),
-        ask(&actors.db, CheckDatabase, db_timeout),
+        services.db.is_alive(PROBE_TIMEOUT),
+        services.cpu.is_alive(PROBE_TIMEOUT),
+        services.fetch.is_alive(PROBE_TIMEOUT),
+        services.uploads.is_alive(PROBE_TIMEOUT),
+        services.db.check(db_timeout),
     );
     let state = |up: bool| if up { "up" } else { "down" };
     let database_state = match &database {
@@ -45,8 +41,9 @@ pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>
         Err(e) => json!({"state": "down", "code": e.code()}),
     };
     let ready = db_actor && cpu_actor && fetch_actor && upload_actor && database.is_ok();
-    let upstreams: serde_json::Map<_, _> = actors
-        .upstreams
+    let upstreams: serde_json::Map<_, _> = services
+        .fetch
+        .upstreams()
         .status()
         .into_iter()
         .map(|s| {
@@ -66,7 +63,7 @@ pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>
         "components": {
             "database": database_state,
             "db_actor": {"state": state(db_actor)},
-            "cpu_actor": {"state": state(cpu_actor), "threads": actors.cpu.threads()},
+            "cpu_actor": {"state": state(cpu_actor), "threads": services.cpu.threads()},
             "fetch_actor": {"state": state(fetch_actor)},
             "upstreams": upstreams,
             "upload_actor": {"state": state(upload_actor)},
@@ -84,26 +81,20 @@ pub async fn readyz(actors: web::Data<Actors>, fetch: web::Data<Addr<FetchActor>
 /// Test-only: makes an actor panic or block (`fault-injection` builds only).
 #[cfg(feature = "fault-injection")]
 pub async fn inject_fault(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, crate::error::AppError> {
-    use crate::actors::supervise::InjectFault;
+    use crate::actors::supervise::Fault;
     use crate::error::AppError;
     let (actor, kind) = path.into_inner();
-    let fault = match kind.as_str() {
-        "panic" => InjectFault::Panic,
-        "panic_in_future" => InjectFault::PanicInFuture,
-        "block" => InjectFault::Block(Duration::from_secs(2)),
-        "block_5s" => InjectFault::Block(Duration::from_secs(5)),
-        "handler_panic" => panic!("injected panic in an HTTP handler"),
-        _ => return Err(AppError::NotFound("no such fault".into())),
-    };
-    // Longer than the longest block, so a blocked actor still answers the request.
-    let timeout = Duration::from_secs(10);
+    if kind == "handler_panic" {
+        panic!("injected panic in an HTTP handler");
+    }
+    let fault = Fault::named(&kind).ok_or_else(|| AppError::NotFound("no such fault".into()))?;
     match actor.as_str() {
-        "db" => ask(&actors.db, fault, timeout).await?,
-        "cpu" => ask(actors.cpu.addr(), fault, timeout).await?,
-        "upload" => ask(&actors.upload, fault, timeout).await?,
+        "db" => services.db.inject(fault).await?,
+        "cpu" => services.cpu.inject(fault).await?,
+        "upload" => services.uploads.inject(fault).await?,
         _ => return Err(AppError::NotFound("no such actor".into())),
     }
     Ok(HttpResponse::NoContent().finish())

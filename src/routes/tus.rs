@@ -1,10 +1,9 @@
 //! tus 1.0 resumable uploads at `/files/`: core protocol and the `creation`,
 //! `creation-with-upload`, `termination`, `checksum` and `expiration` extensions.
 //!
-//! The offset lives in the database and the bytes in the upload directory; `UploadActor`
-//! locks an upload's file for the length of a PATCH, so two PATCHes never interleave, and
-//! moves the offset only after the bytes below it are fsynced. A finished upload gets its
-//! SHA-256 and appears under `/uploads`.
+//! Handlers parse the tus headers and shape the answers; the upload session does the rest
+//! (`actors::upload::session`), and the upload's lifecycle is `actors::upload::tus`'s. A
+//! finished upload gets its SHA-256 and appears under `/uploads`.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,20 +11,14 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use futures::Stream;
-use uuid::Uuid;
 
-use super::uploads::parse_id;
-use crate::actors::db::GetUpload;
-use crate::actors::supervise::ask;
-use crate::actors::upload::{
-    stream_into, BeginPatch, CreateTusUpload, SessionGuard, CHECKPOINT_BYTES,
-};
-use crate::actors::Actors;
-use crate::cpu::Hasher;
-use crate::db::uploads::{now, Upload};
+use super::uploads::{declared_length, parse_id};
+use crate::db::uploads::Upload;
 use crate::error::AppError;
-use crate::upload::sanitize_filename;
+use crate::ids::UploadId;
+use crate::services::Services;
+use crate::time::{http_date, now};
+use crate::upload::filename::sanitize_filename;
 use crate::upload::tus::{self, Checksum};
 
 const TUS_RESUMABLE: &str = "tus-resumable";
@@ -35,9 +28,6 @@ const UPLOAD_LENGTH: &str = "upload-length";
 const UPLOAD_METADATA: &str = "upload-metadata";
 const UPLOAD_EXPIRES: &str = "upload-expires";
 const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
-
-/// How long the end of a PATCH (fsync, offset, and on the last one digest and rename) may take.
-const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
 /// OPTIONS excepted), routes a POST by its `X-HTTP-Method-Override`, and marks every answer
@@ -101,11 +91,11 @@ fn version() -> HeaderValue {
 
 /// `OPTIONS /files/` and `/files/{id}`: what this server speaks; with `Origin`, a CORS
 /// preflight answer too.
-pub async fn options(req: HttpRequest, actors: web::Data<Actors>) -> HttpResponse {
+pub async fn options(req: HttpRequest, services: web::Data<Services>) -> HttpResponse {
     let mut res = HttpResponse::NoContent();
     res.insert_header((TUS_VERSION, tus::VERSION))
         .insert_header(("tus-extension", tus::EXTENSIONS))
-        .insert_header(("tus-max-size", actors.max_upload_bytes.to_string()))
+        .insert_header(("tus-max-size", services.limits.max_upload_bytes.to_string()))
         .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS));
     if req.headers().contains_key(header::ORIGIN) {
         res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, tus::ALLOW_METHODS))
@@ -151,7 +141,7 @@ fn is_offset_stream(headers: &HeaderMap) -> bool {
 
 fn expiry_header(res: &mut HttpResponseBuilder, upload: &Upload) {
     if let (false, Some(at)) = (upload.complete, upload.expires_at) {
-        res.insert_header((UPLOAD_EXPIRES, tus::http_date(at)));
+        res.insert_header((UPLOAD_EXPIRES, http_date(at)));
     }
 }
 
@@ -160,7 +150,7 @@ fn expiry_header(res: &mut HttpResponseBuilder, upload: &Upload) {
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
 ) -> Result<HttpResponse, AppError> {
     let headers = req.headers();
     if headers.contains_key("upload-defer-length") {
@@ -175,10 +165,10 @@ pub async fn create(
     }
     let length = size_header(headers, UPLOAD_LENGTH)?
         .ok_or_else(|| AppError::BadRequest("Upload-Length is required".into()))?;
-    if length > actors.max_upload_bytes {
+    let max = services.limits.max_upload_bytes;
+    if length > max {
         return Err(AppError::PayloadTooLarge(format!(
-            "Upload-Length is over the maximum of {} bytes (Tus-Max-Size)",
-            actors.max_upload_bytes
+            "Upload-Length is over the maximum of {max} bytes (Tus-Max-Size)"
         )));
     }
     let raw_metadata = text(headers, UPLOAD_METADATA)?;
@@ -201,29 +191,20 @@ pub async fn create(
     } else {
         None
     };
-    let id = Uuid::new_v4();
-    let at = now();
-    let row = Upload {
-        id: id.to_string(),
+    let row = Upload::tus(
+        UploadId::new(),
         filename,
         content_type,
-        size: length as i64,
-        upload_offset: 0,
-        sha256: None,
-        complete: false,
-        tus_metadata: raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned),
-        expires_at: Some(at + chrono::Duration::from_std(actors.tus_expiry).unwrap_or_default()),
-        created_at: at,
-        updated_at: at,
-    };
-    let mut upload = ask(&actors.upload, CreateTusUpload(row), FINISH_TIMEOUT).await?;
+        length,
+        raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned),
+        services.limits.tus_expiry,
+    );
+    let mut upload = services.uploads.create_tus(row).await?;
     let mut res = HttpResponse::Created();
-    res.insert_header((header::LOCATION, format!("/files/{id}")));
+    res.insert_header((header::LOCATION, format!("/files/{}", upload.id)));
     if with_upload {
-        let declared = declared_length(req.headers());
-        let (offset, now_row) = append(&actors, id, 0, checksum, declared, payload).await?;
-        upload = now_row;
-        res.insert_header((UPLOAD_OFFSET, offset.to_string()));
+        upload = append(&services, upload.id, 0, checksum, &req, payload).await?;
+        res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()));
     }
     expiry_header(&mut res, &upload);
     Ok(res.finish())
@@ -231,12 +212,11 @@ pub async fn create(
 
 /// `HEAD /files/{id}`: the durable offset (bytes all on disk), the length, the metadata.
 pub async fn head(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
-    let upload = ask(&actors.db, GetUpload(id.to_string()), actors.db_timeout).await?;
-    if !upload.complete && upload.expires_at.is_some_and(|at| at < now()) {
+    let upload = services.db.upload(parse_id(&id)?).await?;
+    if upload.is_expired(now()) {
         return Err(AppError::Gone("this upload has expired".into()));
     }
     let mut res = HttpResponse::Ok();
@@ -256,7 +236,7 @@ pub async fn head(
 pub async fn patch(
     req: HttpRequest,
     payload: web::Payload,
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let headers = req.headers();
@@ -270,146 +250,38 @@ pub async fn patch(
         .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = checksum_header(headers)?;
     let id = parse_id(&id)?;
-    let declared = declared_length(headers);
-    let (offset, upload) = append(&actors, id, offset, checksum, declared, payload).await?;
+    let upload = append(&services, id, offset, checksum, &req, payload).await?;
     let mut res = HttpResponse::NoContent();
-    res.insert_header((UPLOAD_OFFSET, offset.to_string()));
+    res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()));
     expiry_header(&mut res, &upload);
     Ok(res.finish())
 }
 
-/// The body's `Content-Length`, when the client declared one.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Appends `body` (`declared` bytes long, when known) to upload `id` at `offset`; answers
-/// the new offset and the row as it is now.
-async fn append<S>(
-    actors: &Actors,
-    id: Uuid,
+/// Appends `body` to upload `id` at `offset` in one upload session; answers the row as it
+/// is afterwards.
+async fn append(
+    services: &Services,
+    id: UploadId,
     offset: u64,
     checksum: Option<Checksum>,
-    declared: Option<u64>,
-    body: S,
-) -> Result<(u64, Upload), AppError>
-where
-    S: Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + Unpin,
-{
-    let session = Uuid::new_v4();
-    // Bytes that arrived before an interruption are kept, unless a checksum was promised:
-    // then they cannot be verified and are dropped.
-    let mut guard = SessionGuard::new(actors.upload.clone(), session, checksum.is_none());
-    // A long PATCH records its offset as it goes, so a crash mid-way loses at most the last
-    // checkpoint's worth; not when a checksum must cover all its bytes, nor when its length
-    // is unknown (a body that turns out too long must leave nothing appended).
-    let checkpoint_every = (checksum.is_none() && declared.is_some()).then_some(CHECKPOINT_BYTES);
-    let upload = ask(
-        &actors.upload,
-        BeginPatch {
-            session,
-            id,
-            checkpoint_every,
-        },
-        actors.db_timeout * 2,
-    )
-    .await?;
-    let written = write_patch(actors, &mut guard, offset, checksum, declared, upload, body).await;
-    if written.is_err() {
-        // The upload's lock goes with the session: released before the client hears back,
-        // so a retry right away finds the upload free.
-        let _ = guard.end(FINISH_TIMEOUT).await;
-    }
-    written
-}
-
-/// The PATCH itself, in a session `BeginPatch` opened on `upload`: checks the offset and
-/// length, streams `body` in, and ends the session (keeping the bytes when they match the
-/// checksum, if any).
-async fn write_patch<S>(
-    actors: &Actors,
-    guard: &mut SessionGuard,
-    offset: u64,
-    checksum: Option<Checksum>,
-    declared: Option<u64>,
-    upload: Upload,
-    body: S,
-) -> Result<(u64, Upload), AppError>
-where
-    S: Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + Unpin,
-{
-    let current = u64::try_from(upload.upload_offset).unwrap_or(0);
-    if offset != current {
-        return Err(AppError::OffsetMismatch(format!(
-            "Upload-Offset is {offset} but the upload is at {current}"
-        )));
-    }
-    if upload.complete {
-        return Ok((current, upload));
-    }
-    let remaining = u64::try_from(upload.size)
-        .unwrap_or(0)
-        .saturating_sub(current);
-    if declared.is_some_and(|len| len > remaining) {
-        return Err(AppError::PayloadTooLarge(
-            "the body goes past Upload-Length".into(),
-        ));
-    }
-    let hasher = checksum
-        .as_ref()
-        .map(|c| Box::new(Hasher::new(c.algorithm)));
-    let streamed = stream_into(
-        &actors.upload,
-        &actors.cpu,
-        &actors.pace,
-        guard.session(),
-        body,
-        remaining,
-        hasher,
-    )
-    .await;
-    let (_, hasher) = match streamed {
-        Ok(done) => done,
-        Err(err) => {
-            if matches!(err, AppError::PayloadTooLarge(_)) {
-                guard.keep(false);
-                return Err(AppError::PayloadTooLarge(
-                    "the body goes past Upload-Length".into(),
-                ));
-            }
-            return Err(err);
-        }
-    };
-    let matches = match (checksum, hasher) {
-        (Some(expected), Some(hasher)) => hasher.finish() == expected.digest,
-        _ => true,
-    };
-    guard.keep(matches);
-    let end = guard.end(FINISH_TIMEOUT).await?;
-    if !matches {
-        return Err(AppError::ChecksumMismatch);
-    }
-    let upload = match end.completed {
-        Some(done) => done,
-        None => Upload {
-            upload_offset: end.offset as i64,
-            expires_at: Some(
-                now() + chrono::Duration::from_std(actors.tus_expiry).unwrap_or_default(),
-            ),
-            ..upload
-        },
-    };
-    Ok((end.offset, upload))
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<Upload, AppError> {
+    let declared = declared_length(req);
+    let mut session = services
+        .uploads
+        .begin_patch(id, offset, checksum, declared)
+        .await?;
+    session.receive(body).await?;
+    session.finish().await
 }
 
 /// `DELETE /files/{id}` (termination): the upload, finished or not, and its bytes → 204;
 /// 423 while a PATCH writes it.
 pub async fn terminate(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    super::uploads::remove(&actors, &id, true).await
+    services.uploads.remove(parse_id(&id)?, true).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

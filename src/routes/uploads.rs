@@ -1,5 +1,5 @@
-//! `POST /upload` (seed) and `/uploads`: handlers parse and validate, stream bodies to
-//! `UploadActor`, and read metadata through `DbActor`.
+//! `POST /upload` (seed) and `/uploads`: handlers read the form and shape the answers; the
+//! file itself goes through an upload session, metadata through the `Db` handle.
 
 use actix_files::NamedFile;
 use actix_web::http::header::{
@@ -8,18 +8,17 @@ use actix_web::http::header::{
 };
 use actix_web::{mime, web, HttpRequest, HttpResponse};
 use futures::StreamExt as _;
-use serde::Deserialize;
-use uuid::Uuid;
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::actors::db::{GetUpload, ListUploads};
-use crate::actors::supervise::ask;
-use crate::actors::upload::{stream_into, CreateFile, FinishFile, RemoveUpload, SessionGuard};
-use crate::actors::Actors;
-use crate::cpu::{hex, Algorithm, Hasher};
-use crate::db::uploads::{now, Upload};
+use crate::actors::upload::UploadSession;
+use crate::db::page::{parse_limit, PageRequest};
+use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
-use crate::upload::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
-use crate::upload::{ascii_filename, sanitize_filename};
+use crate::http::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
+use crate::ids::UploadId;
+use crate::services::Services;
+use crate::time::Rfc3339;
+use crate::upload::filename::{ascii_filename, sanitize_filename};
 
 /// Most parts a `POST /upload` body may have (the `file` part and a few plain fields).
 pub const MAX_PARTS: usize = 16;
@@ -28,34 +27,77 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// Room for multipart framing and small fields on top of `TROUPE_MAX_UPLOAD_BYTES`, when a
 /// body's `Content-Length` is judged before reading it.
 const FRAMING_SLACK: u64 = MAX_PARTS as u64 * MAX_FIELD_BYTES as u64;
-/// Default page size of `GET /uploads`.
-pub const DEFAULT_LIMIT: i64 = 50;
-/// Largest page size of `GET /uploads`.
-pub const MAX_LIMIT: i64 = 1000;
 /// What a file's type is when the client gave none (or a malformed one).
 const OCTET_STREAM: &str = "application/octet-stream";
+
+/// A complete upload as the API shows it; `POST /upload` adds `"status": "uploaded"`.
+#[derive(Serialize)]
+struct UploadAnswer<'a> {
+    id: UploadId,
+    filename: &'a str,
+    content_type: &'a str,
+    size: u64,
+    sha256: Option<&'a str>,
+    created_at: Rfc3339,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+}
+
+impl<'a> From<&'a Upload> for UploadAnswer<'a> {
+    fn from(upload: &'a Upload) -> Self {
+        Self {
+            id: upload.id,
+            filename: &upload.filename,
+            content_type: &upload.content_type,
+            size: upload.size,
+            sha256: upload.sha256.as_deref(),
+            created_at: Rfc3339(upload.created_at),
+            status: None,
+        }
+    }
+}
+
+/// A page of uploads as the API shows it.
+#[derive(Serialize)]
+struct PageAnswer<'a> {
+    uploads: Uploads<'a>,
+    next_after: Option<&'a str>,
+}
+
+struct Uploads<'a>(&'a [Upload]);
+
+impl Serialize for Uploads<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(UploadAnswer::from))
+    }
+}
+
+impl<'a> From<&'a UploadPage> for PageAnswer<'a> {
+    fn from(page: &'a UploadPage) -> Self {
+        Self {
+            uploads: Uploads(&page.uploads),
+            next_after: page.next_after.as_deref(),
+        }
+    }
+}
 
 /// `POST /upload`: `multipart/form-data` with one field `file`, streamed to disk → 201.
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
 ) -> Result<HttpResponse, AppError> {
     let form_data = form_data_type(req.headers().get(header::CONTENT_TYPE))?;
-    let max = actors.max_upload_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max.saturating_add(FRAMING_SLACK)) {
-        return Err(too_large(max));
+    let max = services.limits.max_upload_bytes;
+    if declared_length(&req).is_some_and(|len| len > max.saturating_add(FRAMING_SLACK)) {
+        return Err(AppError::PayloadTooLarge(format!(
+            "the upload is over its limit of {max} bytes"
+        )));
     }
-
     let boundary = Boundary::of(&form_data)?;
 
     let mut form = MultipartReader::new(&boundary, payload);
-    let mut stored: Option<Stored> = None;
+    let mut received: Option<UploadSession> = None;
     let mut parts = 0;
     while let Some(part) = form.next_part().await? {
         parts += 1;
@@ -65,102 +107,60 @@ pub async fn create(
             )));
         }
         if part.name == "file" {
-            if stored.is_some() {
+            if received.is_some() {
                 return Err(AppError::BadRequest(
                     "the form has more than one `file` field".into(),
                 ));
             }
-            stored = Some(store_file(&actors, &mut form, part, max).await?);
+            received = Some(receive_file(&services, &mut form, part).await?);
         } else {
             skip_field(form.part_body()).await?;
         }
     }
-    let Some(stored) = stored else {
+    let Some(session) = received else {
         return Err(AppError::Validation(vec![FieldError::new(
             "file",
             "a multipart field named `file` is required",
         )]));
     };
-    let Stored {
-        guard,
-        session,
-        row,
-    } = stored;
-    let upload = ask(&actors.upload, FinishFile { session, row }, FINISH_TIMEOUT).await;
-    // Finished, or failed inside the actor, which then removed the file itself.
-    guard.disarm();
-    let upload = upload?;
-    let mut body = serde_json::to_value(&upload)
-        .map_err(|e| AppError::Internal(format!("upload metadata: {e}")))?;
-    body["status"] = "uploaded".into();
+    let upload = session.finish().await?;
+    let answer = UploadAnswer {
+        status: Some("uploaded"),
+        ..UploadAnswer::from(&upload)
+    };
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/uploads/{}", upload.id)))
-        .json(body))
+        .json(answer))
 }
 
-/// How long creating the temp file may take: under heavy write-back a disk's metadata
-/// operations can stall for seconds, which is slow, not overloaded.
-const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How long the last step of an upload (fsync, rename, row) may take.
-const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A file part written to a temp file, waiting for the rest of the form.
-struct Stored {
-    guard: SessionGuard,
-    session: Uuid,
-    row: Upload,
+/// A request's `Content-Length`, when it declared one.
+pub fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
-/// Streams the current part (the `file` field) into a new temp file, hashing it on the way.
-async fn store_file(
-    actors: &Actors,
+/// Streams the current part (the `file` field) into a new upload session.
+async fn receive_file(
+    services: &Services,
     form: &mut MultipartReader<web::Payload>,
     part: PartHeaders,
-    max: u64,
-) -> Result<Stored, AppError> {
+) -> Result<UploadSession, AppError> {
     let filename = sanitize_filename(part.filename.as_deref().unwrap_or_default());
     let content_type = part
         .content_type
         .map_or_else(|| OCTET_STREAM.to_owned(), |m| m.essence_str().to_owned());
-    let id = Uuid::new_v4();
-    let session = Uuid::new_v4();
-    let guard = SessionGuard::new(actors.upload.clone(), session, false);
-    ask(&actors.upload, CreateFile { session, id }, STEP_TIMEOUT).await?;
-    let streamed = stream_into(
-        &actors.upload,
-        &actors.cpu,
-        &actors.pace,
-        session,
-        form.part_body(),
-        max,
-        Some(Box::new(Hasher::new(Algorithm::Sha256))),
-    )
-    .await;
-    // stream_into keeps only the text of an error the body gave; the reader has the error.
-    let (size, hasher) = streamed.map_err(|err| form.failure().cloned().unwrap_or(err))?;
-    let sha256 = hasher
-        .map(|h| hex(&h.finish()))
-        .ok_or_else(|| AppError::Internal("upload digest missing".into()))?;
-    let at = now();
-    let row = Upload {
-        id: id.to_string(),
-        filename,
-        content_type,
-        size: size as i64,
-        upload_offset: size as i64,
-        sha256: Some(sha256),
-        complete: true,
-        tus_metadata: None,
-        expires_at: None,
-        created_at: at,
-        updated_at: at,
-    };
-    Ok(Stored {
-        guard,
-        session,
-        row,
-    })
+    let mut session = services
+        .uploads
+        .open_form_file(filename, content_type)
+        .await?;
+    // The session keeps only the text of an error the body gave; the reader has the error.
+    session
+        .receive(form.part_body())
+        .await
+        .map_err(|err| form.failure().cloned().unwrap_or(err))?;
+    Ok(session)
 }
 
 /// Reads a plain form field to its end and drops it (bounded, so it cannot be a way around
@@ -178,10 +178,6 @@ async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppErro
     Ok(())
 }
 
-fn too_large(max: u64) -> AppError {
-    AppError::PayloadTooLarge(format!("the upload is over its limit of {max} bytes"))
-}
-
 /// `GET /uploads` query.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,60 +188,53 @@ pub struct ListQuery {
 
 /// `GET /uploads?limit=N&after=ID`: complete uploads in id order.
 pub async fn list(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::invalid(
-            "limit",
-            format!("must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = parse_limit(query.limit).map_err(|f| AppError::Validation(vec![f]))?;
     let after = query.after.unwrap_or_default();
-    let page = ask(&actors.db, ListUploads { limit, after }, actors.db_timeout).await?;
-    Ok(HttpResponse::Ok().json(page))
+    let page = services.db.uploads(PageRequest { limit, after }).await?;
+    Ok(HttpResponse::Ok().json(PageAnswer::from(&page)))
 }
 
 /// The id in a path; one that is not a UUID names no upload.
-pub fn parse_id(raw: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(raw).map_err(|_| AppError::NotFound("no upload with this id".into()))
+pub fn parse_id(raw: &str) -> Result<UploadId, AppError> {
+    raw.parse().map_err(|_| AppError::no_upload())
 }
 
-async fn complete_upload(actors: &Actors, id: &Uuid) -> Result<Upload, AppError> {
-    let upload = ask(&actors.db, GetUpload(id.to_string()), actors.db_timeout).await?;
+/// A complete upload by the id in a path; an unfinished one is not shown here.
+async fn complete_upload(services: &Services, raw: &str) -> Result<Upload, AppError> {
+    let upload = services.db.upload(parse_id(raw)?).await?;
     if !upload.complete {
-        return Err(AppError::NotFound("no upload with this id".into()));
+        return Err(AppError::no_upload());
     }
     Ok(upload)
 }
 
 /// `GET /uploads/{id}`: one complete upload's metadata.
 pub async fn get(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
-    let upload = complete_upload(&actors, &id).await?;
-    Ok(HttpResponse::Ok().json(upload))
+    let upload = complete_upload(&services, &id).await?;
+    Ok(HttpResponse::Ok().json(UploadAnswer::from(&upload)))
 }
 
 /// `GET /uploads/{id}/content`: the bytes, streamed from disk, as an attachment; single
 /// ranges → 206, unsatisfiable → 416 (actix-files), conditional requests by ETag.
 pub async fn content(
     req: HttpRequest,
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
-    let upload = complete_upload(&actors, &id).await?;
-    let path = actors.store.file_path(&id);
+    let upload = complete_upload(&services, &id).await?;
+    let (id, path) = (upload.id, services.store.file_path(&upload.id));
     let file = web::block(move || NamedFile::open(path))
         .await
-        .map_err(|e| AppError::Internal(format!("file task failed: {e}")))?
+        .map_err(|e| AppError::internal("opening a stored file", e))?
         .map_err(|e| {
-            log::error!("upload {id} has a row but its file cannot be opened: {e}");
+            log::warn!("upload {id} has a row but its file cannot be opened: {e}");
             AppError::NotFound("this upload's content is gone".into())
         })?;
     let content_type = upload
@@ -284,23 +273,11 @@ pub async fn content(
     Ok(res)
 }
 
-/// `DELETE /uploads/{id}` → 204.
+/// `DELETE /uploads/{id}` → 204: a complete upload's row and bytes.
 pub async fn delete(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    remove(&actors, &id, false).await
-}
-
-/// Removes an upload's row and bytes through `UploadActor` → 204; `tus` says which route
-/// asks (`DELETE /files/{id}` may end an unfinished upload, 423 while a PATCH writes it).
-pub async fn remove(actors: &Actors, id: &str, tus: bool) -> Result<HttpResponse, AppError> {
-    let id = parse_id(id)?;
-    ask(
-        &actors.upload,
-        RemoveUpload { id, tus },
-        actors.db_timeout * 2,
-    )
-    .await?;
+    services.uploads.remove(parse_id(&id)?, false).await?;
     Ok(HttpResponse::NoContent().finish())
 }

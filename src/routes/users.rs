@@ -1,23 +1,15 @@
-//! `/users`: handlers parse and validate, then ask `DbActor`.
+//! `/users`: handlers parse the request, ask the `Db` handle, and shape the answer.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::actors::db::{CreateUser, DeleteUser, GetUser, ListUsers, UpdateUser};
-use crate::actors::supervise::ask;
-use crate::actors::Actors;
-use crate::db::users::{NewUser, UserChanges};
+use crate::db::page::{parse_limit, PageRequest};
+use crate::db::users::{NewUser, User, UserChanges, UserPage};
 use crate::error::{AppError, FieldError};
-
-/// Default page size of `GET /users`.
-pub const DEFAULT_LIMIT: i64 = 50;
-/// Largest page size of `GET /users`.
-pub const MAX_LIMIT: i64 = 1000;
-/// Longest name, in characters, after trimming.
-pub const MAX_NAME_CHARS: usize = 200;
-/// Longest email, in characters.
-pub const MAX_EMAIL_CHARS: usize = 254;
+use crate::ids::UserId;
+use crate::services::Services;
+use crate::time::Rfc3339;
 
 /// `GET /users` query.
 #[derive(Debug, Deserialize)]
@@ -27,221 +19,128 @@ pub struct ListQuery {
     after: Option<i64>,
 }
 
-/// `POST /users` body.
+/// `POST /users` body; `PATCH /users/{id}` body (any of the fields).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {
+pub struct UserBody {
     name: Option<String>,
     email: Option<String>,
 }
 
-/// `PATCH /users/{id}` body: any of the fields.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    name: Option<String>,
-    email: Option<String>,
+/// A user as the API shows it.
+#[derive(Serialize)]
+struct UserAnswer<'a> {
+    id: UserId,
+    name: &'a str,
+    email: &'a str,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+impl<'a> From<&'a User> for UserAnswer<'a> {
+    fn from(user: &'a User) -> Self {
+        Self {
+            id: user.id,
+            name: &user.name,
+            email: &user.email,
+            created_at: Rfc3339(user.created_at),
+            updated_at: Rfc3339(user.updated_at),
+        }
+    }
+}
+
+/// A page of users as the API shows it.
+#[derive(Serialize)]
+struct PageAnswer<'a> {
+    users: Users<'a>,
+    next_after: Option<UserId>,
+}
+
+struct Users<'a>(&'a [User]);
+
+impl Serialize for Users<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(UserAnswer::from))
+    }
+}
+
+impl<'a> From<&'a UserPage> for PageAnswer<'a> {
+    fn from(page: &'a UserPage) -> Self {
+        Self {
+            users: Users(&page.users),
+            next_after: page.next_after,
+        }
+    }
 }
 
 /// `GET /users?limit=N&after=ID`.
 pub async fn list(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    let after = query.after.unwrap_or(0);
     let mut fields = Vec::new();
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        fields.push(FieldError::new(
-            "limit",
-            format!("must be from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = parse_limit(query.limit).map_err(|f| fields.push(f)).ok();
+    let after = query.after.unwrap_or(0);
     if after < 0 {
         fields.push(FieldError::new("after", "must not be negative"));
     }
-    if !fields.is_empty() {
+    let (Some(limit), true) = (limit, fields.is_empty()) else {
         return Err(AppError::Validation(fields));
-    }
-    let page = ask(&actors.db, ListUsers { limit, after }, actors.db_timeout).await?;
-    Ok(HttpResponse::Ok().json(page))
+    };
+    let page = services
+        .db
+        .users(PageRequest {
+            limit,
+            after: UserId(after),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(PageAnswer::from(&page)))
 }
 
 /// `POST /users` → 201 with `Location`.
 pub async fn create(
-    actors: web::Data<Actors>,
-    body: web::Json<CreateBody>,
+    services: web::Data<Services>,
+    body: web::Json<UserBody>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
-    let mut fields = Vec::new();
-    let name = required("name", body.name, &mut fields).and_then(|n| check_name(&n, &mut fields));
-    let email =
-        required("email", body.email, &mut fields).and_then(|e| check_email(&e, &mut fields));
-    let (Some(name), Some(email), true) = (name, email, fields.is_empty()) else {
-        return Err(AppError::Validation(fields));
-    };
-    let user = ask(
-        &actors.db,
-        CreateUser(NewUser { name, email }),
-        actors.db_timeout,
-    )
-    .await?;
+    let UserBody { name, email } = body.into_inner();
+    let user = services
+        .db
+        .create_user(NewUser::parse(name, email)?)
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/users/{}", user.id)))
-        .json(user))
+        .json(UserAnswer::from(&user)))
 }
 
 /// `GET /users/{id}`.
-pub async fn get(actors: web::Data<Actors>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
-    let user = ask(&actors.db, GetUser(id.into_inner()), actors.db_timeout).await?;
-    Ok(HttpResponse::Ok().json(user))
+pub async fn get(
+    services: web::Data<Services>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let user = services.db.user(UserId(id.into_inner())).await?;
+    Ok(HttpResponse::Ok().json(UserAnswer::from(&user)))
 }
 
 /// `PATCH /users/{id}`.
 pub async fn update(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<i64>,
-    body: web::Json<UpdateBody>,
+    body: web::Json<UserBody>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
-    let mut fields = Vec::new();
-    if body.name.is_none() && body.email.is_none() {
-        fields.push(FieldError::new("body", "give at least one of name, email"));
-    }
-    let changes = UserChanges {
-        name: body.name.and_then(|n| check_name(&n, &mut fields)),
-        email: body.email.and_then(|e| check_email(&e, &mut fields)),
-    };
-    if !fields.is_empty() {
-        return Err(AppError::Validation(fields));
-    }
-    let msg = UpdateUser {
-        id: id.into_inner(),
-        changes,
-    };
-    let user = ask(&actors.db, msg, actors.db_timeout).await?;
-    Ok(HttpResponse::Ok().json(user))
+    let UserBody { name, email } = body.into_inner();
+    let changes = UserChanges::parse(name, email)?;
+    let user = services
+        .db
+        .update_user(UserId(id.into_inner()), changes)
+        .await?;
+    Ok(HttpResponse::Ok().json(UserAnswer::from(&user)))
 }
 
 /// `DELETE /users/{id}` → 204.
 pub async fn delete(
-    actors: web::Data<Actors>,
+    services: web::Data<Services>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    ask(&actors.db, DeleteUser(id.into_inner()), actors.db_timeout).await?;
+    services.db.delete_user(UserId(id.into_inner())).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-fn required(field: &str, value: Option<String>, fields: &mut Vec<FieldError>) -> Option<String> {
-    if value.is_none() {
-        fields.push(FieldError::new(field, "is required"));
-    }
-    value
-}
-
-/// A name: trimmed, 1..=200 characters, no control characters.
-pub fn check_name(name: &str, fields: &mut Vec<FieldError>) -> Option<String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    let problem = if chars == 0 {
-        Some("must not be empty".to_owned())
-    } else if chars > MAX_NAME_CHARS {
-        Some(format!("must be at most {MAX_NAME_CHARS} characters"))
-    } else if name.chars().any(char::is_control) {
-        Some("must not contain control characters".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => {
-            fields.push(FieldError::new("name", message));
-            None
-        }
-        None => Some(name.to_owned()),
-    }
-}
-
-/// An email: trimmed, at most 254 characters, `local@domain` where the local part is 1..=64
-/// printable non-space characters without `@`, and the domain is dot-separated labels of
-/// letters, digits and inner hyphens, with at least one dot.
-pub fn check_email(email: &str, fields: &mut Vec<FieldError>) -> Option<String> {
-    let email = email.trim();
-    let problem = if email.chars().count() > MAX_EMAIL_CHARS {
-        Some(format!("must be at most {MAX_EMAIL_CHARS} characters"))
-    } else if !is_valid_email(email) {
-        Some("must be a valid email address".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => {
-            fields.push(FieldError::new("email", message));
-            None
-        }
-        None => Some(email.to_owned()),
-    }
-}
-
-fn is_valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return false;
-    };
-    let local_ok = (1..=64).contains(&local.len())
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local.chars().all(|c| {
-            !c.is_whitespace() && !c.is_control() && c != '@' && c != '"' && c != '\\' && c != ','
-        });
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && domain.len() <= 253
-        && labels.iter().all(|l| {
-            (1..=63).contains(&l.len())
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
-    local_ok && domain_ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn email_ok(e: &str) -> bool {
-        check_email(e, &mut Vec::new()).is_some()
-    }
-
-    #[test]
-    fn emails_accepted_and_refused() {
-        for good in [
-            "a@b.co",
-            "first.last+tag@example.com",
-            " spaced@example.org ",
-        ] {
-            assert!(email_ok(good), "{good}");
-        }
-        for bad in [
-            "", "plain", "@b.co", "a@", "a@b", "a b@c.de", "a@@b.co", "a@-b.co", ".a@b.co",
-            "a@b..co",
-        ] {
-            assert!(!email_ok(bad), "{bad}");
-        }
-        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
-        assert!(!email_ok(&long));
-    }
-
-    #[test]
-    fn names_are_trimmed_and_bounded() {
-        let mut fields = Vec::new();
-        assert_eq!(check_name("  Ada  ", &mut fields).as_deref(), Some("Ada"));
-        assert!(check_name("   ", &mut fields).is_none());
-        assert!(check_name(&"x".repeat(201), &mut fields).is_none());
-        assert_eq!(
-            check_name(&"é".repeat(200), &mut Vec::new()).map(|n| n.chars().count()),
-            Some(200)
-        );
-        assert_eq!(fields.len(), 2);
-    }
 }

@@ -3,9 +3,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chrono::NaiveDateTime;
 
-use crate::cpu::Algorithm;
+use crate::digest::Algorithm;
 
 /// The protocol version served (`Tus-Resumable`, `Tus-Version`).
 pub const VERSION: &str = "1.0.0";
@@ -127,11 +126,6 @@ pub fn parse_size(raw: &str) -> Option<u64> {
         return None;
     }
     raw.parse().ok()
-}
-
-/// A UTC time as an HTTP date (RFC 9110 IMF-fixdate), for `Upload-Expires`.
-pub fn http_date(at: NaiveDateTime) -> String {
-    at.and_utc().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
 #[cfg(test)]

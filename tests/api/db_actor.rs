@@ -9,15 +9,17 @@ use troupe::actors::db::{
     CheckDatabase, CreateUser, DbActor, DeleteUser, GetUser, ListUsers, UpdateUser,
 };
 use troupe::actors::supervise::{ask, InjectFault};
+use troupe::db::page::PageRequest;
 use troupe::db::users::{NewUser, UserChanges};
 use troupe::db::DbPool;
 use troupe::error::AppError;
+use troupe::ids::UserId;
 
 use crate::helpers::{test_config, test_db, Backend, TestDb};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A supervised `DbActor` over a fresh database, as `Actors::start` starts it; the database
+/// A supervised `DbActor` over a fresh database, as `Db::start` starts it; the database
 /// and its scratch dir live as long as the second half of the pair.
 async fn db_actor(
     backend: Backend,
@@ -102,9 +104,16 @@ async fn list_pages_by_keyset(backend: Backend) {
         .unwrap();
         ids.push(user.id);
     }
-    let first = ask(&db, ListUsers { limit: 2, after: 0 }, WAIT)
-        .await
-        .unwrap();
+    let first = ask(
+        &db,
+        ListUsers(PageRequest {
+            limit: 2,
+            after: UserId(0),
+        }),
+        WAIT,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         first.users.iter().map(|u| u.id).collect::<Vec<_>>(),
         ids[..2]
@@ -112,10 +121,10 @@ async fn list_pages_by_keyset(backend: Backend) {
     assert_eq!(first.next_after, Some(ids[1]));
     let rest = ask(
         &db,
-        ListUsers {
+        ListUsers(PageRequest {
             limit: 2,
             after: ids[1],
-        },
+        }),
         WAIT,
     )
     .await
@@ -135,9 +144,16 @@ async fn a_panic_fails_one_message_and_the_actor_serves_the_next(backend: Backen
         let err = ask(&db, fault, WAIT).await.unwrap_err();
         assert!(matches!(err, AppError::Internal(_)), "{fault:?}: {err:?}");
         ask(&db, CheckDatabase, WAIT).await.unwrap();
-        let page = ask(&db, ListUsers { limit: 1, after: 0 }, WAIT)
-            .await
-            .unwrap();
+        let page = ask(
+            &db,
+            ListUsers(PageRequest {
+                limit: 1,
+                after: UserId(0),
+            }),
+            WAIT,
+        )
+        .await
+        .unwrap();
         assert!(page.users.is_empty());
     }
     assert!(db.connected());
@@ -148,7 +164,7 @@ async fn over_the_admission_limit_is_overloaded_not_queued(backend: Backend) {
     let Some((db, _keep)) = db_actor(backend, 0).await else {
         return;
     };
-    let err = ask(&db, GetUser(1), WAIT).await.unwrap_err();
+    let err = ask(&db, GetUser(UserId(1)), WAIT).await.unwrap_err();
     assert!(matches!(err, AppError::Overloaded(_)), "{err:?}");
     // Readiness is not subject to the limit.
     ask(&db, CheckDatabase, WAIT).await.unwrap();

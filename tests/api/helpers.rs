@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use tempfile::TempDir;
-use troupe::actors::Actors;
 use troupe::config::Config;
+use troupe::services::Services;
 use troupe::startup::Application;
 
 /// Which database a test runs on.
@@ -21,7 +21,7 @@ pub enum Backend {
 pub struct TestApp {
     pub address: String,
     pub client: awc::Client,
-    pub actors: Actors,
+    pub services: Services,
     pub db: TestDb,
     /// Scratch space for the test (upload dirs etc.); removed on drop.
     pub dir: TempDir,
@@ -317,7 +317,7 @@ pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
         .await
         .expect("app failed to start");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let actors = app.actors().clone();
+    let services = app.services().clone();
     let handle = app.handle();
     actix_web::rt::spawn(app.run());
     TestApp {
@@ -325,7 +325,7 @@ pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish(),
-        actors,
+        services,
         db,
         dir,
         handle,

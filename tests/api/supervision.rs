@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use troupe::actors::cpu::ComputeDigest;
 use troupe::actors::supervise::{ask, InjectFault};
-use troupe::cpu::Algorithm;
+use troupe::digest::Algorithm;
 use troupe::error::AppError;
 
 use crate::helpers::{read_json, spawn_app, spawn_app_with, Backend};
@@ -65,14 +65,14 @@ async fn a_sync_arbiter_thread_survives_a_panic_in_its_handler() {
     let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_CPU_THREADS", "1")])
         .await
         .unwrap();
-    let cpu = app.actors.cpu.addr();
+    let cpu = app.services.cpu.addr();
     for _ in 0..3 {
         let err = ask(cpu, InjectFault::Panic, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(err, AppError::Internal(_)), "{err:?}");
         let digest = app
-            .actors
+            .services
             .cpu
             .run(ComputeDigest {
                 algorithm: Algorithm::Sha256,
@@ -119,16 +119,20 @@ async fn readyz_is_503_while_an_actor_is_wedged_and_200_when_it_is_back() {
 #[actix_web::test]
 async fn db_actor_unit_panic_then_serves_on_the_same_address() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let err = ask(&app.actors.db, InjectFault::Panic, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = ask(
+        app.services.db.addr(),
+        InjectFault::Panic,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, AppError::Internal(_)));
     let page = ask(
-        &app.actors.db,
-        troupe::actors::db::ListUsers {
+        app.services.db.addr(),
+        troupe::actors::db::ListUsers(troupe::db::page::PageRequest {
             limit: 10,
-            after: 0,
-        },
+            after: troupe::ids::UserId(0),
+        }),
         Duration::from_secs(5),
     )
     .await

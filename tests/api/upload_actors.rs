@@ -8,17 +8,19 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 use troupe::actors::cpu::{CpuPool, HashChunk};
-use troupe::actors::db::{AdvanceUpload, DbActor, GetUpload};
+use troupe::actors::db::{AdvanceUpload, Db, DbActor, GetUpload};
 use troupe::actors::supervise::{ask, InjectFault};
 use troupe::actors::upload::{
     BeginPatch, CreateFile, CreateTusUpload, EndSession, FinishFile, SessionGuard, SweepExpired,
     UploadActor, WriteChunk,
 };
 use troupe::config::Config;
-use troupe::cpu::{hex, Algorithm, Hasher};
-use troupe::db::uploads::{now, Upload};
+use troupe::db::uploads::Upload;
 use troupe::db::DbPool;
+use troupe::digest::{hex, Algorithm, Hasher};
 use troupe::error::AppError;
+use troupe::ids::UploadId;
+use troupe::time::now;
 use troupe::upload::Store;
 use uuid::Uuid;
 
@@ -40,14 +42,20 @@ async fn rig() -> Rig {
     let db = DbActor::new(pool, 64).start();
     let store = Store::open(&dir.path().join("uploads")).unwrap();
     let cpu = CpuPool::start(1, T);
-    let upload = UploadActor::new(store, db.clone(), T, cpu, Duration::from_secs(3600)).start();
+    let upload = UploadActor::new(
+        store,
+        Db::new(db.clone(), T),
+        cpu,
+        Duration::from_secs(3600),
+    )
+    .start();
     Rig { dir, upload, db }
 }
 
-fn row(id: Uuid, size: i64, complete: bool) -> Upload {
+fn row(id: UploadId, size: u64, complete: bool) -> Upload {
     let at = now();
     Upload {
-        id: id.to_string(),
+        id,
         filename: "f.bin".into(),
         content_type: "application/octet-stream".into(),
         size,
@@ -64,7 +72,7 @@ fn row(id: Uuid, size: i64, complete: bool) -> Upload {
 #[actix_web::test]
 async fn upload_actor_writes_batches_in_order_and_finishes_into_place() {
     let rig = rig().await;
-    let (id, session) = (Uuid::new_v4(), Uuid::new_v4());
+    let (id, session) = (UploadId::new(), Uuid::new_v4());
     ask(&rig.upload, CreateFile { session, id }, T)
         .await
         .unwrap();
@@ -107,12 +115,7 @@ async fn upload_actor_writes_batches_in_order_and_finishes_into_place() {
         b"hello actor world"
     );
     assert!(!temp.exists());
-    assert!(
-        ask(&rig.db, GetUpload(id.to_string()), T)
-            .await
-            .unwrap()
-            .complete
-    );
+    assert!(ask(&rig.db, GetUpload(id), T).await.unwrap().complete);
     // The session is over: more writes are refused.
     let late = ask(
         &rig.upload,
@@ -129,7 +132,7 @@ async fn upload_actor_writes_batches_in_order_and_finishes_into_place() {
 #[actix_web::test]
 async fn upload_actor_discards_an_abandoned_session_and_keeps_no_row() {
     let rig = rig().await;
-    let (id, session) = (Uuid::new_v4(), Uuid::new_v4());
+    let (id, session) = (UploadId::new(), Uuid::new_v4());
     let guard = SessionGuard::new(rig.upload.clone(), session, false);
     ask(&rig.upload, CreateFile { session, id }, T)
         .await
@@ -150,20 +153,17 @@ async fn upload_actor_discards_an_abandoned_session_and_keeps_no_row() {
         assert!(Instant::now() < deadline, "temp file left behind");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    let missing = ask(&rig.db, GetUpload(id.to_string()), T).await;
+    let missing = ask(&rig.db, GetUpload(id), T).await;
     assert!(matches!(missing, Err(AppError::NotFound(_))), "{missing:?}");
 }
 
 /// What `HEAD` would report: the offset in the database.
-async fn recorded_offset(rig: &Rig, id: Uuid) -> i64 {
-    ask(&rig.db, GetUpload(id.to_string()), T)
-        .await
-        .unwrap()
-        .upload_offset
+async fn recorded_offset(rig: &Rig, id: UploadId) -> u64 {
+    ask(&rig.db, GetUpload(id), T).await.unwrap().upload_offset
 }
 
 /// A new PATCH session on `id`.
-async fn begin(rig: &Rig, id: Uuid, checkpoint_every: Option<u64>) -> Uuid {
+async fn begin(rig: &Rig, id: UploadId, checkpoint_every: Option<u64>) -> Uuid {
     let session = Uuid::new_v4();
     let begin = BeginPatch {
         session,
@@ -196,7 +196,7 @@ async fn write(rig: &Rig, session: Uuid, bytes: &'static [u8]) -> u64 {
 #[actix_web::test]
 async fn a_long_patch_records_its_offset_at_each_checkpoint() {
     let rig = rig().await;
-    let id = Uuid::new_v4();
+    let id = UploadId::new();
     ask(&rig.upload, CreateTusUpload(row(id, 12, false)), T)
         .await
         .unwrap();
@@ -233,7 +233,7 @@ async fn a_long_patch_records_its_offset_at_each_checkpoint() {
 #[actix_web::test]
 async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
     let rig = rig().await;
-    let id = Uuid::new_v4();
+    let id = UploadId::new();
     ask(&rig.upload, CreateTusUpload(row(id, 10, false)), T)
         .await
         .unwrap();
@@ -368,20 +368,12 @@ async fn upload_actor_panic_fails_one_message_and_it_serves_the_next() {
     let addr = Supervisor::start({
         let dir = rig.dir.path().join("uploads2");
         let store = Store::open(&dir).unwrap();
-        let db = rig.db.clone();
-        move |_| {
-            UploadActor::new(
-                store,
-                db,
-                T,
-                CpuPool::start(1, T),
-                Duration::from_secs(3600),
-            )
-        }
+        let db = Db::new(rig.db.clone(), T);
+        move |_| UploadActor::new(store, db, CpuPool::start(1, T), Duration::from_secs(3600))
     });
     let failed = ask(&addr, InjectFault::Panic, T).await;
     assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");
-    let (id, session) = (Uuid::new_v4(), Uuid::new_v4());
+    let (id, session) = (UploadId::new(), Uuid::new_v4());
     ask(&addr, CreateFile { session, id }, T).await.unwrap();
 }
 
@@ -449,7 +441,7 @@ async fn cpu_pool_refuses_at_once_or_after_a_bounded_wait_when_saturated() {
 async fn upload_actor_finishes_uploads_a_crash_left_whole_but_unfinished() {
     let rig = rig().await;
     for moved in [false, true] {
-        let id = Uuid::new_v4();
+        let id = UploadId::new();
         ask(&rig.upload, CreateTusUpload(row(id, 5, false)), T)
             .await
             .unwrap();
@@ -459,7 +451,7 @@ async fn upload_actor_finishes_uploads_a_crash_left_whole_but_unfinished() {
             std::fs::rename(&tus_file, rig.dir.path().join(format!("uploads/{id}"))).unwrap();
         }
         let advance = AdvanceUpload {
-            id: id.to_string(),
+            id,
             from: 0,
             to: 5,
             expires_at: now() - chrono::Duration::hours(1),
@@ -467,7 +459,7 @@ async fn upload_actor_finishes_uploads_a_crash_left_whole_but_unfinished() {
         assert!(ask(&rig.db, advance, T).await.unwrap());
 
         ask(&rig.upload, SweepExpired, T).await.unwrap();
-        let done = ask(&rig.db, GetUpload(id.to_string()), T).await.unwrap();
+        let done = ask(&rig.db, GetUpload(id), T).await.unwrap();
         assert!(done.complete, "moved={moved}");
         assert_eq!(done.sha256.unwrap(), hex(&Sha256::digest(b"whole")));
         assert_eq!(

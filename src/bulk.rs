@@ -1,4 +1,7 @@
-//! Bulk transfers yield to interactive requests.
+//! Bulk work yields to interactive requests.
+//!
+//! Two means, used by the upload and CPU actors alike: bulk threads (file writes, digests)
+//! run at a lower priority ([`lower_thread_priority`]), and uploads are paced ([`Pace`]).
 //!
 //! Upload bodies arrive on the same HTTP workers, and the same cores, as every short request:
 //! received, parsed and handed on at full speed, a few uploads take the CPU that keeps
@@ -70,6 +73,36 @@ pub fn is_bulk(method: &actix_web::http::Method, path: &str) -> bool {
     (*method == Method::POST || *method == Method::PATCH)
         && (path == "/upload" || path.starts_with("/files"))
 }
+
+/// Lowers the calling thread's scheduling priority (Linux: nice is per thread), once per
+/// thread: bulk upload work (writes, digests) then yields the CPU to request handling, so
+/// `/ping` and friends keep their latency while uploads run.
+pub fn lower_thread_priority() {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    DONE.with(|done| {
+        if !done.replace(true) {
+            lower_priority_now();
+        }
+    });
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority_now() {
+    // SAFETY: gettid and setpriority take and return plain integers and touch no memory of
+    // ours; a failure leaves the priority as it was, which is harmless.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BULK_NICE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority_now() {}
+
+/// The nice value of threads doing bulk upload work.
+const BULK_NICE: libc::c_int = 10;
 
 #[cfg(test)]
 mod tests {

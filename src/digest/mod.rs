@@ -1,4 +1,5 @@
-//! CPU-heavy work, as plain functions the `CpuActor` runs on its `SyncArbiter` threads.
+//! Digests (SHA-256, SHA-1): of bytes, chunk by chunk, or of a stored file; the CPU-heavy
+//! work the `CpuActor` runs on its `SyncArbiter` threads.
 
 use std::io::Read as _;
 use std::path::Path;

@@ -1,0 +1,496 @@
+//! `UploadActor`: owns the files being written, one session per request; [`Uploads`] is the
+//! handle the routes use, and [`UploadSession`] the handler-side half of one file being
+//! written.
+//!
+//! A session streams the request body and hands it over in owned batches ([`WriteChunk`]),
+//! awaiting each, so a slow disk slows the client rather than growing the server's memory.
+//! Every file operation runs on a blocking thread, never on an async worker. A session ends
+//! with exactly one [`FinishFile`] or [`EndSession`]; a session dropped mid-way (client gone)
+//! ends itself, so nothing half-written is ever kept.
+//!
+//! tus uploads keep their offset in the database and their bytes in `tus/{id}`; their
+//! lifecycle is [`tus`]'s.
+
+pub mod session;
+pub mod tus;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::cpu::CpuPool;
+use super::db::Db;
+use super::supervise::{ask, is_alive, respond};
+use crate::bulk::Pace;
+use crate::config::Limits;
+use crate::db::uploads::Upload;
+use crate::error::AppError;
+use crate::ids::UploadId;
+use crate::upload::file::{self, OpenFile, SharedFile};
+use crate::upload::Store;
+pub use session::{SessionGuard, UploadSession};
+pub use tus::{SessionEnd, CHECKPOINT_BYTES};
+
+/// Bytes per write-and-hash step: large enough that per-message costs vanish, small enough
+/// that an upload holds at most two batches in memory.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// The longest one step (a batch's write, creating a file, a wait for a CPU place) may take:
+/// under heavy write-back a disk's metadata operations can stall for seconds, which is slow,
+/// not overloaded.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the end of a session (fsync, rename, the row; for tus the offset, and on the
+/// last PATCH the digest) may take.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the actor needs besides its sessions; cloned into each handler's future.
+#[derive(Clone)]
+pub struct Deps {
+    store: Store,
+    db: Db,
+    cpu: CpuPool,
+    tus_expiry: Duration,
+}
+
+/// Owns the upload sessions; restarted by its `Supervisor` after a panic (sessions then end,
+/// and their files' locks are released with them).
+pub struct UploadActor {
+    deps: Deps,
+    sessions: HashMap<Uuid, Session>,
+}
+
+struct Session {
+    file: SharedFile,
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A `POST /upload` written to a temp file.
+    Fresh { id: UploadId },
+    /// A tus PATCH appending to `tus/{id}`; with `checkpoint_every`, the offset is recorded
+    /// each time that many bytes past the last recorded one are written (and fsynced).
+    Tus {
+        id: UploadId,
+        checkpoint_every: Option<u64>,
+    },
+}
+
+impl UploadActor {
+    /// An actor over `store`, recording metadata through `db` and digesting on `cpu`.
+    pub fn new(store: Store, db: Db, cpu: CpuPool, tus_expiry: Duration) -> Self {
+        Self {
+            deps: Deps {
+                store,
+                db,
+                cpu,
+                tus_expiry,
+            },
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Sweeps expired (and finishes whole) uploads in the background; failures are logged.
+    fn spawn_sweep(&self, ctx: &mut Context<Self>) {
+        let deps = self.deps.clone();
+        ctx.spawn(
+            async move {
+                if let Err(err) = tus::sweep(&deps).await {
+                    log::warn!("sweeping expired uploads failed: {}", tus::log_text(&err));
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn open_session(&mut self, key: Uuid, target: Target) -> SharedFile {
+        let file: SharedFile = Arc::new(Mutex::new(OpenFile::default()));
+        self.sessions.insert(
+            key,
+            Session {
+                file: file.clone(),
+                target,
+            },
+        );
+        file
+    }
+}
+
+impl Actor for UploadActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        // Once at start-up too: a crash may have left uploads whole but unfinished.
+        self.spawn_sweep(ctx);
+        // Sweep often enough that an upload outlives its expiry by at most half of it.
+        let every =
+            (self.deps.tus_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(every, |act, ctx| act.spawn_sweep(ctx));
+    }
+}
+
+impl Supervised for UploadActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        log::warn!("UploadActor restarting");
+        self.sessions.clear();
+    }
+}
+
+/// Writes an upload's row; when that fails, removes the file already on disk at `path`, so
+/// that no file is left without its row.
+async fn insert_row_or_remove(deps: &Deps, row: Upload, path: PathBuf) -> Result<Upload, AppError> {
+    let inserted = deps.db.create_upload(row).await;
+    if inserted.is_err() {
+        let _ = blocking("removing a file whose row failed", move || {
+            file::remove_quietly(&path)
+        })
+        .await;
+    }
+    inserted
+}
+
+/// Runs blocking file work (`what`, for the log) on a blocking thread at bulk priority; an
+/// I/O error is 507 on a full disk, else 500, its cause hidden from the client.
+async fn blocking<T, F>(what: &'static str, work: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let work = move || {
+        crate::bulk::lower_thread_priority();
+        work()
+    };
+    match actix_web::rt::task::spawn_blocking(work).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(err)) => Err(AppError::storage(what, &err)),
+        Err(join) => Err(AppError::internal(what, join)),
+    }
+}
+
+fn no_session() -> AppError {
+    AppError::internal("an upload session", "no such session")
+}
+
+/// Starts a `POST /upload` session: an empty temp file for upload `id`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct CreateFile {
+    /// The session's key, chosen by the caller.
+    pub session: Uuid,
+    /// The upload's id (the file's eventual name).
+    pub id: UploadId,
+}
+
+/// Appends a batch of chunks to a session's file, in order; answers the bytes written by the
+/// session so far.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, AppError>")]
+pub struct WriteChunk {
+    /// The session.
+    pub session: Uuid,
+    /// The next bytes.
+    pub chunks: Vec<Bytes>,
+}
+
+/// Completes a `POST /upload`: fsync, rename into place, then the metadata row. The file is
+/// visible only after all three; a failure removes it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct FinishFile {
+    /// The session.
+    pub session: Uuid,
+    /// The row to record (its id is the session's upload id).
+    pub row: Upload,
+}
+
+/// Creates a tus upload: its empty file, then its row.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct CreateTusUpload(pub Upload);
+
+/// Starts a tus PATCH session: locks the upload's file (423 when another request holds it),
+/// reads the row under the lock, and cuts off any bytes past the durable offset.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Upload, AppError>")]
+pub struct BeginPatch {
+    /// The session's key, chosen by the caller.
+    pub session: Uuid,
+    /// The upload.
+    pub id: UploadId,
+    /// Record the offset (fsync, then the database) every this many bytes while the PATCH
+    /// runs ([`CHECKPOINT_BYTES`]). `None` when the PATCH's bytes must stand or fall
+    /// together (a checksum covers them all).
+    pub checkpoint_every: Option<u64>,
+}
+
+/// Ends a session. A `POST /upload` session's temp file is deleted. A tus session either
+/// keeps what it wrote (fsync, then the offset in the database; the upload is finished when
+/// it is whole) or cuts the file back to where it started.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionEnd, AppError>")]
+pub struct EndSession {
+    /// The session.
+    pub session: Uuid,
+    /// Whether a tus session keeps the bytes it wrote.
+    pub keep: bool,
+}
+
+/// Deletes an upload: its row, then its file. An unfinished tus upload is refused (423)
+/// while a PATCH writes it; `tus: false` (`DELETE /uploads/{id}`) sees complete uploads only.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct RemoveUpload {
+    /// The upload.
+    pub id: UploadId,
+    /// Whether unfinished tus uploads may be removed (tus termination).
+    pub tus: bool,
+}
+
+/// Deletes expired unfinished tus uploads now (the actor also does it on a timer); answers
+/// how many went.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, AppError>")]
+pub struct SweepExpired;
+
+impl Handler<CreateFile> for UploadActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, msg: CreateFile, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let file = this.open_session(msg.session, Target::Fresh { id: msg.id });
+            let path = this.deps.store.temp_path(&msg.id);
+            blocking("creating an upload's file", move || {
+                let (created, writer) = file::create_new_direct(&path, BATCH_BYTES)?;
+                let mut open = file::lock(&file)?;
+                open.file = Some(created);
+                open.writer = Some(writer);
+                Ok(())
+            })
+        })
+    }
+}
+
+impl Handler<WriteChunk> for UploadActor {
+    type Result = ResponseFuture<Result<u64, AppError>>;
+    fn handle(&mut self, msg: WriteChunk, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let session = this
+                .sessions
+                .get(&msg.session)
+                .map(|s| (s.file.clone(), s.target));
+            let deps = this.deps.clone();
+            async move {
+                let (shared, target) = session.ok_or_else(no_session)?;
+                let every = match target {
+                    Target::Tus {
+                        checkpoint_every, ..
+                    } => checkpoint_every,
+                    Target::Fresh { .. } => None,
+                };
+                let inner = shared.clone();
+                // The checkpoint's fsync on the same blocking hop as the write.
+                let (written, due) = blocking("writing an upload", move || {
+                    let written = file::write_chunks(&inner, &msg.chunks)?;
+                    let due = match every {
+                        Some(every) => file::sync_checkpoint(&inner, every)?,
+                        None => None,
+                    };
+                    Ok((written, due))
+                })
+                .await?;
+                // Then the database: the offset never covers bytes not on disk.
+                if let (Target::Tus { id, .. }, Some(span)) = (target, due) {
+                    tus::checkpoint(&deps, id, &shared, span).await?;
+                }
+                Ok(written)
+            }
+        })
+    }
+}
+
+impl Handler<FinishFile> for UploadActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: FinishFile, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let session = this.sessions.remove(&msg.session);
+            let deps = this.deps.clone();
+            async move {
+                let Some(Session {
+                    file: shared,
+                    target: Target::Fresh { id },
+                }) = session
+                else {
+                    return Err(no_session());
+                };
+                let (store, temp) = (deps.store.clone(), deps.store.temp_path(&id));
+                blocking("putting an upload in place", move || {
+                    let mut open = file::lock(&shared)?;
+                    let result =
+                        file::finish_writes(&mut open).and_then(|f| store.persist(&f, &temp, &id));
+                    if result.is_err() {
+                        let _ = file::remove_quietly(&temp);
+                    }
+                    result
+                })
+                .await?;
+                insert_row_or_remove(&deps, msg.row, deps.store.file_path(&id)).await
+            }
+        })
+    }
+}
+
+impl Handler<CreateTusUpload> for UploadActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: CreateTusUpload, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let deps = this.deps.clone();
+            async move { tus::create(&deps, msg.0).await }
+        })
+    }
+}
+
+impl Handler<BeginPatch> for UploadActor {
+    type Result = ResponseFuture<Result<Upload, AppError>>;
+    fn handle(&mut self, msg: BeginPatch, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let target = Target::Tus {
+                id: msg.id,
+                checkpoint_every: msg.checkpoint_every,
+            };
+            let file = this.open_session(msg.session, target);
+            let deps = this.deps.clone();
+            async move { tus::begin_patch(&deps, msg.id, file).await }
+        })
+    }
+}
+
+impl Handler<EndSession> for UploadActor {
+    type Result = ResponseFuture<Result<SessionEnd, AppError>>;
+    fn handle(&mut self, msg: EndSession, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let session = this.sessions.remove(&msg.session);
+            let deps = this.deps.clone();
+            async move {
+                match session {
+                    // Already ended (the session's own end, then its drop's): nothing to do.
+                    None => Ok(SessionEnd::default()),
+                    Some(Session {
+                        file: shared,
+                        target: Target::Fresh { id },
+                    }) => {
+                        let temp = deps.store.temp_path(&id);
+                        blocking("removing an unfinished upload", move || {
+                            let mut open = file::lock(&shared)?;
+                            open.closed = true;
+                            open.file = None;
+                            open.writer = None;
+                            file::remove_quietly(&temp)
+                        })
+                        .await?;
+                        Ok(SessionEnd::default())
+                    }
+                    Some(Session {
+                        file: shared,
+                        target: Target::Tus { id, .. },
+                    }) => tus::end_patch(&deps, id, shared, msg.keep).await,
+                }
+            }
+        })
+    }
+}
+
+impl Handler<RemoveUpload> for UploadActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, msg: RemoveUpload, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let deps = this.deps.clone();
+            async move { tus::remove(&deps, msg.id, msg.tus, false).await.map(drop) }
+        })
+    }
+}
+
+impl Handler<SweepExpired> for UploadActor {
+    type Result = ResponseFuture<Result<usize, AppError>>;
+    fn handle(&mut self, _msg: SweepExpired, ctx: &mut Self::Context) -> Self::Result {
+        respond(self, ctx, |this| {
+            let deps = this.deps.clone();
+            async move { tus::sweep(&deps).await }
+        })
+    }
+}
+
+crate::supervised_async_actor!(UploadActor);
+
+/// The handle to the `UploadActor`: its address, the CPU pool that digests as bytes arrive,
+/// the pacing of bulk work, the limits. Cheap to clone.
+#[derive(Clone)]
+pub struct Uploads {
+    addr: Addr<UploadActor>,
+    cpu: CpuPool,
+    pace: Arc<Pace>,
+    limits: Limits,
+    db_timeout: Duration,
+}
+
+impl Uploads {
+    /// Starts a supervised `UploadActor` over `store` on an arbiter of its own.
+    pub fn start(store: Store, db: Db, cpu: CpuPool, pace: Arc<Pace>, limits: Limits) -> Self {
+        let arbiter = Arbiter::new();
+        let db_timeout = db.timeout();
+        let addr = {
+            let cpu = cpu.clone();
+            Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                UploadActor::new(store, db, cpu, limits.tus_expiry)
+            })
+        };
+        Self {
+            addr,
+            cpu,
+            pace,
+            limits,
+            db_timeout,
+        }
+    }
+
+    /// The actor's address (actor tests, fault injection).
+    pub fn addr(&self) -> &Addr<UploadActor> {
+        &self.addr
+    }
+
+    /// The limits uploads are held to.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Test-only: sends `fault` to the actor (`fault-injection` builds only).
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(&self, fault: super::supervise::Fault) -> Result<(), AppError> {
+        ask(&self.addr, fault.0, super::supervise::Fault::TIMEOUT).await
+    }
+
+    /// Whether the actor answers within `timeout`.
+    pub async fn is_alive(&self, timeout: Duration) -> bool {
+        is_alive(&self.addr, timeout).await
+    }
+
+    /// Creates a tus upload (its file, then its row).
+    pub async fn create_tus(&self, row: Upload) -> Result<Upload, AppError> {
+        ask(&self.addr, CreateTusUpload(row), FINISH_TIMEOUT).await
+    }
+
+    /// Removes an upload (`DELETE /uploads/{id}`; with `tus`, tus termination).
+    pub async fn remove(&self, id: UploadId, tus: bool) -> Result<(), AppError> {
+        ask(&self.addr, RemoveUpload { id, tus }, self.db_timeout * 2).await
+    }
+
+    /// Removes expired tus uploads now; answers how many went.
+    pub async fn sweep(&self) -> Result<usize, AppError> {
+        ask(&self.addr, SweepExpired, FINISH_TIMEOUT).await
+    }
+}

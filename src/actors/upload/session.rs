@@ -1,0 +1,430 @@
+//! [`UploadSession`]: the handler-side half of one file being written, from its first byte
+//! to its row. The `Uploads` handle opens one (`open_form_file`, `begin_patch`); the route
+//! hands it the body (`receive`) and then ends it (`finish`). Everything between the route's
+//! headers and the actor's files happens here: offset and length checks, the digest as bytes
+//! arrive, checkpoints, the checksum's verdict, the row as it is afterwards.
+//!
+//! A session dropped before it ended (its client went away, its handler failed) ends itself:
+//! a `POST /upload` leaves nothing, a PATCH keeps what it wrote unless a checksum covered it.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use uuid::Uuid;
+
+use super::{
+    BeginPatch, CreateFile, EndSession, FinishFile, SessionEnd, UploadActor, Uploads, WriteChunk,
+    BATCH_BYTES, CHECKPOINT_BYTES, FINISH_TIMEOUT, STEP_TIMEOUT,
+};
+use crate::actors::cpu::{CpuPool, HashChunk};
+use crate::actors::supervise::ask;
+use crate::bulk::Pace;
+use crate::db::uploads::Upload;
+use crate::digest::{hex, Algorithm, Hasher};
+use crate::error::AppError;
+use crate::ids::UploadId;
+use crate::time::now;
+use crate::upload::tus::Checksum;
+
+/// How long a new upload's first digest step may wait for a CPU place: past it the CPU pool
+/// is saturated and the upload is refused (503 + `Retry-After`); later steps of an upload
+/// already under way wait up to [`STEP_TIMEOUT`].
+const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
+/// One file being written: a `POST /upload`'s form file or a tus PATCH.
+pub struct UploadSession {
+    uploads: Uploads,
+    guard: SessionGuard,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A `POST /upload` file, hashed as it arrives.
+    Form {
+        id: UploadId,
+        filename: String,
+        content_type: String,
+        received: Option<(u64, Box<Hasher>)>,
+    },
+    /// A PATCH on `row`, at its offset.
+    Patch {
+        row: Upload,
+        checksum: Option<Checksum>,
+        /// The digest of the body so far, when a checksum must be checked.
+        hasher: Option<Box<Hasher>>,
+    },
+}
+
+impl Uploads {
+    /// Opens a `POST /upload` session for a file called `filename` of type `content_type`:
+    /// an empty temp file, under a fresh id.
+    pub async fn open_form_file(
+        &self,
+        filename: String,
+        content_type: String,
+    ) -> Result<UploadSession, AppError> {
+        let (id, session) = (UploadId::new(), Uuid::new_v4());
+        let guard = SessionGuard::new(self.addr.clone(), session, false);
+        ask(&self.addr, CreateFile { session, id }, STEP_TIMEOUT).await?;
+        Ok(UploadSession {
+            uploads: self.clone(),
+            guard,
+            kind: Kind::Form {
+                id,
+                filename,
+                content_type,
+                received: None,
+            },
+        })
+    }
+
+    /// Begins a PATCH of upload `id` at `offset` whose body is `declared` bytes long (when
+    /// the client said): locks the upload (423 when another request holds it), checks the
+    /// offset (409) and the length (413). `checksum`, when given, must match the whole body.
+    pub async fn begin_patch(
+        &self,
+        id: UploadId,
+        offset: u64,
+        checksum: Option<Checksum>,
+        declared: Option<u64>,
+    ) -> Result<UploadSession, AppError> {
+        let session = Uuid::new_v4();
+        // Bytes that arrived before an interruption are kept, unless a checksum was promised:
+        // then they cannot be verified and are dropped.
+        let guard = SessionGuard::new(self.addr.clone(), session, checksum.is_none());
+        // A long PATCH records its offset as it goes, so a crash mid-way loses at most the
+        // last checkpoint's worth; not when a checksum must cover all its bytes, nor when its
+        // length is unknown (a body that turns out too long must leave nothing appended).
+        let checkpoint_every =
+            (checksum.is_none() && declared.is_some()).then_some(CHECKPOINT_BYTES);
+        let begin = BeginPatch {
+            session,
+            id,
+            checkpoint_every,
+        };
+        let row = ask(&self.addr, begin, self.db_timeout * 2).await?;
+        let mut session = UploadSession {
+            uploads: self.clone(),
+            guard,
+            kind: Kind::Patch {
+                hasher: checksum
+                    .as_ref()
+                    .map(|c| Box::new(Hasher::new(c.algorithm))),
+                row,
+                checksum,
+            },
+        };
+        if let Err(err) = session.check_patch(offset, declared) {
+            return Err(session.fail(err).await);
+        }
+        Ok(session)
+    }
+}
+
+impl UploadSession {
+    /// The upload's id.
+    pub fn id(&self) -> UploadId {
+        match &self.kind {
+            Kind::Form { id, .. } => *id,
+            Kind::Patch { row, .. } => row.id,
+        }
+    }
+
+    fn check_patch(&self, offset: u64, declared: Option<u64>) -> Result<(), AppError> {
+        let Kind::Patch { row, .. } = &self.kind else {
+            return Ok(());
+        };
+        if offset != row.upload_offset {
+            return Err(AppError::OffsetMismatch(format!(
+                "Upload-Offset is {offset} but the upload is at {}",
+                row.upload_offset
+            )));
+        }
+        if !row.complete && declared.is_some_and(|len| len > row.remaining()) {
+            return Err(past_length());
+        }
+        Ok(())
+    }
+
+    /// Ends the session at once, so that a PATCH's lock is released before the client hears
+    /// `err`; answers `err`.
+    async fn fail(&mut self, err: AppError) -> AppError {
+        let _ = self.guard.end(FINISH_TIMEOUT).await;
+        err
+    }
+
+    /// Streams `body` into the file. A form file over the upload limit, or a PATCH body past
+    /// `Upload-Length`, is 413 as soon as it crosses it. What arrived before an interrupted
+    /// body is still written: a PATCH keeps it (unless a checksum covers it).
+    pub async fn receive<S, E>(&mut self, body: S) -> Result<(), AppError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (limit, hasher) = match &mut self.kind {
+            Kind::Form { .. } => (
+                self.uploads.limits.max_upload_bytes,
+                Some(Box::new(Hasher::new(Algorithm::Sha256))),
+            ),
+            // Complete already: the PATCH appends nothing, and `finish` says where it is.
+            Kind::Patch { row, .. } if row.complete => return Ok(()),
+            Kind::Patch { row, hasher, .. } => (row.remaining(), hasher.take()),
+        };
+        let streamed = stream_into(
+            &self.uploads.addr,
+            &self.uploads.cpu,
+            &self.uploads.pace,
+            self.guard.session,
+            body,
+            limit,
+            hasher,
+        )
+        .await;
+        match (&mut self.kind, streamed) {
+            (Kind::Form { received, .. }, Ok((size, Some(hasher)))) => {
+                *received = Some((size, hasher));
+                Ok(())
+            }
+            (Kind::Form { .. }, Ok((_, None))) => {
+                Err(AppError::internal("an upload's digest", "missing"))
+            }
+            (Kind::Form { .. }, Err(err)) => Err(err),
+            (Kind::Patch { hasher, .. }, Ok((_, digest))) => {
+                *hasher = digest;
+                Ok(())
+            }
+            (Kind::Patch { .. }, Err(AppError::PayloadTooLarge(_))) => {
+                self.guard.keep = false;
+                Err(self.fail(past_length()).await)
+            }
+            (Kind::Patch { .. }, Err(err)) => Err(self.fail(err).await),
+        }
+    }
+
+    /// Ends the session and answers the upload's row as it is now. A form file is fsynced,
+    /// moved into place and recorded; a PATCH keeps its bytes when they match the checksum
+    /// (460 when not), records the new offset, and completes the upload when it is whole.
+    pub async fn finish(self) -> Result<Upload, AppError> {
+        let Self {
+            uploads,
+            mut guard,
+            kind,
+        } = self;
+        match kind {
+            Kind::Form {
+                id,
+                filename,
+                content_type,
+                received,
+            } => {
+                let (size, hasher) = received
+                    .ok_or_else(|| AppError::internal("an upload session", "nothing received"))?;
+                let row = Upload::stored(id, filename, content_type, size, hex(&hasher.finish()));
+                let session = guard.session;
+                let finished =
+                    ask(&uploads.addr, FinishFile { session, row }, FINISH_TIMEOUT).await;
+                // Finished, or failed inside the actor, which then removed the file itself.
+                guard.armed = false;
+                finished
+            }
+            Kind::Patch {
+                row,
+                checksum,
+                hasher,
+            } => {
+                if row.complete {
+                    return Ok(row);
+                }
+                let matches = match (checksum, hasher) {
+                    (Some(expected), Some(hasher)) => hasher.finish() == expected.digest,
+                    _ => true,
+                };
+                guard.keep = matches;
+                let end = guard.end(FINISH_TIMEOUT).await?;
+                if !matches {
+                    return Err(AppError::ChecksumMismatch);
+                }
+                Ok(match end.completed {
+                    Some(done) => done,
+                    None => row.advanced(end.offset, now(), uploads.limits.tus_expiry),
+                })
+            }
+        }
+    }
+}
+
+fn past_length() -> AppError {
+    AppError::PayloadTooLarge("the body goes past Upload-Length".into())
+}
+
+/// Ends its session when dropped, unless it already ended: a handler that fails, or is
+/// dropped because its client went away, leaves nothing half-written behind.
+pub struct SessionGuard {
+    addr: Addr<UploadActor>,
+    session: Uuid,
+    /// Whether a tus session keeps what it wrote when the guard ends it.
+    keep: bool,
+    armed: bool,
+}
+
+impl SessionGuard {
+    /// Guards `session`; on drop a tus session keeps what it wrote when `keep` is true.
+    pub fn new(addr: Addr<UploadActor>, session: Uuid, keep: bool) -> Self {
+        Self {
+            addr,
+            session,
+            keep,
+            armed: true,
+        }
+    }
+
+    /// Ends the session now (keeping what it wrote as `keep` says) and waits for it: once
+    /// this returns, a tus upload's lock is released. If it fails or is dropped half-way,
+    /// the guard still ends the session when dropped (a second end is a no-op).
+    async fn end(&mut self, timeout: Duration) -> Result<SessionEnd, AppError> {
+        let end = EndSession {
+            session: self.session,
+            keep: self.keep,
+        };
+        let ended = ask(&self.addr, end, timeout).await;
+        if ended.is_ok() {
+            self.armed = false;
+        }
+        ended
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // `do_send`: a message whose sender is gone would be skipped by actix, and this
+            // one must run even though nobody waits for its answer.
+            self.addr.do_send(EndSession {
+                session: self.session,
+                keep: self.keep,
+            });
+        }
+    }
+}
+
+/// Streams `body` into `session` in batches of [`BATCH_BYTES`]: each batch is written by the
+/// actor and, when `hasher` is given, hashed on a CPU thread at the same time, while the next
+/// batch is read from the network. More than `limit` bytes is 413 as soon as it is crossed.
+/// Answers the bytes streamed and the digest state.
+async fn stream_into<S, E>(
+    addr: &Addr<UploadActor>,
+    cpu: &CpuPool,
+    pace: &Pace,
+    session: Uuid,
+    mut body: S,
+    limit: u64,
+    mut hasher: Option<Box<Hasher>>,
+) -> Result<(u64, Option<Box<Hasher>>), AppError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut total: u64 = 0;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_len = 0usize;
+    let mut in_flight: Option<actix_web::rt::task::JoinHandle<StepResult>> = None;
+    let mut interrupted = None;
+    let mut cpu_wait = ADMISSION_WAIT;
+    loop {
+        let done = match body.next().await {
+            Some(Ok(chunk)) => {
+                total += chunk.len() as u64;
+                if total > limit {
+                    return Err(AppError::PayloadTooLarge(format!(
+                        "the upload is over its limit of {limit} bytes"
+                    )));
+                }
+                batch_len += chunk.len();
+                if !chunk.is_empty() {
+                    batch.push(chunk);
+                }
+                false
+            }
+            // What arrived before the interruption is still written: a tus upload keeps it.
+            Some(Err(err)) => {
+                interrupted = Some(AppError::BadRequest(format!(
+                    "the upload was interrupted: {err}"
+                )));
+                true
+            }
+            None => true,
+        };
+        if batch_len >= BATCH_BYTES || (done && batch_len > 0) {
+            if let Some(previous) = in_flight.take() {
+                hasher = joined(previous).await?;
+            }
+            let chunks = std::mem::take(&mut batch);
+            let pause = pace.pause_after(batch_len);
+            batch_len = 0;
+            // Spawned, so the write and the hash go on while the next batch is read.
+            in_flight = Some(actix_web::rt::spawn(step(
+                addr.clone(),
+                cpu.clone(),
+                session,
+                chunks,
+                hasher.take(),
+                cpu_wait,
+            )));
+            cpu_wait = STEP_TIMEOUT;
+            // While the write and hash go on: other requests are waiting for the CPU.
+            if let Some(pause) = pause.filter(|_| !done) {
+                actix_web::rt::time::sleep(pause).await;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if let Some(previous) = in_flight.take() {
+        hasher = joined(previous).await?;
+    }
+    match interrupted {
+        Some(err) => Err(err),
+        None => Ok((total, hasher)),
+    }
+}
+
+type StepResult = Result<Option<Box<Hasher>>, AppError>;
+
+async fn joined(handle: actix_web::rt::task::JoinHandle<StepResult>) -> StepResult {
+    handle
+        .await
+        .map_err(|e| AppError::internal("an upload step", e))?
+}
+
+async fn step(
+    addr: Addr<UploadActor>,
+    cpu: CpuPool,
+    session: Uuid,
+    chunks: Vec<Bytes>,
+    hasher: Option<Box<Hasher>>,
+    cpu_wait: Duration,
+) -> StepResult {
+    let write = ask(
+        &addr,
+        WriteChunk {
+            session,
+            chunks: chunks.clone(),
+        },
+        STEP_TIMEOUT,
+    );
+    let hash = async {
+        match hasher {
+            Some(hasher) => cpu
+                .run_waiting(HashChunk { hasher, chunks }, cpu_wait)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (written, hashed) = futures::join!(write, hash);
+    written?;
+    hashed
+}

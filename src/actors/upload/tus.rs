@@ -1,0 +1,328 @@
+//! A tus upload's lifecycle, as the upload actor runs it: locking a PATCH's file,
+//! checkpoints, the end of a PATCH, completion, removal and the sweep.
+//!
+//! | state | on disk | row | reached by |
+//! |---|---|---|---|
+//! | created | `tus/{id}`, empty | offset 0, `expires_at` = now + expiry | `POST /files/` ([`create`]) |
+//! | locked by a PATCH | `tus/{id}` under an exclusive `flock`, cut back to the offset | as before | [`begin_patch`] (423 while another PATCH holds it) |
+//! | checkpointed | bytes up to the offset fsynced | offset moved, expiry pushed | every [`CHECKPOINT_BYTES`] of a long PATCH ([`checkpoint`]), and at its end ([`end_patch`]) |
+//! | whole | every byte fsynced | offset = size, not complete | the last PATCH's end |
+//! | complete | `{id}`, fsynced, renamed, directory fsynced | complete, `sha256`, no expiry | [`finish`], right after the last PATCH's end |
+//! | expired and swept | removed | removed | [`sweep`]: unfinished, not whole, expiry passed, not locked |
+//! | whole but not complete | `tus/{id}` or already `{id}` | offset = size, not complete | a crash between a PATCH's end and completion; [`sweep`] finishes it |
+//!
+//! The offset in the row only ever covers bytes already fsynced, and the file's lock is
+//! released only after the offset is recorded, so the next PATCH (here or in another process
+//! sharing the directory) starts from a durable offset.
+
+use std::fs::File;
+
+use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
+use crate::actors::cpu::DigestFile;
+use crate::db::uploads::{expires_at, Upload};
+use crate::digest::{hex, Algorithm};
+use crate::error::AppError;
+use crate::ids::UploadId;
+use crate::time::now;
+use crate::upload::file::{self, SharedFile};
+
+/// How often a long PATCH records its offset (fsync, then the database), so a crash mid-way
+/// keeps what was written up to the last checkpoint.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// Expired tus uploads removed per sweep.
+const SWEEP_LIMIT: i64 = 100;
+
+/// How a PATCH session ended.
+#[derive(Debug, Clone, Default)]
+pub struct SessionEnd {
+    /// The upload's durable offset now.
+    pub offset: u64,
+    /// The upload's row, when this session completed it.
+    pub completed: Option<Upload>,
+}
+
+/// Creates a tus upload: its empty file, then its row; an empty upload is complete at once.
+pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
+    let id = row.id;
+    let path = deps.store.tus_path(&id);
+    let created = path.clone();
+    blocking("creating a tus file", move || {
+        file::create_new(&created).map(drop)
+    })
+    .await?;
+    let row = insert_row_or_remove(deps, row, path).await?;
+    if row.size == 0 {
+        return finish(deps, id).await;
+    }
+    Ok(row)
+}
+
+/// An unfinished tus upload's file, as a try at its lock found it.
+enum TusLock {
+    /// Locked by this caller until the file is dropped.
+    Held(File),
+    /// Another writer (in this process or another) holds it.
+    Busy,
+    /// No file: finished and moved into place, or removed.
+    Gone,
+}
+
+/// Tries to lock the tus file of upload `id`, on a blocking thread.
+async fn lock(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
+    let path = deps.store.tus_path(id);
+    blocking("locking a tus file", move || {
+        match file::open_locked(&path) {
+            Ok(Some(file)) => Ok(TusLock::Held(file)),
+            Ok(None) => Ok(TusLock::Busy),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TusLock::Gone),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+fn locked() -> AppError {
+    AppError::Locked("another request is writing this upload; retry when it is done".into())
+}
+
+/// Starts a PATCH on upload `id` in the session whose file is `shared`: locks the upload's
+/// file (423 when another request holds it), reads the row under the lock, and cuts off any
+/// bytes past the durable offset. A complete upload is answered as it is, unlocked.
+pub async fn begin_patch(
+    deps: &Deps,
+    id: UploadId,
+    shared: SharedFile,
+) -> Result<Upload, AppError> {
+    let row = deps.db.upload(id).await?;
+    if row.complete {
+        return Ok(row);
+    }
+    let handle = match lock(deps, &id).await? {
+        // Finished (and moved into place) or terminated since the first read.
+        TusLock::Gone => return deps.db.upload(id).await,
+        TusLock::Busy => return Err(locked()),
+        TusLock::Held(handle) => handle,
+    };
+    // Read again under the lock: the previous writer may have moved the offset.
+    let row = deps.db.upload(id).await?;
+    if row.complete {
+        return Ok(row);
+    }
+    if row.is_expired(now()) {
+        return Err(AppError::Gone("this upload has expired".into()));
+    }
+    let (offset, size) = (row.upload_offset, row.size);
+    blocking("opening a tus file", move || {
+        let mut handle = handle;
+        file::rewind(&mut handle, offset)?;
+        let mut open = file::lock(&shared)?;
+        open.base = offset;
+        open.durable = offset;
+        open.size = size;
+        open.file = Some(handle);
+        Ok(())
+    })
+    .await?;
+    Ok(row)
+}
+
+/// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an
+/// offset that is no longer at `from` is an error (the file's lock should prevent it).
+async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<(), AppError> {
+    let until = expires_at(now(), deps.tus_expiry);
+    if !deps.db.advance_upload(id, from, to, until).await? {
+        return Err(AppError::internal(
+            "recording a tus offset",
+            format_args!("upload {id} was not at {from} while its file was locked"),
+        ));
+    }
+    Ok(())
+}
+
+/// A checkpoint a PATCH's write found due: the bytes up to `to` are fsynced; record them.
+pub async fn checkpoint(
+    deps: &Deps,
+    id: UploadId,
+    shared: &SharedFile,
+    (from, to): (u64, u64),
+) -> Result<(), AppError> {
+    advance(deps, id, from, to).await?;
+    let mut open = file::lock(shared).map_err(|e| AppError::storage("an upload session", &e))?;
+    open.durable = open.durable.max(to);
+    Ok(())
+}
+
+/// Ends a PATCH: with `keep`, its bytes are fsynced and the offset recorded (and the upload
+/// finished when whole); without, the file is cut back to the last recorded offset. The
+/// file's lock goes with `shared`, released only once the offset is recorded.
+pub async fn end_patch(
+    deps: &Deps,
+    id: UploadId,
+    shared: SharedFile,
+    keep: bool,
+) -> Result<SessionEnd, AppError> {
+    let inner = shared.clone();
+    // From the last recorded offset: the session's start, or its last checkpoint.
+    let (durable, end, size) = blocking("ending a PATCH", move || {
+        let mut open = file::lock(&inner)?;
+        open.closed = true;
+        let (durable, end, size) = (open.durable, open.base + open.written, open.size);
+        let Some(handle) = open.file.as_mut() else {
+            return Ok((durable, durable, size));
+        };
+        if keep && end > durable {
+            handle.sync_data()?;
+            Ok((durable, end, size))
+        } else {
+            file::rewind(handle, durable)?;
+            Ok((durable, durable, size))
+        }
+    })
+    .await?;
+    if end == durable {
+        return Ok(SessionEnd {
+            offset: durable,
+            completed: None,
+        });
+    }
+    if let Err(err) = advance(deps, id, durable, end).await {
+        // When the client went away mid-batch, that batch's checkpoint may have recorded
+        // part of this range meanwhile: go on from where it got to.
+        let recorded = deps.db.upload(id).await?.upload_offset;
+        if !(durable < recorded && recorded < end) {
+            return Err(err);
+        }
+        advance(deps, id, recorded, end).await?;
+    }
+    let completed = if end == size {
+        Some(finish(deps, id).await?)
+    } else {
+        None
+    };
+    drop(shared);
+    Ok(SessionEnd {
+        offset: end,
+        completed,
+    })
+}
+
+/// A whole tus upload: digest it, move it into place, mark it complete. After a crash the
+/// file may already be in place (moved, not yet marked): it is digested there.
+async fn finish(deps: &Deps, id: UploadId) -> Result<Upload, AppError> {
+    let tus_path = deps.store.tus_path(&id);
+    let probe = tus_path.clone();
+    let moved = !blocking("finding a tus file", move || probe.try_exists()).await?;
+    let path = if moved {
+        deps.store.file_path(&id)
+    } else {
+        tus_path
+    };
+    let digest = DigestFile {
+        algorithm: Algorithm::Sha256,
+        path: path.clone(),
+    };
+    let digest = deps.cpu.run_waiting(digest, STEP_TIMEOUT).await?;
+    if !moved {
+        let store = deps.store.clone();
+        blocking("moving a finished tus upload into place", move || {
+            let file = File::open(&path)?;
+            store.persist(&file, &path, &id)
+        })
+        .await?;
+    }
+    deps.db.complete_upload(id, hex(&digest)).await
+}
+
+/// Removes one upload: its row, then its files. `tus` allows an unfinished one (tus
+/// termination: 423 while a PATCH writes it); `only_expired` removes only an unfinished one
+/// whose expiry has passed, and skips one that is locked. Answers whether it was removed.
+pub async fn remove(
+    deps: &Deps,
+    id: UploadId,
+    tus: bool,
+    only_expired: bool,
+) -> Result<bool, AppError> {
+    let row = deps.db.upload(id).await?;
+    if !row.complete && !tus {
+        return Err(AppError::no_upload());
+    }
+    let held = if row.complete {
+        None
+    } else {
+        match lock(deps, &id).await? {
+            TusLock::Busy if only_expired => return Ok(false),
+            TusLock::Busy => {
+                return Err(AppError::Locked(
+                    "a request is writing this upload; retry when it is done".into(),
+                ))
+            }
+            TusLock::Held(handle) => Some(handle),
+            TusLock::Gone => None,
+        }
+    };
+    if only_expired {
+        // Re-read under the lock: a PATCH may have just extended it.
+        let row = deps.db.upload(id).await?;
+        if row.complete || row.is_whole() || !row.is_expired(now()) {
+            return Ok(false);
+        }
+    }
+    deps.db.delete_upload(id).await?;
+    let (file_path, tus_path) = (deps.store.file_path(&id), deps.store.tus_path(&id));
+    blocking("removing an upload's files", move || {
+        file::remove_quietly(&file_path)?;
+        file::remove_quietly(&tus_path)?;
+        drop(held);
+        Ok(())
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Finishes uploads left whole but unfinished by a crash (their clients see the full offset
+/// and will not PATCH again); one that a PATCH holds is left to that PATCH.
+async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
+    for id in deps.db.whole_uploads(SWEEP_LIMIT).await? {
+        let held = match lock(deps, &id).await? {
+            TusLock::Busy => continue,
+            TusLock::Held(handle) => Some(handle),
+            TusLock::Gone => None,
+        };
+        let row = deps.db.upload(id).await?;
+        if !row.complete && row.is_whole() {
+            match finish(deps, id).await {
+                Ok(_) => log::warn!("finished upload {id}, left whole but unfinished"),
+                Err(err) => log::warn!("could not finish upload {id}: {}", log_text(&err)),
+            }
+        }
+        drop(held);
+    }
+    Ok(())
+}
+
+/// Finishes whole uploads, then removes expired ones; answers how many were removed.
+pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
+    if let Err(err) = finish_whole(deps).await {
+        log::warn!("finishing whole uploads failed: {}", log_text(&err));
+    }
+    let mut removed = 0;
+    for id in deps.db.expired_uploads(now(), SWEEP_LIMIT).await? {
+        match remove(deps, id, true, true).await {
+            Ok(true) => removed += 1,
+            Ok(false) | Err(AppError::NotFound(_)) => {}
+            Err(err) => log::warn!("could not remove expired upload {id}: {}", log_text(&err)),
+        }
+    }
+    if removed > 0 {
+        log::info!("removed {removed} expired tus upload(s)");
+    }
+    Ok(removed)
+}
+
+/// An error of background work (no request to answer), for its log line: the hidden cause
+/// when there is one.
+pub fn log_text(err: &AppError) -> String {
+    err.hidden()
+        .map_or_else(|| err.message().to_owned(), ToString::to_string)
+}

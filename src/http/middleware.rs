@@ -1,0 +1,185 @@
+//! The request context every response passes through: request id, access log, panic
+//! catching, the JSON error shape for every failure whichever layer produced it, and the one
+//! log line of every 5xx's cause.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, Uri};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage as _};
+use futures::FutureExt;
+
+use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
+use crate::bulk::{is_bulk, Pace};
+use crate::error::AppError;
+
+/// What the log lines of one request share.
+struct Context {
+    started: Instant,
+    id: HeaderValue,
+    method: Method,
+    uri: Uri,
+}
+
+/// The middleware itself (`actix_web::middleware::from_fn`).
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // Kept for the log line of a request whose handler panicked (routing needs the request
+    // itself unshared, so it cannot be cloned here).
+    let cx = Context {
+        started,
+        id,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+    };
+    // Uploads yield to the requests noted here (`bulk`).
+    if !is_bulk(&cx.method, cx.uri.path()) {
+        if let Some(pace) = req.app_data::<web::Data<Pace>>() {
+            pace.note_interactive(started);
+        }
+    }
+
+    let outcome = std::panic::AssertUnwindSafe(next.call(req))
+        .catch_unwind()
+        .await;
+    let failure = match outcome {
+        Ok(Ok(res)) => {
+            let mut res = render_error(res.map_into_boxed_body(), &cx);
+            res.headers_mut().insert(REQUEST_ID.clone(), cx.id.clone());
+            cx.access_log(res.status().as_u16());
+            return Ok(res);
+        }
+        // An error that escaped the service (middleware-level failures).
+        Ok(Err(err)) => err
+            .as_error::<AppError>()
+            .map_or_else(|| classify(&err), Clone::clone),
+        Err(payload) => AppError::internal(
+            "panic in an HTTP handler",
+            crate::error::panic_text(&*payload),
+        ),
+    };
+    cx.log_failure(&failure);
+    cx.access_log(failure.status().as_u16());
+    Err(Rendered {
+        error: failure,
+        id: cx.id,
+    }
+    .into())
+}
+
+impl Context {
+    fn access_log(&self, status: u16) {
+        log::info!(
+            target: "troupe::access",
+            "{} {} {status} {:.3}ms request_id={}",
+            self.method,
+            self.uri.path(),
+            self.started.elapsed().as_secs_f64() * 1000.0,
+            id_str(&self.id),
+        );
+    }
+
+    /// The one log line of a 5xx: its code and cause (hidden from the client or not), with
+    /// the request id. Client errors are the client's to read and are not logged.
+    fn log_failure(&self, err: &AppError) {
+        let status = err.status();
+        if !status.is_server_error() {
+            return;
+        }
+        let cause = err
+            .hidden()
+            .map_or_else(|| err.message().to_owned(), ToString::to_string);
+        let level = if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR {
+            log::Level::Error
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
+            "{} {} answered {} {}: {cause} request_id={}",
+            self.method,
+            self.uri.path(),
+            status.as_u16(),
+            err.code(),
+            id_str(&self.id),
+        );
+    }
+}
+
+/// An error already tied to its request id: what the middleware answers when the service
+/// itself failed or panicked and no response is left to re-render.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+struct Rendered {
+    error: AppError,
+    id: HeaderValue,
+}
+
+impl actix_web::ResponseError for Rendered {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.error.status()
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let mut res = self.error.to_response(id_str(&self.id));
+        res.headers_mut()
+            .insert(REQUEST_ID.clone(), self.id.clone());
+        res
+    }
+}
+
+/// Re-renders every error response as `API.md`'s JSON with this request's id: responses
+/// built from an error (handlers, extractors) and bare error statuses (routing's 404,
+/// a resource's 405). A 5xx's cause is logged here, once.
+fn render_error(res: ServiceResponse<BoxBody>, cx: &Context) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return res;
+    }
+    let app = match res.response().error() {
+        Some(err) => err
+            .as_error::<AppError>()
+            .map_or_else(|| classify(err), Clone::clone),
+        None => {
+            let is_json = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+            if is_json {
+                // A handler shaped this error itself (`/readyz`, the fan-out's 502s).
+                return res;
+            }
+            AppError::from_status(status)
+        }
+    };
+    cx.log_failure(&app);
+    let mut fresh = app.to_response(id_str(&cx.id));
+    // Keep headers the original answer set on purpose (Allow, tus headers, ...).
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && !fresh.headers().contains_key(name)
+        {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    res.into_response(fresh)
+}
+
+/// An error from actix-web or another crate, by the status it answers with.
+fn classify(err: &actix_web::Error) -> AppError {
+    let status = err.as_response_error().status_code();
+    match AppError::from_status(status) {
+        AppError::BadRequest(_) => AppError::BadRequest(err.to_string()),
+        AppError::Internal(_) => AppError::internal("an error from the HTTP layer", err),
+        other => other,
+    }
+}
