@@ -1,0 +1,29 @@
+//! Reading what the server answered.
+
+/// The `x-request-id` a response carries.
+pub fn request_id<S>(res: &awc::ClientResponse<S>) -> String {
+    res.headers()
+        .get("x-request-id")
+        .expect("x-request-id header")
+        .to_str()
+        .expect("ASCII request id")
+        .to_owned()
+}
+
+/// Reads a response's status, headers and JSON body (`Null` when empty or not JSON).
+pub async fn read_json<S>(
+    mut res: awc::ClientResponse<S>,
+) -> (u16, awc::http::header::HeaderMap, serde_json::Value)
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .expect("body failed");
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
