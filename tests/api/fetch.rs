@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{read_json, spawn_app_with, Backend, TestApp};
-use crate::upstream_stub::{refused_url, Stub};
+use crate::helpers::{
+    header, read_json, refused_url, request_id, spawn_app_with, troupe, Backend, Event, Stub,
+    TestApp,
+};
 
 /// The app with `TROUPE_UPSTREAMS` built from `sources` and `vars` on top.
 async fn app_with(sources: &[(&str, String)], vars: &[(&str, &str)]) -> TestApp {
@@ -16,10 +18,6 @@ async fn app_with(sources: &[(&str, String)], vars: &[(&str, &str)]) -> TestApp 
     let mut all = vec![("TROUPE_UPSTREAMS", upstreams.as_str())];
     all.extend_from_slice(vars);
     spawn_app_with(Backend::Sqlite, &all).await.unwrap()
-}
-
-fn header<'a>(headers: &'a awc::http::header::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[actix_web::test]
@@ -48,10 +46,8 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
             "b": {"tag": "b", "status": 200},
         })
     );
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
-    assert!(header(&headers, "content-type")
-        .unwrap()
-        .starts_with("application/json"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
+    assert!(header(&headers, "content-type").starts_with("application/json"));
     // One id follows the request to every source.
     assert_eq!(stub.request_id("tag=a").as_deref(), Some("trace-42"));
     assert_eq!(stub.request_id("tag=b").as_deref(), Some("trace-42"));
@@ -124,7 +120,7 @@ async fn aggregate_marks_a_partial_answer_incomplete_with_a_stable_code_per_fail
     let (status, headers, body) = read_json(res).await;
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["ok"]["tag"], "ok");
     let errors = body["_errors"].as_object().expect("_errors");
     for (source, code) in [
@@ -181,7 +177,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
         body["error"]["sources"]["garbage"]["code"],
         "upstream_invalid_json"
     );
-    let request_id = header(&headers, "x-request-id").unwrap();
+    let request_id = request_id(&headers);
     assert_eq!(body["error"]["request_id"], request_id);
 
     let (status, _, body) = app.get_json("/aggregate?sources=hang1,hang2").await;
@@ -276,7 +272,7 @@ async fn the_request_deadline_holds_with_a_hanging_upstream() {
     let elapsed = started.elapsed();
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["_errors"]["hanging"]["code"], "upstream_timeout");
     assert!(
         body["_errors"]["hanging"]["message"]
@@ -316,7 +312,7 @@ async fn a_client_that_goes_away_cancels_its_upstream_calls() {
         let drops = stub
             .events()
             .iter()
-            .filter(|e| matches!(e, crate::upstream_stub::Event::Dropped(t, _) if t.contains("tag=slow")))
+            .filter(|e| matches!(e, Event::Dropped(t, _) if t.contains("tag=slow")))
             .count();
         if drops == 2 {
             break;
@@ -342,7 +338,7 @@ async fn one_retry_cures_a_single_5xx_and_no_source_is_called_more_than_twice() 
     let (status, headers, body) = app.get_json("/aggregate").await;
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["flaky"]["tag"], "flaky", "{body}");
     assert_eq!(stub.requests("tag=flaky"), 2);
     assert_eq!(body["_errors"]["down"]["code"], "upstream_status");
@@ -400,7 +396,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
     );
     let (status, headers, body) = app.get_json("/aggregate").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
     assert_eq!(body["sw"]["tag"], "sw");
     let (_, _, ready) = app.get_json("/readyz").await;
     let sw = &ready["components"]["upstreams"]["sw"];
@@ -463,7 +459,7 @@ async fn with_no_sources_configured_the_answers_are_empty() {
     let (status, headers, body) = app.get_json("/aggregate").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({}));
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
     let (status, _, body) = app.get_json("/parallel").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"results": []}));
@@ -506,7 +502,7 @@ async fn https_sources_are_called_over_tls() {
 #[test]
 fn a_bad_upstream_entry_stops_start_up_with_one_line_naming_it_but_not_its_url() {
     let dir = tempfile::tempdir().unwrap();
-    let out = crate::startup::troupe()
+    let out = troupe()
         .current_dir(dir.path())
         .env(
             "TROUPE_UPSTREAMS",

@@ -15,5 +15,4 @@ mod tus;
 mod tus_js;
 mod upload_actors;
 mod uploads;
-mod upstream_stub;
 mod users;

@@ -49,7 +49,7 @@ async fn a_panicking_http_handler_answers_500_json_and_the_server_keeps_serving(
             .send()
             .await
             .unwrap();
-        let id = crate::helpers::request_id(&res);
+        let id = crate::helpers::request_id(res.headers());
         let (status, _, body) = read_json(res).await;
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["error"]["code"], "internal");

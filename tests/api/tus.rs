@@ -10,8 +10,10 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::both_backends;
-use crate::helpers::{read_json, spawn_app, spawn_app_with, start, Backend, TestApp};
-use crate::uploads::{files_under, get_bytes, header, hex, sha256_hex, Noise};
+use crate::helpers::{
+    app_on_small_disk, client_source, files_under, header, hex, read_json, run_client, sha256_hex,
+    spawn_app, spawn_app_with, start, tus_client_required, Backend, Noise, TestApp,
+};
 
 type Headers = awc::http::header::HeaderMap;
 
@@ -346,7 +348,7 @@ async fn an_interrupted_upload_resumes_across_a_restart(backend: Backend) {
     assert_eq!(meta["sha256"], sha256_hex(&data));
     assert_eq!(meta["filename"], "resume.bin");
     assert_eq!(meta["content_type"], "application/x-resume");
-    let (_, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+    let (_, _, content) = app.get_bytes(&format!("/uploads/{id}/content"), None).await;
     assert!(content == data, "content differs");
     assert!(files_under(&app.dir.path().join("uploads/tus")).is_empty());
 }
@@ -583,39 +585,6 @@ second.upload()
 print(second.url)
 "#;
 
-/// Whether the real-client tests must run (`TROUPE_REQUIRE_TUS_CLIENT=1`) instead of skipping.
-pub fn tus_client_required() -> bool {
-    std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
-}
-
-/// A server on SQLite and a 5 MB file for a real client to upload: the app, the bytes and
-/// the file's path.
-pub async fn client_source(seed: u64, name: &str) -> (TestApp, Vec<u8>, std::path::PathBuf) {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let data = Noise::new(seed).chunk(5_000_000);
-    let file = app.dir.path().join(name);
-    std::fs::write(&file, &data).unwrap();
-    (app, data, file)
-}
-
-/// Runs a real client (`program` `args`) off the async workers; fails the test with its
-/// output unless it succeeds, else answers its stdout.
-pub async fn run_client(name: &str, program: String, args: Vec<String>) -> String {
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new(program).args(args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[actix_web::test]
 async fn a_real_tus_client_uploads_and_resumes() {
     let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -696,7 +665,7 @@ async fn a_long_patch_records_its_offset_while_it_runs() {
 /// the space.
 #[actix_web::test]
 async fn a_patch_that_fills_the_disk_is_507_and_keeps_what_it_wrote() {
-    let Some(small) = crate::uploads::app_on_small_disk().await else {
+    let Some(small) = app_on_small_disk().await else {
         return;
     };
     let (app, uploads) = (&small.app, &small.uploads);

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use awc::http::Method;
 
-use crate::tus::{client_source, run_client, tus_client_required};
-use crate::uploads::{files_under, get_bytes, header, sha256_hex};
+use crate::helpers::{
+    client_source, files_under, header, run_client, sha256_hex, tus_client_required,
+};
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tus-js");
 
@@ -72,7 +73,7 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
     assert_eq!(meta["filename"], "tus-js.bin");
     assert_eq!(meta["content_type"], "application/x-tus-js");
     assert_eq!(meta["size"], data.len());
-    let (status, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+    let (status, _, content) = app.get_bytes(&format!("/uploads/{id}/content"), None).await;
     assert_eq!(status, 200);
     assert!(content == data, "content differs");
 

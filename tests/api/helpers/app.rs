@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real troupe on port 0, over a fresh SQLite file or a fresh PostgreSQL
 //! database, and an HTTP client that speaks to it.
 
+use std::process::Command;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -133,4 +134,16 @@ impl TestApp {
         self.handle.stop(true).await;
         (self.db, self.dir)
     }
+}
+
+/// The binary, with no `TROUPE_*` or `DATABASE_URL` from the environment.
+pub fn troupe() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TROUPE_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
 }
