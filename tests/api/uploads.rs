@@ -14,7 +14,7 @@ use crate::helpers::{
 };
 
 async fn assert_no_uploads_listed(app: &TestApp) {
-    let (status, _, body) = app.get_json("/uploads").await;
+    let (status, _, body) = app.list_uploads("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["uploads"].as_array().unwrap().len(), 0, "{body}");
 }
@@ -29,7 +29,7 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         b"".as_slice(),
         b"\r\n--not-the-boundary\r\n".as_slice(),
     ] {
-        let (status, headers, body) = app.post_form(form("report.pdf", data)).await;
+        let (status, headers, body) = app.post_upload("report.pdf", data).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["status"], "uploaded");
         assert_eq!(body["filename"], "report.pdf");
@@ -45,13 +45,12 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         let on_disk = std::fs::read(app.dir.path().join("uploads").join(&id)).unwrap();
         assert_eq!(on_disk, data);
 
-        let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+        let (status, _, meta) = app.get_upload(&id).await;
         assert_eq!(status, 200, "{meta}");
         assert_eq!(meta["sha256"], sha256_hex(data));
         assert_eq!(meta["size"], data.len());
 
-        let (status, headers, content) =
-            app.get_bytes(&format!("/uploads/{id}/content"), None).await;
+        let (status, headers, content) = app.get_content(id, None).await;
         assert_eq!(status, 200);
         assert_eq!(content, data);
         assert_eq!(
@@ -64,7 +63,7 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         assert!(disposition.starts_with("attachment"), "{disposition}");
         assert!(disposition.contains("report.pdf"), "{disposition}");
     }
-    let (_, _, list) = app.get_json("/uploads").await;
+    let (_, _, list) = app.list_uploads("").await;
     assert_eq!(list["uploads"].as_array().unwrap().len(), 3, "{list}");
     // Nothing is left in the temp area.
     assert!(files_under(&app.dir.path().join("uploads/.tmp")).is_empty());
@@ -132,19 +131,14 @@ async fn an_upload_over_the_limit_is_413_and_keeps_nothing(backend: Backend) {
     };
     // At the limit: taken.
     let exact = Noise::new(1).chunk(1 << 20);
-    let (status, _, body) = app.post_form(form("exact.bin", &exact)).await;
+    let (status, _, body) = app.post_upload("exact.bin", &exact).await;
     assert_eq!(status, 201, "{body}");
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", body["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    let (status, _, _) = app.delete_upload(body["id"].as_str().unwrap()).await;
+    assert_eq!(status, 204);
 
     // One byte over, with a Content-Length small enough to be read: 413 once crossed.
     let over = Noise::new(2).chunk((1 << 20) + 1);
-    let (status, _, body) = app.post_form(form("over.bin", &over)).await;
+    let (status, _, body) = app.post_upload("over.bin", &over).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
     assert_no_uploads_listed(&app).await;
@@ -259,7 +253,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_no_file_and_no_row(backend:
     assert_no_files_left(&app).await;
     assert_no_uploads_listed(&app).await;
     // The server still serves uploads.
-    let (status, _, body) = app.post_form(form("after.txt", b"still here")).await;
+    let (status, _, body) = app.post_upload("after.txt", b"still here").await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -274,11 +268,11 @@ async fn hostile_filenames_are_only_sanitised_metadata(backend: Backend) {
         ("..", "upload"),
         ("\u{202e}gnp.exe", "gnp.exe"),
     ] {
-        let (status, _, body) = app.post_form(form(raw, b"x")).await;
+        let (status, _, body) = app.post_upload(raw, b"x").await;
         assert_eq!(status, 201, "{raw:?}: {body}");
         assert_eq!(body["filename"], want, "{raw:?}");
         let id = body["id"].as_str().unwrap();
-        let (_, headers, _) = app.get_bytes(&format!("/uploads/{id}/content"), None).await;
+        let (_, headers, _) = app.get_content(id, None).await;
         let disposition = header(&headers, "content-disposition");
         assert!(
             !disposition.contains('/') && !disposition.contains(".."),
@@ -287,7 +281,7 @@ async fn hostile_filenames_are_only_sanitised_metadata(backend: Backend) {
     }
     // NUL and control characters in the part's headers: refused or cleaned, never a path.
     for raw in ["nul\0.txt", "bell\x07.txt", "cr\rlf.txt"] {
-        let (status, _, body) = app.post_form(form(raw, b"x")).await;
+        let (status, _, body) = app.post_upload(raw, b"x").await;
         assert!(status == 201 || status == 400, "{raw:?}: {status} {body}");
         if status == 201 {
             let name = body["filename"].as_str().unwrap();
@@ -313,14 +307,7 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
         return;
     };
     // Not multipart.
-    let res = app
-        .client
-        .post(app.url("/upload"))
-        .insert_header(("content-type", "application/json"))
-        .send_body("{}")
-        .await
-        .unwrap();
-    let (status, _, body) = read_json(res).await;
+    let (status, _, body) = app.post_upload_as("application/json", b"{}".to_vec()).await;
     assert_eq!(status, 415, "{body}");
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
@@ -361,21 +348,6 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
     assert_no_files_left(&app).await;
 }
 
-async fn post_with_type(
-    app: &TestApp,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
-    let res = app
-        .client
-        .post(app.url("/upload"))
-        .insert_header(("content-type", content_type))
-        .send_body(body)
-        .await
-        .expect("request failed");
-    read_json(res).await
-}
-
 async fn a_browser_form_with_fields_around_the_file_is_stored(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -396,7 +368,7 @@ async fn a_browser_form_with_fields_around_the_file_is_stored(backend: Backend) 
         .as_bytes(),
     );
     let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
-    let (status, _, body) = post_with_type(&app, &content_type, body).await;
+    let (status, _, body) = app.post_upload_as(&content_type, body).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["filename"], "résumé.pdf");
     assert_eq!(body["content_type"], "application/pdf");
@@ -421,12 +393,14 @@ async fn framing_over_its_limits_is_400(backend: Backend) {
     let body =
         format!("--{long}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--{long}--");
     let content_type = format!("multipart/form-data; boundary={long}");
-    let (status, _, body) = post_with_type(&app, &content_type, body.into_bytes()).await;
+    let (status, _, body) = app.post_upload_as(&content_type, body.into_bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
 
     // No boundary at all.
-    let (status, _, body) = post_with_type(&app, "multipart/form-data", form("a", b"x")).await;
+    let (status, _, body) = app
+        .post_upload_as("multipart/form-data", form("a", b"x"))
+        .await;
     assert_eq!(status, 400, "{body}");
 
     // A part with more than 16 headers, or more than 8 KiB of them.
@@ -454,19 +428,19 @@ async fn content_serves_single_ranges_and_refuses_unsatisfiable_ones(backend: Ba
         return;
     };
     let data: Vec<u8> = (0..100u8).collect();
-    let (_, _, body) = app.post_form(form("range.bin", &data)).await;
-    let path = format!("/uploads/{}/content", body["id"].as_str().unwrap());
+    let (_, _, body) = app.post_upload("range.bin", &data).await;
+    let id = body["id"].as_str().unwrap();
 
-    let (status, headers, part) = app.get_bytes(&path, Some("bytes=10-19")).await;
+    let (status, headers, part) = app.get_content(id, Some("bytes=10-19")).await;
     assert_eq!(status, 206);
     assert_eq!(part, &data[10..20]);
     assert_eq!(header(&headers, "content-range"), "bytes 10-19/100");
 
-    let (status, _, part) = app.get_bytes(&path, Some("bytes=-5")).await;
+    let (status, _, part) = app.get_content(id, Some("bytes=-5")).await;
     assert_eq!(status, 206);
     assert_eq!(part, &data[95..]);
 
-    let (status, headers, body) = app.get_bytes(&path, Some("bytes=500-600")).await;
+    let (status, headers, body) = app.get_content(id, Some("bytes=500-600")).await;
     assert_eq!(status, 416);
     assert_eq!(header(&headers, "content-range"), "bytes */100");
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -479,44 +453,32 @@ async fn listing_pages_and_deleting_removes_row_and_file(backend: Backend) {
     };
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (_, _, body) = app.post_form(form(&format!("f{i}.txt"), b"data")).await;
+        let (_, _, body) = app.post_upload(&format!("f{i}.txt"), b"data").await;
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     ids.sort();
-    let (status, _, page) = app.get_json("/uploads?limit=2").await;
+    let (status, _, page) = app.list_uploads("limit=2").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["uploads"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_after"], ids[1].as_str());
-    let (_, _, rest) = app
-        .get_json(&format!("/uploads?limit=2&after={}", ids[1]))
-        .await;
+    let (_, _, rest) = app.list_uploads(&format!("limit=2&after={}", ids[1])).await;
     assert_eq!(rest["uploads"][0]["id"], ids[2].as_str());
     assert!(rest["next_after"].is_null());
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    let (status, _, _) = app.delete_upload(&ids[0]).await;
+    assert_eq!(status, 204);
     assert!(!app.dir.path().join("uploads").join(&ids[0]).exists());
-    let (status, _, body) = app.get_json(&format!("/uploads/{}", ids[0])).await;
+    let (status, _, body) = app.get_upload(&ids[0]).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
-    let (status, _, _) = app.get_json(&format!("/uploads/{}/content", ids[0])).await;
+    let (status, _, _) = app.get_content(&ids[0], None).await;
     assert_eq!(status, 404);
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    let (status, _, _) = app.delete_upload(&ids[0]).await;
+    assert_eq!(status, 404);
     // Not a UUID: no such upload, and nothing about paths in the answer.
     let (status, _, body) = app.get_json("/uploads/..%2F..%2Fetc%2Fpasswd").await;
     assert_eq!(status, 404, "{body}");
-    let (status, _, _) = app.get_json("/uploads?limit=0").await;
+    let (status, _, _) = app.list_uploads("limit=0").await;
     assert_eq!(status, 422);
 }
 
@@ -563,7 +525,7 @@ async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
 
     let started = Instant::now();
-    let (status, headers, body) = app.post_form(form("turned-away.bin", b"late")).await;
+    let (status, headers, body) = app.post_upload("turned-away.bin", b"late").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "overloaded");
     assert!(!header(&headers, "retry-after").is_empty());
@@ -577,7 +539,7 @@ async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
         assert_eq!(status, 201, "{body}");
     }
     assert_eq!(blocker.await.unwrap().unwrap(), 204);
-    let (_, _, page) = app.get_json("/uploads").await;
+    let (_, _, page) = app.list_uploads("").await;
     let names: Vec<_> = page["uploads"]
         .as_array()
         .unwrap()
@@ -612,7 +574,7 @@ async fn uploads_yield_to_interactive_requests() {
     };
     let data = Noise::new(9).chunk(6 << 20);
     let started = Instant::now();
-    let (status, _, body) = app.post_form(form("paced.bin", &data)).await;
+    let (status, _, body) = app.post_upload("paced.bin", &data).await;
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(status, 201, "{body}");
@@ -630,7 +592,7 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
     };
     let (app, uploads) = (&small.app, &small.uploads);
     let (status, _, body) = app
-        .post_form(form("big.bin", &Noise::new(5).chunk(8 << 20)))
+        .post_upload("big.bin", &Noise::new(5).chunk(8 << 20))
         .await;
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_storage");
@@ -649,7 +611,7 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
     }
 
     let small = Noise::new(6).chunk(100_000);
-    let (status, _, body) = app.post_form(form("small.bin", &small)).await;
+    let (status, _, body) = app.post_upload("small.bin", &small).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sha256"], sha256_hex(&small));
 }

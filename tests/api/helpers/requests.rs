@@ -9,7 +9,7 @@ use awc::http::Method;
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
-use crate::helpers::{content_type, read_json, TestApp};
+use crate::helpers::{content_type, form, read_json, TestApp};
 
 /// An answer: status, headers and the body as JSON (`Null` when empty or not JSON).
 pub type Reply = (u16, HeaderMap, Value);
@@ -99,22 +99,45 @@ impl TestApp {
             .await
     }
 
-    /// `POST /upload` of a whole multipart `body` framed by [`crate::helpers::BOUNDARY`].
-    pub async fn post_form(&self, body: Vec<u8>) -> Reply {
-        let res = self
-            .client
-            .post(self.url("/upload"))
-            .insert_header(("content-type", content_type()))
-            .send_body(body)
-            .await
-            .expect("request failed");
-        read_json(res).await
+    /// `POST /upload` of `data` as the form's one `file` part, named `filename`.
+    pub async fn post_upload(&self, filename: &str, data: &[u8]) -> Reply {
+        self.post_form(form(filename, data)).await
     }
 
-    /// GETs `path` (with `Range: range` if given) and returns status, headers and the body,
-    /// read as a stream.
-    pub async fn get_bytes(&self, path: &str, range: Option<&str>) -> (u16, HeaderMap, Vec<u8>) {
-        let mut req = self.client.get(self.url(path));
+    /// `POST /upload` of a whole multipart `body` framed by [`crate::helpers::BOUNDARY`].
+    pub async fn post_form(&self, body: Vec<u8>) -> Reply {
+        self.post_upload_as(&content_type(), body).await
+    }
+
+    /// `POST /upload` of `body` sent as `content_type`.
+    pub async fn post_upload_as(&self, content_type: &str, body: Vec<u8>) -> Reply {
+        self.send(
+            Method::POST,
+            "/upload",
+            &[("content-type", content_type)],
+            body,
+        )
+        .await
+    }
+
+    /// `GET /uploads/{id}`.
+    pub async fn get_upload(&self, id: impl Display) -> Reply {
+        self.get_json(&format!("/uploads/{id}")).await
+    }
+
+    /// `GET /uploads?{query}` (no query when empty).
+    pub async fn list_uploads(&self, query: &str) -> Reply {
+        self.get_json(&with_query("/uploads", query)).await
+    }
+
+    /// `GET /uploads/{id}/content` (with `Range: range` if given): status, headers and the
+    /// body, read as a stream.
+    pub async fn get_content(
+        &self,
+        id: impl Display,
+        range: Option<&str>,
+    ) -> (u16, HeaderMap, Vec<u8>) {
+        let mut req = self.client.get(self.url(&format!("/uploads/{id}/content")));
         if let Some(range) = range {
             req = req.insert_header(("range", range));
         }
@@ -126,6 +149,69 @@ impl TestApp {
             body.extend_from_slice(&chunk.expect("body failed"));
         }
         (status, headers, body)
+    }
+
+    /// `DELETE /uploads/{id}`.
+    pub async fn delete_upload(&self, id: impl Display) -> Reply {
+        self.send(Method::DELETE, &format!("/uploads/{id}"), &[], vec![])
+            .await
+    }
+
+    /// A tus request: `Tus-Resumable: 1.0.0` unless `extra` sets it, then `extra`.
+    pub async fn tus_request(
+        &self,
+        method: Method,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut headers = Vec::with_capacity(extra.len() + 1);
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("tus-resumable"))
+        {
+            headers.push(("Tus-Resumable", "1.0.0"));
+        }
+        headers.extend_from_slice(extra);
+        self.send(method, path, &headers, body).await
+    }
+
+    /// tus creation: `POST /files/` with `Upload-Length: length`, then `extra`.
+    pub async fn tus_create(&self, length: usize, extra: &[(&str, &str)]) -> Reply {
+        let length = length.to_string();
+        let mut headers = vec![("Upload-Length", length.as_str())];
+        headers.extend_from_slice(extra);
+        self.tus_request(Method::POST, "/files/", &headers, vec![])
+            .await
+    }
+
+    /// tus `HEAD` of an upload.
+    pub async fn tus_head(&self, location: &str) -> Reply {
+        self.tus_request(Method::HEAD, location, &[], vec![]).await
+    }
+
+    /// tus `PATCH` of `data` at `offset`, then `extra` (a checksum, say).
+    pub async fn tus_patch(
+        &self,
+        location: &str,
+        offset: usize,
+        data: &[u8],
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let offset = offset.to_string();
+        let mut headers = vec![
+            ("Upload-Offset", offset.as_str()),
+            ("Content-Type", "application/offset+octet-stream"),
+        ];
+        headers.extend_from_slice(extra);
+        self.tus_request(Method::PATCH, location, &headers, data.to_vec())
+            .await
+    }
+
+    /// tus termination: `DELETE` of an upload.
+    pub async fn tus_delete(&self, location: &str) -> Reply {
+        self.tus_request(Method::DELETE, location, &[], vec![])
+            .await
     }
 
     /// `POST /_test/fault/{actor}/{kind}`: the fault routes test builds mount.
