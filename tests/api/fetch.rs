@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use awc::http::Method;
+
 use crate::helpers::{
-    header, read_json, refused_url, request_id, spawn_app_with, troupe, Backend, Event, Stub,
-    TestApp,
+    header, refused_url, request_id, spawn_app_with, troupe, Backend, Event, Stub, TestApp,
 };
 
 /// The app with `TROUPE_UPSTREAMS` built from `sources` and `vars` on top.
@@ -29,14 +30,14 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
     )
     .await;
 
-    let res = app
-        .client
-        .get(app.url("/aggregate"))
-        .insert_header(("x-request-id", "trace-42"))
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, body) = read_json(res).await;
+    let (status, headers, body) = app
+        .send(
+            Method::GET,
+            "/aggregate",
+            &[("x-request-id", "trace-42")],
+            vec![],
+        )
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -66,7 +67,7 @@ async fn parallel_answers_results_in_configured_order_or_the_requested_one() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -76,12 +77,12 @@ async fn parallel_answers_results_in_configured_order_or_the_requested_one() {
         ]})
     );
 
-    let (status, _, body) = app.get_json("/parallel?sources=first,second").await;
+    let (status, _, body) = app.parallel("sources=first,second").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["tag"], "1");
     assert_eq!(body["results"][1]["tag"], "2");
 
-    let (status, _, body) = app.get_json("/aggregate?sources=first").await;
+    let (status, _, body) = app.aggregate("sources=first").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -115,9 +116,8 @@ async fn aggregate_marks_a_partial_answer_incomplete_with_a_stable_code_per_fail
     .await;
 
     let started = Instant::now();
-    let res = app.client.get(app.url("/aggregate")).send().await.unwrap();
+    let (status, headers, body) = app.aggregate("").await;
     let elapsed = started.elapsed();
-    let (status, headers, body) = read_json(res).await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-aggregate-complete"), "false");
@@ -166,7 +166,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
     )
     .await;
 
-    let (status, headers, body) = app.get_json("/aggregate?sources=bad,garbage").await;
+    let (status, headers, body) = app.aggregate("sources=bad,garbage").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_error");
     assert_eq!(
@@ -180,7 +180,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
     let request_id = request_id(&headers);
     assert_eq!(body["error"]["request_id"], request_id);
 
-    let (status, _, body) = app.get_json("/aggregate?sources=hang1,hang2").await;
+    let (status, _, body) = app.aggregate("sources=hang1,hang2").await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_timeout");
     assert_eq!(
@@ -189,7 +189,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
     );
 
     // A timeout among other failures is not "all timed out".
-    let (status, _, body) = app.get_json("/aggregate?sources=hang1,bad").await;
+    let (status, _, body) = app.aggregate("sources=hang1,bad").await;
     assert_eq!(status, 502, "{body}");
 }
 
@@ -208,7 +208,7 @@ async fn parallel_first_failure_answers_at_once_and_drops_the_calls_still_runnin
     .await;
 
     let started = Instant::now();
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
     let elapsed = started.elapsed();
 
     assert_eq!(status, 502, "{body}");
@@ -247,7 +247,7 @@ async fn parallel_timeout_of_one_source_is_504_naming_it() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
 
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_timeout");
@@ -268,7 +268,7 @@ async fn the_request_deadline_holds_with_a_hanging_upstream() {
     .await;
 
     let started = Instant::now();
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     let elapsed = started.elapsed();
 
     assert_eq!(status, 200, "{body}");
@@ -335,7 +335,7 @@ async fn one_retry_cures_a_single_5xx_and_no_source_is_called_more_than_twice() 
     )
     .await;
 
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-aggregate-complete"), "false");
@@ -365,17 +365,17 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
     stub.set_failing(true);
 
     for _ in 0..2 {
-        let (status, _, body) = app.get_json("/aggregate").await;
+        let (status, _, body) = app.aggregate("").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["_errors"]["sw"]["code"], "upstream_status", "{body}");
     }
     let calls_before = stub.requests("tag=sw");
 
     // Open: the source fails at once without being called; readiness is not affected.
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["_errors"]["sw"]["code"], "circuit_open", "{body}");
-    let (status, _, body) = app.get_json("/parallel?sources=sw").await;
+    let (status, _, body) = app.parallel("sources=sw").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["sources"]["sw"]["code"], "circuit_open");
     assert_eq!(stub.requests("tag=sw"), calls_before);
@@ -394,7 +394,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
         ready["components"]["upstreams"]["sw"]["breaker"], "half_open",
         "{ready}"
     );
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "x-aggregate-complete"), "true");
     assert_eq!(body["sw"]["tag"], "sw");
@@ -419,12 +419,12 @@ async fn a_failed_trial_opens_the_breaker_again() {
     .await;
     stub.set_failing(true);
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
     assert_eq!(status, 502, "{body}");
     actix_rt::time::sleep(Duration::from_millis(1100)).await;
-    let (_, _, body) = app.get_json("/aggregate").await;
+    let (_, _, body) = app.aggregate("").await;
     assert_eq!(body["error"]["sources"]["sw"]["code"], "upstream_status");
-    let (_, _, body) = app.get_json("/aggregate").await;
+    let (_, _, body) = app.aggregate("").await;
     assert_eq!(body["error"]["sources"]["sw"]["code"], "circuit_open");
 }
 
@@ -456,11 +456,11 @@ async fn unknown_or_malformed_source_lists_are_refused_before_any_call() {
 async fn with_no_sources_configured_the_answers_are_empty() {
     let app = spawn_app_with(Backend::Sqlite, &[]).await.unwrap();
 
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({}));
     assert_eq!(header(&headers, "x-aggregate-complete"), "true");
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"results": []}));
 }
@@ -469,7 +469,7 @@ async fn with_no_sources_configured_the_answers_are_empty() {
 async fn readyz_lists_a_dead_upstream_but_stays_ready() {
     let app = app_with(&[("dead", refused_url())], &[]).await;
 
-    let (status, _, _) = app.get_json("/aggregate").await;
+    let (status, _, _) = app.aggregate("").await;
     assert_eq!(status, 502);
     let (status, _, body) = app.get_json("/readyz").await;
 
@@ -489,7 +489,7 @@ async fn https_sources_are_called_over_tls() {
     let url = format!("https://127.0.0.1:{}/x", stub.addr.port());
     let app = app_with(&[("secure", url)], &[]).await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 502, "{body}");
     assert_eq!(
@@ -532,7 +532,7 @@ async fn an_https_source_signed_by_the_configured_ca_answers() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["secure"]["tag"], "secure");
@@ -545,7 +545,7 @@ async fn an_https_source_with_an_untrusted_certificate_is_unreachable() {
     let url = format!("https://127.0.0.1:{}/x?tag=secure", stub.addr.port());
     let app = app_with(&[("secure", url)], &[]).await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 502, "{body}");
     assert_eq!(

@@ -214,6 +214,16 @@ impl TestApp {
             .await
     }
 
+    /// `GET /aggregate?{query}` (no query when empty).
+    pub async fn aggregate(&self, query: &str) -> Reply {
+        self.get_json(&with_query("/aggregate", query)).await
+    }
+
+    /// `GET /parallel?{query}` (no query when empty).
+    pub async fn parallel(&self, query: &str) -> Reply {
+        self.get_json(&with_query("/parallel", query)).await
+    }
+
     /// `POST /_test/fault/{actor}/{kind}`: the fault routes test builds mount.
     pub async fn inject_fault(&self, actor: &str, kind: &str) -> Reply {
         self.send(
