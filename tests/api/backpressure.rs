@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use awc::http::Method;
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, start, Backend};
@@ -26,7 +25,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after_within_the_timeout() {
     let locker = pg.lock_users().await;
 
     let started = Instant::now();
-    let requests = (0..6).map(|_| app.get_json("/users"));
+    let requests = (0..6).map(|_| app.list_users(""));
     let answers = futures::future::join_all(requests).await;
     let elapsed = started.elapsed();
 
@@ -46,7 +45,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after_within_the_timeout() {
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 
     locker.batch_execute("ROLLBACK").await.unwrap();
-    let (status, _, body) = app.get_json("/users").await;
+    let (status, _, body) = app.list_users("").await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -55,7 +54,7 @@ async fn a_lost_database_answers_503_and_the_service_recovers_without_a_restart(
     let Some(app) = spawn_app(Backend::Postgres).await else {
         return;
     };
-    let (status, _, _) = app.get_json("/users").await;
+    let (status, _, _) = app.list_users("").await;
     assert_eq!(status, 200);
     let pg = app.db.pg();
     let name = &pg.name;
@@ -63,7 +62,7 @@ async fn a_lost_database_answers_503_and_the_service_recovers_without_a_restart(
 
     let started = Instant::now();
     for _ in 0..3 {
-        let (status, headers, body) = app.get_json("/users").await;
+        let (status, headers, body) = app.list_users("").await;
         assert_eq!(status, 503, "{body}");
         assert!(headers.contains_key("retry-after"));
         assert!(
@@ -81,7 +80,7 @@ async fn a_lost_database_answers_503_and_the_service_recovers_without_a_restart(
         .await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, _, _) = app.get_json("/users").await;
+        let (status, _, _) = app.list_users("").await;
         if status == 200 {
             break;
         }
@@ -125,13 +124,7 @@ async fn a_client_that_goes_away_leaves_no_open_transaction_behind() {
         .unwrap();
     let open: i64 = rows[0].get(0);
     assert_eq!(open, 0);
-    let (status, _, _) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": "Next", "email": "next@example.com"}),
-        )
-        .await;
+    let (status, _, _) = app.create_user("Next", "next@example.com").await;
     assert_eq!(status, 201);
 }
 
@@ -139,17 +132,11 @@ async fn data_survives_a_restart(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, _, user) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": "Kept", "email": "kept@example.com"}),
-        )
-        .await;
+    let (status, _, user) = app.create_user("Kept", "kept@example.com").await;
     assert_eq!(status, 201);
     let (db, dir) = app.stop().await;
     let app = start(db, dir, &[]).await;
-    let (status, _, again) = app.get_json(&format!("/users/{}", user["id"])).await;
+    let (status, _, again) = app.get_user(&user["id"]).await;
     assert_eq!((status, again), (200, user));
 }
 

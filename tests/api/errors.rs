@@ -3,7 +3,7 @@
 use awc::http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{read_json, spawn_app, Backend, TestApp};
+use crate::helpers::{spawn_app, Backend, TestApp};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
@@ -40,14 +40,14 @@ async fn wrong_method_is_405_json_with_allow() {
 #[actix_web::test]
 async fn malformed_json_is_400() {
     let app = app().await;
-    let res = app
-        .client
-        .post(app.url("/users"))
-        .insert_header(("content-type", "application/json"))
-        .send_body("{\"name\": ")
-        .await
-        .unwrap();
-    let (status, _, body) = read_json(res).await;
+    let (status, _, body) = app
+        .send(
+            Method::POST,
+            "/users",
+            &[("content-type", "application/json")],
+            b"{\"name\": ".to_vec(),
+        )
+        .await;
     assert_error(status, &body, 400, "bad_request");
 }
 
@@ -66,29 +66,24 @@ async fn well_formed_json_of_the_wrong_shape_is_422() {
 #[actix_web::test]
 async fn non_json_content_type_is_415() {
     let app = app().await;
-    let res = app
-        .client
-        .post(app.url("/users"))
-        .send_body("name=a")
-        .await
-        .unwrap();
-    let (status, _, body) = read_json(res).await;
+    let (status, _, body) = app
+        .send(Method::POST, "/users", &[], b"name=a".to_vec())
+        .await;
     assert_error(status, &body, 415, "unsupported_media_type");
 }
 
 #[actix_web::test]
 async fn oversize_json_body_is_413() {
     let app = app().await;
-    let big = json!({"name": "x".repeat(100 * 1024), "email": "a@b.co"});
-    let (status, _, body) = app.send_json(Method::POST, "/users", &big).await;
+    let (status, _, body) = app.create_user(&"x".repeat(100 * 1024), "a@b.co").await;
     assert_error(status, &body, 413, "payload_too_large");
 }
 
 #[actix_web::test]
 async fn malformed_query_and_path_are_400() {
     let app = app().await;
-    let (status, _, body) = app.get_json("/users?limit=many").await;
+    let (status, _, body) = app.list_users("limit=many").await;
     assert_error(status, &body, 400, "bad_request");
-    let (status, _, body) = app.get_json("/users/not-a-number").await;
+    let (status, _, body) = app.get_user("not-a-number").await;
     assert_error(status, &body, 400, "bad_request");
 }

@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{read_json, spawn_app_with, Backend, TestApp};
-use crate::upstream_stub::{refused_url, Stub};
+use awc::http::Method;
+
+use crate::helpers::{
+    header, refused_url, request_id, spawn_app_with, troupe, Backend, Event, Stub, TestApp,
+};
 
 /// The app with `TROUPE_UPSTREAMS` built from `sources` and `vars` on top.
 async fn app_with(sources: &[(&str, String)], vars: &[(&str, &str)]) -> TestApp {
@@ -18,10 +21,6 @@ async fn app_with(sources: &[(&str, String)], vars: &[(&str, &str)]) -> TestApp 
     spawn_app_with(Backend::Sqlite, &all).await.unwrap()
 }
 
-fn header<'a>(headers: &'a awc::http::header::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 #[actix_web::test]
 async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
     let stub = Stub::start();
@@ -31,14 +30,14 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
     )
     .await;
 
-    let res = app
-        .client
-        .get(app.url("/aggregate"))
-        .insert_header(("x-request-id", "trace-42"))
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, body) = read_json(res).await;
+    let (status, headers, body) = app
+        .send(
+            Method::GET,
+            "/aggregate",
+            &[("x-request-id", "trace-42")],
+            vec![],
+        )
+        .await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -48,10 +47,8 @@ async fn aggregate_answers_the_seed_shape_when_every_source_answers() {
             "b": {"tag": "b", "status": 200},
         })
     );
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
-    assert!(header(&headers, "content-type")
-        .unwrap()
-        .starts_with("application/json"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
+    assert!(header(&headers, "content-type").starts_with("application/json"));
     // One id follows the request to every source.
     assert_eq!(stub.request_id("tag=a").as_deref(), Some("trace-42"));
     assert_eq!(stub.request_id("tag=b").as_deref(), Some("trace-42"));
@@ -70,7 +67,7 @@ async fn parallel_answers_results_in_configured_order_or_the_requested_one() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -80,12 +77,12 @@ async fn parallel_answers_results_in_configured_order_or_the_requested_one() {
         ]})
     );
 
-    let (status, _, body) = app.get_json("/parallel?sources=first,second").await;
+    let (status, _, body) = app.parallel("sources=first,second").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["tag"], "1");
     assert_eq!(body["results"][1]["tag"], "2");
 
-    let (status, _, body) = app.get_json("/aggregate?sources=first").await;
+    let (status, _, body) = app.aggregate("sources=first").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -119,12 +116,11 @@ async fn aggregate_marks_a_partial_answer_incomplete_with_a_stable_code_per_fail
     .await;
 
     let started = Instant::now();
-    let res = app.client.get(app.url("/aggregate")).send().await.unwrap();
+    let (status, headers, body) = app.aggregate("").await;
     let elapsed = started.elapsed();
-    let (status, headers, body) = read_json(res).await;
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["ok"]["tag"], "ok");
     let errors = body["_errors"].as_object().expect("_errors");
     for (source, code) in [
@@ -170,7 +166,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
     )
     .await;
 
-    let (status, headers, body) = app.get_json("/aggregate?sources=bad,garbage").await;
+    let (status, headers, body) = app.aggregate("sources=bad,garbage").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "upstream_error");
     assert_eq!(
@@ -181,10 +177,10 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
         body["error"]["sources"]["garbage"]["code"],
         "upstream_invalid_json"
     );
-    let request_id = header(&headers, "x-request-id").unwrap();
+    let request_id = request_id(&headers);
     assert_eq!(body["error"]["request_id"], request_id);
 
-    let (status, _, body) = app.get_json("/aggregate?sources=hang1,hang2").await;
+    let (status, _, body) = app.aggregate("sources=hang1,hang2").await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_timeout");
     assert_eq!(
@@ -193,7 +189,7 @@ async fn aggregate_is_502_when_every_source_fails_and_504_when_every_one_timed_o
     );
 
     // A timeout among other failures is not "all timed out".
-    let (status, _, body) = app.get_json("/aggregate?sources=hang1,bad").await;
+    let (status, _, body) = app.aggregate("sources=hang1,bad").await;
     assert_eq!(status, 502, "{body}");
 }
 
@@ -212,7 +208,7 @@ async fn parallel_first_failure_answers_at_once_and_drops_the_calls_still_runnin
     .await;
 
     let started = Instant::now();
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
     let elapsed = started.elapsed();
 
     assert_eq!(status, 502, "{body}");
@@ -251,7 +247,7 @@ async fn parallel_timeout_of_one_source_is_504_naming_it() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/parallel").await;
+    let (status, _, body) = app.parallel("").await;
 
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "upstream_timeout");
@@ -272,11 +268,11 @@ async fn the_request_deadline_holds_with_a_hanging_upstream() {
     .await;
 
     let started = Instant::now();
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     let elapsed = started.elapsed();
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["_errors"]["hanging"]["code"], "upstream_timeout");
     assert!(
         body["_errors"]["hanging"]["message"]
@@ -316,7 +312,7 @@ async fn a_client_that_goes_away_cancels_its_upstream_calls() {
         let drops = stub
             .events()
             .iter()
-            .filter(|e| matches!(e, crate::upstream_stub::Event::Dropped(t, _) if t.contains("tag=slow")))
+            .filter(|e| matches!(e, Event::Dropped(t, _) if t.contains("tag=slow")))
             .count();
         if drops == 2 {
             break;
@@ -339,10 +335,10 @@ async fn one_retry_cures_a_single_5xx_and_no_source_is_called_more_than_twice() 
     )
     .await;
 
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
 
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("false"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "false");
     assert_eq!(body["flaky"]["tag"], "flaky", "{body}");
     assert_eq!(stub.requests("tag=flaky"), 2);
     assert_eq!(body["_errors"]["down"]["code"], "upstream_status");
@@ -369,17 +365,17 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
     stub.set_failing(true);
 
     for _ in 0..2 {
-        let (status, _, body) = app.get_json("/aggregate").await;
+        let (status, _, body) = app.aggregate("").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["_errors"]["sw"]["code"], "upstream_status", "{body}");
     }
     let calls_before = stub.requests("tag=sw");
 
     // Open: the source fails at once without being called; readiness is not affected.
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["_errors"]["sw"]["code"], "circuit_open", "{body}");
-    let (status, _, body) = app.get_json("/parallel?sources=sw").await;
+    let (status, _, body) = app.parallel("sources=sw").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["sources"]["sw"]["code"], "circuit_open");
     assert_eq!(stub.requests("tag=sw"), calls_before);
@@ -398,9 +394,9 @@ async fn the_breaker_opens_after_consecutive_failures_and_a_trial_closes_it() {
         ready["components"]["upstreams"]["sw"]["breaker"], "half_open",
         "{ready}"
     );
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
     assert_eq!(body["sw"]["tag"], "sw");
     let (_, _, ready) = app.get_json("/readyz").await;
     let sw = &ready["components"]["upstreams"]["sw"];
@@ -423,12 +419,12 @@ async fn a_failed_trial_opens_the_breaker_again() {
     .await;
     stub.set_failing(true);
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
     assert_eq!(status, 502, "{body}");
     actix_rt::time::sleep(Duration::from_millis(1100)).await;
-    let (_, _, body) = app.get_json("/aggregate").await;
+    let (_, _, body) = app.aggregate("").await;
     assert_eq!(body["error"]["sources"]["sw"]["code"], "upstream_status");
-    let (_, _, body) = app.get_json("/aggregate").await;
+    let (_, _, body) = app.aggregate("").await;
     assert_eq!(body["error"]["sources"]["sw"]["code"], "circuit_open");
 }
 
@@ -460,11 +456,11 @@ async fn unknown_or_malformed_source_lists_are_refused_before_any_call() {
 async fn with_no_sources_configured_the_answers_are_empty() {
     let app = spawn_app_with(Backend::Sqlite, &[]).await.unwrap();
 
-    let (status, headers, body) = app.get_json("/aggregate").await;
+    let (status, headers, body) = app.aggregate("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({}));
-    assert_eq!(header(&headers, "x-aggregate-complete"), Some("true"));
-    let (status, _, body) = app.get_json("/parallel").await;
+    assert_eq!(header(&headers, "x-aggregate-complete"), "true");
+    let (status, _, body) = app.parallel("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"results": []}));
 }
@@ -473,7 +469,7 @@ async fn with_no_sources_configured_the_answers_are_empty() {
 async fn readyz_lists_a_dead_upstream_but_stays_ready() {
     let app = app_with(&[("dead", refused_url())], &[]).await;
 
-    let (status, _, _) = app.get_json("/aggregate").await;
+    let (status, _, _) = app.aggregate("").await;
     assert_eq!(status, 502);
     let (status, _, body) = app.get_json("/readyz").await;
 
@@ -493,7 +489,7 @@ async fn https_sources_are_called_over_tls() {
     let url = format!("https://127.0.0.1:{}/x", stub.addr.port());
     let app = app_with(&[("secure", url)], &[]).await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 502, "{body}");
     assert_eq!(
@@ -506,7 +502,7 @@ async fn https_sources_are_called_over_tls() {
 #[test]
 fn a_bad_upstream_entry_stops_start_up_with_one_line_naming_it_but_not_its_url() {
     let dir = tempfile::tempdir().unwrap();
-    let out = crate::startup::troupe()
+    let out = troupe()
         .current_dir(dir.path())
         .env(
             "TROUPE_UPSTREAMS",
@@ -536,7 +532,7 @@ async fn an_https_source_signed_by_the_configured_ca_answers() {
     )
     .await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["secure"]["tag"], "secure");
@@ -549,7 +545,7 @@ async fn an_https_source_with_an_untrusted_certificate_is_unreachable() {
     let url = format!("https://127.0.0.1:{}/x?tag=secure", stub.addr.port());
     let app = app_with(&[("secure", url)], &[]).await;
 
-    let (status, _, body) = app.get_json("/aggregate").await;
+    let (status, _, body) = app.aggregate("").await;
 
     assert_eq!(status, 502, "{body}");
     assert_eq!(

@@ -3,17 +3,14 @@
 
 mod helpers;
 
+mod actors;
 mod backpressure;
-mod db_actor;
 mod errors;
 mod fetch;
-mod fetch_actor;
 mod health;
 mod startup;
 mod supervision;
 mod tus;
 mod tus_js;
-mod upload_actors;
 mod uploads;
-mod upstream_stub;
 mod users;

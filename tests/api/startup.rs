@@ -3,20 +3,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// The binary, with no `TROUPE_*` or `DATABASE_URL` from the environment.
-pub fn troupe() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TROUPE_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "info");
-    cmd
-}
+use crate::helpers::troupe;
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {

@@ -9,20 +9,14 @@ use troupe::actors::supervise::{ask, InjectFault};
 use troupe::digest::Algorithm;
 use troupe::error::AppError;
 
-use crate::helpers::{read_json, spawn_app, spawn_app_with, Backend};
-
-async fn post(app: &crate::helpers::TestApp, path: &str) -> (u16, serde_json::Value) {
-    let res = app.client.post(app.url(path)).send().await.unwrap();
-    let (status, _, body) = read_json(res).await;
-    (status, body)
-}
+use crate::helpers::{request_id, spawn_app, spawn_app_with, Backend};
 
 async fn a_db_actor_panic_fails_that_request_with_500_and_the_next_one_is_served(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
     for kind in ["panic", "panic_in_future"] {
-        let (status, body) = post(&app, &format!("/_test/fault/db/{kind}")).await;
+        let (status, _, body) = app.inject_fault("db", kind).await;
         assert_eq!(status, 500, "{kind}: {body}");
         assert_eq!(body["error"]["code"], "internal");
         assert!(
@@ -30,7 +24,7 @@ async fn a_db_actor_panic_fails_that_request_with_500_and_the_next_one_is_served
             "the panic text leaked: {body}"
         );
 
-        let (status, _, body) = app.get_json("/users").await;
+        let (status, _, body) = app.list_users("").await;
         assert_eq!(status, 200, "after {kind}: {body}");
     }
     let (status, _, body) = app.get_json("/readyz").await;
@@ -43,14 +37,8 @@ crate::both_backends!(db_actor_panic => a_db_actor_panic_fails_that_request_with
 async fn a_panicking_http_handler_answers_500_json_and_the_server_keeps_serving() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     for _ in 0..4 {
-        let res = app
-            .client
-            .post(app.url("/_test/fault/none/handler_panic"))
-            .send()
-            .await
-            .unwrap();
-        let id = crate::helpers::request_id(&res);
-        let (status, _, body) = read_json(res).await;
+        let (status, headers, body) = app.inject_fault("none", "handler_panic").await;
+        let id = request_id(&headers);
         assert_eq!(status, 500, "{body}");
         assert_eq!(body["error"]["code"], "internal");
         assert_eq!(body["error"]["request_id"], id.as_str());

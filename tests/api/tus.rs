@@ -10,70 +10,29 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::both_backends;
-use crate::helpers::{read_json, spawn_app, spawn_app_with, start, Backend, TestApp};
-use crate::uploads::{files_under, get_bytes, header, hex, sha256_hex, Noise};
+use crate::helpers::{
+    app_on_small_disk, client_source, files_under, header, hex, read_json, run_client, sha256_hex,
+    spawn_app, spawn_app_with, start, tus_client_required, Backend, Noise, Reply, TestApp,
+};
 
 type Headers = awc::http::header::HeaderMap;
 
-/// Sends a tus request (with `Tus-Resumable: 1.0.0` unless `extra` sets it).
-async fn tus(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    extra: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, Headers, serde_json::Value) {
-    let mut req = app.client.request(method, app.url(path));
-    if !extra
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("tus-resumable"))
-    {
-        req = req.insert_header(("Tus-Resumable", "1.0.0"));
-    }
-    for (k, v) in extra {
-        req = req.insert_header((*k, *v));
-    }
-    let res = req.send_body(body).await.expect("request failed");
-    read_json(res).await
-}
-
 async fn create(app: &TestApp, length: usize, metadata: Option<&str>) -> String {
-    let length = length.to_string();
-    let mut headers = vec![("Upload-Length", length.as_str())];
-    if let Some(m) = metadata {
-        headers.push(("Upload-Metadata", m));
-    }
-    let (status, h, body) = tus(app, Method::POST, "/files/", &headers, vec![]).await;
+    let metadata: Vec<_> = metadata
+        .map(|m| ("Upload-Metadata", m))
+        .into_iter()
+        .collect();
+    let (status, h, body) = app.tus_create(length, &metadata).await;
     assert_eq!(status, 201, "{body}");
     let location = header(&h, "location").to_owned();
     assert!(location.starts_with("/files/"), "{location}");
     // An unfinished upload says when it expires; an empty one is finished at once.
-    assert_eq!(header(&h, "upload-expires").is_empty(), length == "0");
+    assert_eq!(header(&h, "upload-expires").is_empty(), length == 0);
     location
 }
 
-async fn patch(
-    app: &TestApp,
-    location: &str,
-    offset: usize,
-    data: &[u8],
-) -> (u16, Headers, serde_json::Value) {
-    let offset = offset.to_string();
-    tus(
-        app,
-        Method::PATCH,
-        location,
-        &[
-            ("Upload-Offset", offset.as_str()),
-            ("Content-Type", "application/offset+octet-stream"),
-        ],
-        data.to_vec(),
-    )
-    .await
-}
-
 async fn offset_of(app: &TestApp, location: &str) -> (u16, Option<usize>, Headers) {
-    let (status, h, _) = tus(app, Method::HEAD, location, &[], vec![]).await;
+    let (status, h, _) = app.tus_head(location).await;
     let offset = header(&h, "upload-offset").parse().ok();
     (status, offset, h)
 }
@@ -118,15 +77,10 @@ async fn wait_for_offset(app: &TestApp, location: &str, want: usize) {
 }
 
 /// PATCHes, retrying while an ended PATCH still holds the upload (423, briefly).
-async fn patch_when_free(
-    app: &TestApp,
-    location: &str,
-    offset: usize,
-    data: &[u8],
-) -> (u16, Headers, serde_json::Value) {
+async fn patch_when_free(app: &TestApp, location: &str, offset: usize, data: &[u8]) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = patch(app, location, offset, data).await;
+        let answer = app.tus_patch(location, offset, data, &[]).await;
         if answer.0 != 423 || Instant::now() > deadline {
             return answer;
         }
@@ -211,7 +165,7 @@ async fn a_body_past_the_length_is_413_and_appends_nothing(backend: Backend) {
         ("Upload-Offset", "0"),
         ("Content-Type", "application/offset+octet-stream"),
     ];
-    let (status, _, body) = tus(&app, Method::PATCH, &location, &patch, vec![7; 11]).await;
+    let (status, _, body) = app.tus_patch(&location, 0, &[7; 11], &[]).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
     assert_eq!(offset_of(&app, &location).await.1, Some(0));
@@ -231,7 +185,7 @@ async fn a_body_past_the_length_is_413_and_appends_nothing(backend: Backend) {
     assert_eq!(status, 413, "{body}");
     assert_eq!(offset_of(&app, &location).await.1, Some(0));
 
-    let (status, _, body) = tus(&app, Method::PATCH, &location, &patch, vec![7; 10]).await;
+    let (status, _, body) = app.tus_patch(&location, 0, &[7; 10], &[]).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(offset_of(&app, &location).await.1, Some(10));
 }
@@ -240,37 +194,17 @@ async fn bad_creation_requests_get_truthful_errors(backend: Backend) {
     let Some(app) = spawn_app_with(backend, &[("TROUPE_MAX_UPLOAD_BYTES", "1000")]).await else {
         return;
     };
-    let (status, _, body) = tus(
-        &app,
-        Method::POST,
-        "/files/",
-        &[("Upload-Length", "1001")],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = app.tus_create(1001, &[]).await;
     assert_eq!(status, 413, "{body}");
-    let (status, _, body) = tus(&app, Method::POST, "/files/", &[], vec![]).await;
+    let (status, _, body) = app.tus_request(Method::POST, "/files/", &[], vec![]).await;
     assert_eq!(status, 400, "{body}");
-    let (status, _, body) = tus(
-        &app,
-        Method::POST,
-        "/files/",
-        &[("Upload-Length", "-1")],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = app
+        .tus_request(Method::POST, "/files/", &[("Upload-Length", "-1")], vec![])
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _, body) = tus(
-        &app,
-        Method::POST,
-        "/files/",
-        &[
-            ("Upload-Length", "10"),
-            ("Upload-Metadata", "filename not*base64"),
-        ],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = app
+        .tus_create(10, &[("Upload-Metadata", "filename not*base64")])
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
     let (status, _, _) = offset_of(&app, "/files/00000000-0000-4000-8000-000000000000").await;
@@ -294,7 +228,7 @@ async fn an_interrupted_upload_resumes_across_a_restart(backend: Backend) {
     let location = create(&app, data.len(), Some(&metadata)).await;
 
     let first = 1 << 20;
-    let (status, h, body) = patch(&app, &location, 0, &data[..first]).await;
+    let (status, h, body) = app.tus_patch(&location, 0, &data[..first], &[]).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(header(&h, "upload-offset"), first.to_string());
 
@@ -328,7 +262,9 @@ async fn an_interrupted_upload_resumes_across_a_restart(backend: Backend) {
     assert!(on_disk >= arrived as u64);
 
     // A wrong offset: 409, nothing written.
-    let (status, _, body) = patch(&app, &location, first, &data[first..arrived]).await;
+    let (status, _, body) = app
+        .tus_patch(&location, first, &data[first..arrived], &[])
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "offset_mismatch");
     assert_eq!(offset_of(&app, &location).await.1, Some(arrived));
@@ -341,12 +277,12 @@ async fn an_interrupted_upload_resumes_across_a_restart(backend: Backend) {
     assert_eq!((status, offset), (200, Some(data.len())));
 
     // A finished tus upload is an upload like any other.
-    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (status, _, meta) = app.get_upload(id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], sha256_hex(&data));
     assert_eq!(meta["filename"], "resume.bin");
     assert_eq!(meta["content_type"], "application/x-resume");
-    let (_, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+    let (_, _, content) = app.get_content(id, None).await;
     assert!(content == data, "content differs");
     assert!(files_under(&app.dir.path().join("uploads/tus")).is_empty());
 }
@@ -360,58 +296,45 @@ async fn a_checksum_mismatch_is_460_and_appends_nothing(backend: Backend) {
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
 
     let wrong = format!("sha1 {}", b64(&Sha1::digest(b"something else")));
-    let (status, h, body) = tus(
-        &app,
-        Method::PATCH,
-        &location,
-        &[
-            ("Upload-Offset", "0"),
-            ("Content-Type", "application/offset+octet-stream"),
-            ("Upload-Checksum", wrong.as_str()),
-        ],
-        data[..100_000].to_vec(),
-    )
-    .await;
+    let (status, h, body) = app
+        .tus_patch(
+            &location,
+            0,
+            &data[..100_000],
+            &[("Upload-Checksum", wrong.as_str())],
+        )
+        .await;
     assert_eq!(status, 460, "{body}");
     assert_eq!(body["error"]["code"], "checksum_mismatch");
     assert_eq!(header(&h, "tus-resumable"), "1.0.0");
     assert_eq!(offset_of(&app, &location).await.1, Some(0));
 
-    let unknown = tus(
-        &app,
-        Method::PATCH,
-        &location,
-        &[
-            ("Upload-Offset", "0"),
-            ("Content-Type", "application/offset+octet-stream"),
-            ("Upload-Checksum", "md5 AAAA"),
-        ],
-        data[..10].to_vec(),
-    )
-    .await;
+    let unknown = app
+        .tus_patch(
+            &location,
+            0,
+            &data[..10],
+            &[("Upload-Checksum", "md5 AAAA")],
+        )
+        .await;
     assert_eq!(unknown.0, 400, "{}", unknown.2);
 
     // The right checksums, sha1 then sha256, are accepted.
     let sha1 = format!("sha1 {}", b64(&Sha1::digest(&data[..100_000])));
     let sha256 = format!("sha256 {}", b64(&Sha256::digest(&data[100_000..])));
     for (from, to, checksum) in [(0, 100_000, sha1), (100_000, data.len(), sha256)] {
-        let offset = from.to_string();
-        let (status, _, body) = tus(
-            &app,
-            Method::PATCH,
-            &location,
-            &[
-                ("Upload-Offset", offset.as_str()),
-                ("Content-Type", "application/offset+octet-stream"),
-                ("Upload-Checksum", checksum.as_str()),
-            ],
-            data[from..to].to_vec(),
-        )
-        .await;
+        let (status, _, body) = app
+            .tus_patch(
+                &location,
+                from,
+                &data[from..to],
+                &[("Upload-Checksum", checksum.as_str())],
+            )
+            .await;
         assert_eq!(status, 204, "{body}");
     }
     let id = location.trim_start_matches("/files/");
-    let (_, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (_, _, meta) = app.get_upload(id).await;
     assert_eq!(meta["sha256"], sha256_hex(&data));
 }
 
@@ -435,11 +358,11 @@ async fn concurrent_patches_never_interleave(backend: Backend) {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     let intruder = Noise::new(99).chunk(data.len());
-    let (status, _, body) = patch(&app, &location, 0, &intruder).await;
+    let (status, _, body) = app.tus_patch(&location, 0, &intruder, &[]).await;
     assert_eq!(status, 423, "{body}");
     assert_eq!(body["error"]["code"], "upload_locked");
     // Termination is refused too while the PATCH writes.
-    let (status, _, _) = tus(&app, Method::DELETE, &location, &[], vec![]).await;
+    let (status, _, _) = app.tus_delete(&location).await;
     assert_eq!(status, 423);
 
     // The first one finishes; its bytes alone make the upload.
@@ -451,7 +374,7 @@ async fn concurrent_patches_never_interleave(backend: Backend) {
         .unwrap();
     let response = String::from_utf8_lossy(&response[..n]);
     assert!(response.starts_with("HTTP/1.1 204"), "{response}");
-    let (_, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (_, _, meta) = app.get_upload(id).await;
     assert_eq!(meta["sha256"], sha256_hex(&data));
 }
 
@@ -460,10 +383,10 @@ async fn expired_uploads_are_gone_and_their_bytes_removed(backend: Backend) {
         return;
     };
     let location = create(&app, 1000, None).await;
-    let (status, _, _) = patch(&app, &location, 0, &[7u8; 100]).await;
+    let (status, _, _) = app.tus_patch(&location, 0, &[7u8; 100], &[]).await;
     assert_eq!(status, 204);
     let kept = create(&app, 5, None).await;
-    let (status, _, _) = patch(&app, &kept, 0, b"12345").await;
+    let (status, _, _) = app.tus_patch(&kept, 0, b"12345", &[]).await;
     assert_eq!(status, 204, "a finished upload never expires");
 
     let id = location.trim_start_matches("/files/");
@@ -475,7 +398,7 @@ async fn expired_uploads_are_gone_and_their_bytes_removed(backend: Backend) {
     }
     let (status, _, _) = offset_of(&app, &location).await;
     assert!(status == 404 || status == 410, "{status}");
-    let (status, _, body) = patch(&app, &location, 100, b"more").await;
+    let (status, _, body) = app.tus_patch(&location, 100, b"more", &[]).await;
     assert!(status == 404 || status == 410, "{status} {body}");
     let (status, _, _) = offset_of(&app, &kept).await;
     assert_eq!(status, 200);
@@ -485,23 +408,23 @@ async fn creation_with_upload_then_termination(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, h, body) = tus(
-        &app,
-        Method::POST,
-        "/files/",
-        &[
-            ("Upload-Length", "10"),
-            ("Content-Type", "application/offset+octet-stream"),
-        ],
-        b"hello".to_vec(),
-    )
-    .await;
+    let (status, h, body) = app
+        .tus_request(
+            Method::POST,
+            "/files/",
+            &[
+                ("Upload-Length", "10"),
+                ("Content-Type", "application/offset+octet-stream"),
+            ],
+            b"hello".to_vec(),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(header(&h, "upload-offset"), "5");
     let location = header(&h, "location").to_owned();
     assert_eq!(offset_of(&app, &location).await.1, Some(5));
 
-    let (status, _, _) = tus(&app, Method::DELETE, &location, &[], vec![]).await;
+    let (status, _, _) = app.tus_delete(&location).await;
     assert_eq!(status, 204);
     let (status, _, _) = offset_of(&app, &location).await;
     assert_eq!(status, 404);
@@ -510,7 +433,7 @@ async fn creation_with_upload_then_termination(backend: Backend) {
     // An empty upload is complete at once.
     let location = create(&app, 0, None).await;
     let id = location.trim_start_matches("/files/");
-    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (status, _, meta) = app.get_upload(id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], sha256_hex(b""));
 }
@@ -519,41 +442,41 @@ async fn creation_with_upload_then_termination(backend: Backend) {
 async fn a_post_with_x_http_method_override_is_that_method() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let location = create(&app, 10, None).await;
-    let (status, h, body) = tus(
-        &app,
-        Method::POST,
-        &location,
-        &[
-            ("X-HTTP-Method-Override", "PATCH"),
-            ("Upload-Offset", "0"),
-            ("Content-Type", "application/offset+octet-stream"),
-        ],
-        b"hello".to_vec(),
-    )
-    .await;
+    let (status, h, body) = app
+        .tus_request(
+            Method::POST,
+            &location,
+            &[
+                ("X-HTTP-Method-Override", "PATCH"),
+                ("Upload-Offset", "0"),
+                ("Content-Type", "application/offset+octet-stream"),
+            ],
+            b"hello".to_vec(),
+        )
+        .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(header(&h, "upload-offset"), "5");
     assert_eq!(offset_of(&app, &location).await.1, Some(5));
 
-    let (status, _, body) = tus(
-        &app,
-        Method::POST,
-        &location,
-        &[("X-HTTP-Method-Override", "PAT CH")],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = app
+        .tus_request(
+            Method::POST,
+            &location,
+            &[("X-HTTP-Method-Override", "PAT CH")],
+            vec![],
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
 
-    let (status, _, body) = tus(
-        &app,
-        Method::POST,
-        &location,
-        &[("X-HTTP-Method-Override", "DELETE")],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = app
+        .tus_request(
+            Method::POST,
+            &location,
+            &[("X-HTTP-Method-Override", "DELETE")],
+            vec![],
+        )
+        .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(offset_of(&app, &location).await.0, 404);
 }
@@ -583,39 +506,6 @@ second.upload()
 print(second.url)
 "#;
 
-/// Whether the real-client tests must run (`TROUPE_REQUIRE_TUS_CLIENT=1`) instead of skipping.
-pub fn tus_client_required() -> bool {
-    std::env::var("TROUPE_REQUIRE_TUS_CLIENT").is_ok_and(|v| v == "1")
-}
-
-/// A server on SQLite and a 5 MB file for a real client to upload: the app, the bytes and
-/// the file's path.
-pub async fn client_source(seed: u64, name: &str) -> (TestApp, Vec<u8>, std::path::PathBuf) {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let data = Noise::new(seed).chunk(5_000_000);
-    let file = app.dir.path().join(name);
-    std::fs::write(&file, &data).unwrap();
-    (app, data, file)
-}
-
-/// Runs a real client (`program` `args`) off the async workers; fails the test with its
-/// output unless it succeeds, else answers its stdout.
-pub async fn run_client(name: &str, program: String, args: Vec<String>) -> String {
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new(program).args(args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[actix_web::test]
 async fn a_real_tus_client_uploads_and_resumes() {
     let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -642,7 +532,7 @@ async fn a_real_tus_client_uploads_and_resumes() {
     ];
     let stdout = run_client("tuspy", python, args).await;
     let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
-    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (status, _, meta) = app.get_upload(id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], hex(&Sha256::digest(&data)));
     assert_eq!(meta["filename"], "tuspy.bin");
@@ -686,7 +576,7 @@ async fn a_long_patch_records_its_offset_while_it_runs() {
     let (status, h, body) = patch_when_free(&app, &location, sent, &data[sent..]).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(header(&h, "upload-offset"), data.len().to_string());
-    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (status, _, meta) = app.get_upload(id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], sha256_hex(&data));
 }
@@ -696,13 +586,13 @@ async fn a_long_patch_records_its_offset_while_it_runs() {
 /// the space.
 #[actix_web::test]
 async fn a_patch_that_fills_the_disk_is_507_and_keeps_what_it_wrote() {
-    let Some(small) = crate::uploads::app_on_small_disk().await else {
+    let Some(small) = app_on_small_disk().await else {
         return;
     };
     let (app, uploads) = (&small.app, &small.uploads);
     let data = Noise::new(507).chunk(8 << 20);
     let location = create(app, data.len(), None).await;
-    let (status, _, body) = patch(app, &location, 0, &data).await;
+    let (status, _, body) = app.tus_patch(&location, 0, &data, &[]).await;
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_storage");
 
@@ -718,7 +608,7 @@ async fn a_patch_that_fills_the_disk_is_507_and_keeps_what_it_wrote() {
         "the kept bytes are the sent ones"
     );
 
-    let (status, _, body) = tus(app, Method::DELETE, &location, &[], vec![]).await;
+    let (status, _, body) = app.tus_delete(&location).await;
     assert_eq!(status, 204, "{body}");
     assert!(files_under(&uploads.join("tus")).is_empty());
 }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use awc::http::Method;
 
-use crate::tus::{client_source, run_client, tus_client_required};
-use crate::uploads::{files_under, get_bytes, header, sha256_hex};
+use crate::helpers::{
+    client_source, files_under, header, run_client, sha256_hex, tus_client_required,
+};
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tus-js");
 
@@ -66,13 +67,13 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
     assert!(url.starts_with(&app.url("/files/")), "{url}");
 
     let id = url.rsplit('/').next().unwrap();
-    let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+    let (status, _, meta) = app.get_upload(id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], sha256_hex(&data));
     assert_eq!(meta["filename"], "tus-js.bin");
     assert_eq!(meta["content_type"], "application/x-tus-js");
     assert_eq!(meta["size"], data.len());
-    let (status, _, content) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+    let (status, _, content) = app.get_content(id, None).await;
     assert_eq!(status, 200);
     assert!(content == data, "content differs");
 
@@ -83,7 +84,7 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
         .rsplit('/')
         .next()
         .unwrap();
-    let (status, _, meta) = app.get_json(&format!("/uploads/{overridden}")).await;
+    let (status, _, meta) = app.get_upload(overridden).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], sha256_hex(&data[..3 * 1024]));
 
@@ -103,7 +104,7 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
     );
     assert_eq!(header(res.headers(), "tus-resumable"), "1.0.0");
     let terminated_id = terminated.rsplit('/').next().unwrap();
-    let (status, _, _) = app.get_json(&format!("/uploads/{terminated_id}")).await;
+    let (status, _, _) = app.get_upload(terminated_id).await;
     assert_eq!(status, 404);
     assert!(files_under(&app.dir.path().join("uploads/tus")).is_empty());
 }

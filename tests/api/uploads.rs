@@ -1,6 +1,5 @@
 //! `POST /upload` and `/uploads`: real files through the real server, on both databases.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,136 +8,13 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::both_backends;
-use crate::helpers::{read_json, spawn_app, spawn_app_with, Backend, TestApp};
-
-pub const BOUNDARY: &str = "troupe-test-boundary-7MA4YWxkTrZu0gW";
-
-/// The multipart framing around one `file` part.
-pub fn framing(filename: &str, content_type: &str) -> (Vec<u8>, Vec<u8>) {
-    let head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-         Content-Type: {content_type}\r\n\r\n"
-    );
-    let tail = format!("\r\n--{BOUNDARY}--\r\n");
-    (head.into_bytes(), tail.into_bytes())
-}
-
-/// A whole multipart body with one `file` part.
-pub fn form(filename: &str, data: &[u8]) -> Vec<u8> {
-    let (mut body, tail) = framing(filename, "application/octet-stream");
-    body.extend_from_slice(data);
-    body.extend_from_slice(&tail);
-    body
-}
-
-pub fn content_type() -> String {
-    format!("multipart/form-data; boundary={BOUNDARY}")
-}
-
-/// A response header as text ("" when missing).
-pub fn header<'a>(headers: &'a awc::http::header::HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Deterministic pseudo-random bytes, generated chunk by chunk (xorshift).
-pub struct Noise(u64);
-
-impl Noise {
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    pub fn chunk(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            out.extend_from_slice(&self.0.to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-}
-
-pub async fn post_form(
-    app: &TestApp,
-    body: Vec<u8>,
-) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
-    let res = app
-        .client
-        .post(app.url("/upload"))
-        .insert_header(("content-type", content_type()))
-        .send_body(body)
-        .await
-        .expect("request failed");
-    read_json(res).await
-}
-
-/// GETs `path` and returns status, headers and the body, read as a stream.
-pub async fn get_bytes(
-    app: &TestApp,
-    path: &str,
-    range: Option<&str>,
-) -> (u16, awc::http::header::HeaderMap, Vec<u8>) {
-    let mut req = app.client.get(app.url(path));
-    if let Some(range) = range {
-        req = req.insert_header(("range", range));
-    }
-    let mut res = req.send().await.expect("request failed");
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let mut body = Vec::new();
-    while let Some(chunk) = res.next().await {
-        body.extend_from_slice(&chunk.expect("body failed"));
-    }
-    (status, headers, body)
-}
-
-/// Every regular file under `dir`, recursively.
-pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// Waits until no file is left under the upload dir (cleanup runs after the response).
-pub async fn assert_no_files_left(app: &TestApp) {
-    let dir = app.dir.path().join("uploads");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let files = files_under(&dir);
-        if files.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "files left behind: {files:?}");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::helpers::{
+    app_on_small_disk, assert_no_files_left, content_type, files_under, form, framing, header, hex,
+    read_json, sha256_hex, spawn_app, spawn_app_with, Backend, Noise, TestApp, BOUNDARY,
+};
 
 async fn assert_no_uploads_listed(app: &TestApp) {
-    let (status, _, body) = app.get_json("/uploads").await;
+    let (status, _, body) = app.list_uploads("").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["uploads"].as_array().unwrap().len(), 0, "{body}");
 }
@@ -153,7 +29,7 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         b"".as_slice(),
         b"\r\n--not-the-boundary\r\n".as_slice(),
     ] {
-        let (status, headers, body) = post_form(&app, form("report.pdf", data)).await;
+        let (status, headers, body) = app.post_upload("report.pdf", data).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["status"], "uploaded");
         assert_eq!(body["filename"], "report.pdf");
@@ -169,13 +45,12 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         let on_disk = std::fs::read(app.dir.path().join("uploads").join(&id)).unwrap();
         assert_eq!(on_disk, data);
 
-        let (status, _, meta) = app.get_json(&format!("/uploads/{id}")).await;
+        let (status, _, meta) = app.get_upload(&id).await;
         assert_eq!(status, 200, "{meta}");
         assert_eq!(meta["sha256"], sha256_hex(data));
         assert_eq!(meta["size"], data.len());
 
-        let (status, headers, content) =
-            get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+        let (status, headers, content) = app.get_content(id, None).await;
         assert_eq!(status, 200);
         assert_eq!(content, data);
         assert_eq!(
@@ -188,7 +63,7 @@ async fn small_and_empty_files_round_trip_with_their_sha256(backend: Backend) {
         assert!(disposition.starts_with("attachment"), "{disposition}");
         assert!(disposition.contains("report.pdf"), "{disposition}");
     }
-    let (_, _, list) = app.get_json("/uploads").await;
+    let (_, _, list) = app.list_uploads("").await;
     assert_eq!(list["uploads"].as_array().unwrap().len(), 3, "{list}");
     // Nothing is left in the temp area.
     assert!(files_under(&app.dir.path().join("uploads/.tmp")).is_empty());
@@ -256,19 +131,14 @@ async fn an_upload_over_the_limit_is_413_and_keeps_nothing(backend: Backend) {
     };
     // At the limit: taken.
     let exact = Noise::new(1).chunk(1 << 20);
-    let (status, _, body) = post_form(&app, form("exact.bin", &exact)).await;
+    let (status, _, body) = app.post_upload("exact.bin", &exact).await;
     assert_eq!(status, 201, "{body}");
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", body["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    let (status, _, _) = app.delete_upload(body["id"].as_str().unwrap()).await;
+    assert_eq!(status, 204);
 
     // One byte over, with a Content-Length small enough to be read: 413 once crossed.
     let over = Noise::new(2).chunk((1 << 20) + 1);
-    let (status, _, body) = post_form(&app, form("over.bin", &over)).await;
+    let (status, _, body) = app.post_upload("over.bin", &over).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
     assert_no_uploads_listed(&app).await;
@@ -383,7 +253,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_no_file_and_no_row(backend:
     assert_no_files_left(&app).await;
     assert_no_uploads_listed(&app).await;
     // The server still serves uploads.
-    let (status, _, body) = post_form(&app, form("after.txt", b"still here")).await;
+    let (status, _, body) = app.post_upload("after.txt", b"still here").await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -398,11 +268,11 @@ async fn hostile_filenames_are_only_sanitised_metadata(backend: Backend) {
         ("..", "upload"),
         ("\u{202e}gnp.exe", "gnp.exe"),
     ] {
-        let (status, _, body) = post_form(&app, form(raw, b"x")).await;
+        let (status, _, body) = app.post_upload(raw, b"x").await;
         assert_eq!(status, 201, "{raw:?}: {body}");
         assert_eq!(body["filename"], want, "{raw:?}");
         let id = body["id"].as_str().unwrap();
-        let (_, headers, _) = get_bytes(&app, &format!("/uploads/{id}/content"), None).await;
+        let (_, headers, _) = app.get_content(id, None).await;
         let disposition = header(&headers, "content-disposition");
         assert!(
             !disposition.contains('/') && !disposition.contains(".."),
@@ -411,7 +281,7 @@ async fn hostile_filenames_are_only_sanitised_metadata(backend: Backend) {
     }
     // NUL and control characters in the part's headers: refused or cleaned, never a path.
     for raw in ["nul\0.txt", "bell\x07.txt", "cr\rlf.txt"] {
-        let (status, _, body) = post_form(&app, form(raw, b"x")).await;
+        let (status, _, body) = app.post_upload(raw, b"x").await;
         assert!(status == 201 || status == 400, "{raw:?}: {status} {body}");
         if status == 201 {
             let name = body["filename"].as_str().unwrap();
@@ -437,14 +307,7 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
         return;
     };
     // Not multipart.
-    let res = app
-        .client
-        .post(app.url("/upload"))
-        .insert_header(("content-type", "application/json"))
-        .send_body("{}")
-        .await
-        .unwrap();
-    let (status, _, body) = read_json(res).await;
+    let (status, _, body) = app.post_upload_as("application/json", b"{}".to_vec()).await;
     assert_eq!(status, 415, "{body}");
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
@@ -452,7 +315,7 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
     let other = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{BOUNDARY}--\r\n"
     );
-    let (status, _, body) = post_form(&app, other.into_bytes()).await;
+    let (status, _, body) = app.post_form(other.into_bytes()).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["fields"][0]["field"], "file");
 
@@ -464,40 +327,25 @@ async fn malformed_forms_get_truthful_errors(backend: Backend) {
         ));
     }
     many.push_str(&format!("--{BOUNDARY}--\r\n"));
-    let (status, _, body) = post_form(&app, many.into_bytes()).await;
+    let (status, _, body) = app.post_form(many.into_bytes()).await;
     assert_eq!(status, 400, "{body}");
 
     // Two files.
     let (mut two, _) = framing("a.txt", "text/plain");
     two.extend_from_slice(b"a\r\n");
     two.extend_from_slice(&form("b.txt", b"b"));
-    let (status, _, body) = post_form(&app, two).await;
+    let (status, _, body) = app.post_form(two).await;
     assert_eq!(status, 400, "{body}");
 
     // Truncated body (no closing boundary).
     let mut cut = form("cut.txt", b"abc");
     cut.truncate(cut.len() - 10);
-    let (status, _, body) = post_form(&app, cut).await;
+    let (status, _, body) = app.post_form(cut).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
 
     assert_no_uploads_listed(&app).await;
     assert_no_files_left(&app).await;
-}
-
-async fn post_with_type(
-    app: &TestApp,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
-    let res = app
-        .client
-        .post(app.url("/upload"))
-        .insert_header(("content-type", content_type))
-        .send_body(body)
-        .await
-        .expect("request failed");
-    read_json(res).await
 }
 
 async fn a_browser_form_with_fields_around_the_file_is_stored(backend: Backend) {
@@ -520,7 +368,7 @@ async fn a_browser_form_with_fields_around_the_file_is_stored(backend: Backend) 
         .as_bytes(),
     );
     let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
-    let (status, _, body) = post_with_type(&app, &content_type, body).await;
+    let (status, _, body) = app.post_upload_as(&content_type, body).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["filename"], "résumé.pdf");
     assert_eq!(body["content_type"], "application/pdf");
@@ -545,12 +393,14 @@ async fn framing_over_its_limits_is_400(backend: Backend) {
     let body =
         format!("--{long}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--{long}--");
     let content_type = format!("multipart/form-data; boundary={long}");
-    let (status, _, body) = post_with_type(&app, &content_type, body.into_bytes()).await;
+    let (status, _, body) = app.post_upload_as(&content_type, body.into_bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
 
     // No boundary at all.
-    let (status, _, body) = post_with_type(&app, "multipart/form-data", form("a", b"x")).await;
+    let (status, _, body) = app
+        .post_upload_as("multipart/form-data", form("a", b"x"))
+        .await;
     assert_eq!(status, 400, "{body}");
 
     // A part with more than 16 headers, or more than 8 KiB of them.
@@ -565,7 +415,7 @@ async fn framing_over_its_limits_is_400(backend: Backend) {
         body.extend_from_slice(rest);
         body.extend_from_slice(b"x");
         body.extend_from_slice(&tail);
-        let (status, _, body) = post_form(&app, body).await;
+        let (status, _, body) = app.post_form(body).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "bad_request");
     }
@@ -578,19 +428,19 @@ async fn content_serves_single_ranges_and_refuses_unsatisfiable_ones(backend: Ba
         return;
     };
     let data: Vec<u8> = (0..100u8).collect();
-    let (_, _, body) = post_form(&app, form("range.bin", &data)).await;
-    let path = format!("/uploads/{}/content", body["id"].as_str().unwrap());
+    let (_, _, body) = app.post_upload("range.bin", &data).await;
+    let id = body["id"].as_str().unwrap();
 
-    let (status, headers, part) = get_bytes(&app, &path, Some("bytes=10-19")).await;
+    let (status, headers, part) = app.get_content(id, Some("bytes=10-19")).await;
     assert_eq!(status, 206);
     assert_eq!(part, &data[10..20]);
     assert_eq!(header(&headers, "content-range"), "bytes 10-19/100");
 
-    let (status, _, part) = get_bytes(&app, &path, Some("bytes=-5")).await;
+    let (status, _, part) = app.get_content(id, Some("bytes=-5")).await;
     assert_eq!(status, 206);
     assert_eq!(part, &data[95..]);
 
-    let (status, headers, body) = get_bytes(&app, &path, Some("bytes=500-600")).await;
+    let (status, headers, body) = app.get_content(id, Some("bytes=500-600")).await;
     assert_eq!(status, 416);
     assert_eq!(header(&headers, "content-range"), "bytes */100");
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -603,44 +453,32 @@ async fn listing_pages_and_deleting_removes_row_and_file(backend: Backend) {
     };
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (_, _, body) = post_form(&app, form(&format!("f{i}.txt"), b"data")).await;
+        let (_, _, body) = app.post_upload(&format!("f{i}.txt"), b"data").await;
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     ids.sort();
-    let (status, _, page) = app.get_json("/uploads?limit=2").await;
+    let (status, _, page) = app.list_uploads("limit=2").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["uploads"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_after"], ids[1].as_str());
-    let (_, _, rest) = app
-        .get_json(&format!("/uploads?limit=2&after={}", ids[1]))
-        .await;
+    let (_, _, rest) = app.list_uploads(&format!("limit=2&after={}", ids[1])).await;
     assert_eq!(rest["uploads"][0]["id"], ids[2].as_str());
     assert!(rest["next_after"].is_null());
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    let (status, _, _) = app.delete_upload(&ids[0]).await;
+    assert_eq!(status, 204);
     assert!(!app.dir.path().join("uploads").join(&ids[0]).exists());
-    let (status, _, body) = app.get_json(&format!("/uploads/{}", ids[0])).await;
+    let (status, _, body) = app.get_upload(&ids[0]).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
-    let (status, _, _) = app.get_json(&format!("/uploads/{}/content", ids[0])).await;
+    let (status, _, _) = app.get_content(&ids[0], None).await;
     assert_eq!(status, 404);
-    let res = app
-        .client
-        .delete(app.url(&format!("/uploads/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    let (status, _, _) = app.delete_upload(&ids[0]).await;
+    assert_eq!(status, 404);
     // Not a UUID: no such upload, and nothing about paths in the answer.
     let (status, _, body) = app.get_json("/uploads/..%2F..%2Fetc%2Fpasswd").await;
     assert_eq!(status, 404, "{body}");
-    let (status, _, _) = app.get_json("/uploads?limit=0").await;
+    let (status, _, _) = app.list_uploads("limit=0").await;
     assert_eq!(status, 422);
 }
 
@@ -687,7 +525,7 @@ async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
 
     let started = Instant::now();
-    let (status, headers, body) = post_form(&app, form("turned-away.bin", b"late")).await;
+    let (status, headers, body) = app.post_upload("turned-away.bin", b"late").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "overloaded");
     assert!(!header(&headers, "retry-after").is_empty());
@@ -701,7 +539,7 @@ async fn a_saturated_cpu_pool_turns_a_new_upload_away_with_503() {
         assert_eq!(status, 201, "{body}");
     }
     assert_eq!(blocker.await.unwrap().unwrap(), 204);
-    let (_, _, page) = app.get_json("/uploads").await;
+    let (_, _, page) = app.list_uploads("").await;
     let names: Vec<_> = page["uploads"]
         .as_array()
         .unwrap()
@@ -736,67 +574,13 @@ async fn uploads_yield_to_interactive_requests() {
     };
     let data = Noise::new(9).chunk(6 << 20);
     let started = Instant::now();
-    let (status, _, body) = post_form(&app, form("paced.bin", &data)).await;
+    let (status, _, body) = app.post_upload("paced.bin", &data).await;
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sha256"], sha256_hex(&data));
     assert!(pinger.await.unwrap() > 10, "pings ran alongside");
     assert!(took >= Duration::from_secs(2), "paced: {took:?}");
-}
-
-/// A small filesystem of its own, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// Mounts a `size` tmpfs under `dir`; `None` where this process may not mount (not root).
-    fn mount(dir: &Path, size: &str) -> Option<Self> {
-        let at = dir.join("small-disk");
-        std::fs::create_dir_all(&at).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        mounted.then_some(Self(at))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).output();
-    }
-}
-
-/// The app with its uploads on a 4 MiB filesystem of their own. Fields drop in order: the
-/// app stops, then the disk is unmounted, then its directory goes.
-pub struct SmallDiskApp {
-    pub app: TestApp,
-    pub uploads: std::path::PathBuf,
-    _disk: SmallDisk,
-    _dir: tempfile::TempDir,
-}
-
-/// [`SmallDiskApp`], or `None` (said in one line) where this process may not mount.
-pub async fn app_on_small_disk() -> Option<SmallDiskApp> {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(dir.path(), "4m") else {
-        eprintln!("skipping a full-disk test: mounting a small tmpfs needs root");
-        return None;
-    };
-    let uploads = disk.0.join("uploads");
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[("TROUPE_UPLOAD_DIR", uploads.to_str().unwrap())],
-    )
-    .await
-    .unwrap();
-    Some(SmallDiskApp {
-        app,
-        uploads,
-        _disk: disk,
-        _dir: dir,
-    })
 }
 
 /// A full disk fails the upload that meets it with 507 `insufficient_storage`, keeps none
@@ -807,7 +591,9 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
         return;
     };
     let (app, uploads) = (&small.app, &small.uploads);
-    let (status, _, body) = post_form(app, form("big.bin", &Noise::new(5).chunk(8 << 20))).await;
+    let (status, _, body) = app
+        .post_upload("big.bin", &Noise::new(5).chunk(8 << 20))
+        .await;
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_storage");
     assert!(
@@ -825,7 +611,7 @@ async fn a_full_disk_is_507_and_keeps_nothing() {
     }
 
     let small = Noise::new(6).chunk(100_000);
-    let (status, _, body) = post_form(app, form("small.bin", &small)).await;
+    let (status, _, body) = app.post_upload("small.bin", &small).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sha256"], sha256_hex(&small));
 }

@@ -3,30 +3,13 @@
 use awc::http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Backend, TestApp};
-
-async fn create(app: &TestApp, name: &str, email: &str) -> (u16, Value) {
-    let (status, _, body) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": name, "email": email}),
-        )
-        .await;
-    (status, body)
-}
+use crate::helpers::{spawn_app, Backend};
 
 async fn create_returns_201_location_and_the_user(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, headers, user) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": "  Ada Lovelace ", "email": "ada@example.com"}),
-        )
-        .await;
+    let (status, headers, user) = app.create_user("  Ada Lovelace ", "ada@example.com").await;
     assert_eq!(status, 201, "{user}");
     let id = user["id"].as_i64().unwrap();
     assert_eq!(
@@ -42,7 +25,7 @@ async fn create_returns_201_location_and_the_user(backend: Backend) {
     );
     assert!(created.ends_with('Z'));
 
-    let (status, _, fetched) = app.get_json(&format!("/users/{id}")).await;
+    let (status, _, fetched) = app.get_user(id).await;
     assert_eq!((status, &fetched), (200, &user));
 }
 
@@ -50,13 +33,7 @@ async fn invalid_fields_are_422_with_each_field_named(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, _, body) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": "   ", "email": "nope"}),
-        )
-        .await;
+    let (status, _, body) = app.create_user("   ", "nope").await;
     assert_eq!(status, 422, "{body}");
     let fields: Vec<&str> = body["error"]["fields"]
         .as_array()
@@ -66,13 +43,7 @@ async fn invalid_fields_are_422_with_each_field_named(backend: Backend) {
         .collect();
     assert_eq!(fields, ["name", "email"]);
 
-    let (status, _, body) = app
-        .send_json(
-            Method::POST,
-            "/users",
-            &json!({"name": "x".repeat(201), "email": "a@b.co"}),
-        )
-        .await;
+    let (status, _, body) = app.create_user(&"x".repeat(201), "a@b.co").await;
     assert_eq!(status, 422, "{body}");
     let (status, _, body) = app
         .send_json(Method::POST, "/users", &json!({"email": "a@b.co"}))
@@ -87,18 +58,14 @@ async fn a_taken_email_in_any_case_is_409(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    assert_eq!(create(&app, "A", "same@example.com").await.0, 201);
-    let (status, body) = create(&app, "B", "SAME@Example.COM").await;
+    assert_eq!(app.create_user("A", "same@example.com").await.0, 201);
+    let (status, _, body) = app.create_user("B", "SAME@Example.COM").await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
 
-    let (_, other) = create(&app, "C", "other@example.com").await;
+    let (_, _, other) = app.create_user("C", "other@example.com").await;
     let (status, _, body) = app
-        .send_json(
-            Method::PATCH,
-            &format!("/users/{}", other["id"]),
-            &json!({"email": "Same@example.com"}),
-        )
+        .update_user(&other["id"], &json!({"email": "Same@example.com"}))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -110,22 +77,15 @@ async fn unknown_ids_are_404(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, _, body) = app.get_json("/users/999999").await;
+    let (status, _, body) = app.get_user(999999).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (status, _, _) = app
-        .send_json(Method::PATCH, "/users/999999", &json!({"name": "x"}))
-        .await;
+    let (status, _, _) = app.update_user(999999, &json!({"name": "x"})).await;
     assert_eq!(status, 404);
-    let res = app
-        .client
-        .delete(app.url("/users/999999"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    let (status, _, _) = app.delete_user(999999).await;
+    assert_eq!(status, 404);
 }
 
 async fn list_pages_by_keyset_in_id_order(backend: Backend) {
@@ -134,18 +94,20 @@ async fn list_pages_by_keyset_in_id_order(backend: Backend) {
     };
     let mut ids = Vec::new();
     for i in 0..5 {
-        let (status, user) = create(&app, &format!("User {i}"), &format!("u{i}@example.com")).await;
+        let (status, _, user) = app
+            .create_user(&format!("User {i}"), &format!("u{i}@example.com"))
+            .await;
         assert_eq!(status, 201);
         ids.push(user["id"].as_i64().unwrap());
     }
     let mut seen = Vec::new();
     let mut after: Option<i64> = None;
     loop {
-        let path = match after {
-            Some(a) => format!("/users?limit=2&after={a}"),
-            None => "/users?limit=2".to_owned(),
+        let query = match after {
+            Some(a) => format!("limit=2&after={a}"),
+            None => "limit=2".to_owned(),
         };
-        let (status, _, page) = app.get_json(&path).await;
+        let (status, _, page) = app.list_users(&query).await;
         assert_eq!(status, 200, "{page}");
         let users = page["users"].as_array().unwrap();
         assert!(users.len() <= 2);
@@ -157,7 +119,7 @@ async fn list_pages_by_keyset_in_id_order(backend: Backend) {
     }
     assert_eq!(seen, ids);
 
-    let (_, _, all) = app.get_json("/users").await;
+    let (_, _, all) = app.list_users("").await;
     assert_eq!(all["users"].as_array().unwrap().len(), 5);
     assert_eq!(all["next_after"], Value::Null);
 
@@ -171,25 +133,21 @@ async fn patch_changes_only_the_given_fields(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (_, user) = create(&app, "Old", "old@example.com").await;
-    let path = format!("/users/{}", user["id"]);
-    let (status, _, updated) = app
-        .send_json(Method::PATCH, &path, &json!({"name": "New"}))
-        .await;
+    let (_, _, user) = app.create_user("Old", "old@example.com").await;
+    let id = &user["id"];
+    let (status, _, updated) = app.update_user(id, &json!({"name": "New"})).await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["name"], "New");
     assert_eq!(updated["email"], "old@example.com");
     assert_eq!(updated["created_at"], user["created_at"]);
     assert!(updated["updated_at"].as_str() >= user["updated_at"].as_str());
 
-    let (status, _, body) = app.send_json(Method::PATCH, &path, &json!({})).await;
+    let (status, _, body) = app.update_user(id, &json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("validation_failed"))
     );
-    let (status, _, _) = app
-        .send_json(Method::PATCH, &path, &json!({"email": "bad"}))
-        .await;
+    let (status, _, _) = app.update_user(id, &json!({"email": "bad"})).await;
     assert_eq!(status, 422);
 }
 
@@ -197,14 +155,13 @@ async fn delete_answers_204_then_404(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (_, user) = create(&app, "Gone", "gone@example.com").await;
-    let path = format!("/users/{}", user["id"]);
-    let res = app.client.delete(app.url(&path)).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 204);
-    let (status, _, _) = app.get_json(&path).await;
+    let (_, _, user) = app.create_user("Gone", "gone@example.com").await;
+    let (status, _, _) = app.delete_user(&user["id"]).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = app.get_user(&user["id"]).await;
     assert_eq!(status, 404);
     // A deleted email can be taken again.
-    assert_eq!(create(&app, "Again", "gone@example.com").await.0, 201);
+    assert_eq!(app.create_user("Again", "gone@example.com").await.0, 201);
 }
 
 crate::both_backends!(

@@ -10,7 +10,7 @@ use troupe::config::{UpstreamConfig, UpstreamSource};
 use troupe::error::AppError;
 use troupe::fetch::{FanOut, SourceId, Upstreams};
 
-use crate::upstream_stub::Stub;
+use crate::helpers::Stub;
 
 fn upstreams(sources: &[(&str, String)]) -> Arc<Upstreams> {
     Arc::new(Upstreams::new(&UpstreamConfig {

@@ -24,7 +24,7 @@ use troupe::time::now;
 use troupe::upload::Store;
 use uuid::Uuid;
 
-use crate::uploads::files_under;
+use crate::helpers::files_under;
 
 const T: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,45 @@
+//! What the tests share: the real troupe on port 0 over a fresh database ([`spawn_app`]),
+//! the requests they send it, and what they stand on (databases, files, forms, a small
+//! disk, an upstream server, real tus clients, the binary itself).
+
+mod app;
+mod clients;
+mod files;
+mod forms;
+mod http;
+mod pg;
+mod requests;
+mod small_disk;
+mod upstream_stub;
+
+pub use app::{
+    spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
+};
+pub use clients::{client_source, run_client, tus_client_required};
+pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
+pub use forms::{content_type, form, framing, BOUNDARY};
+pub use http::{header, read_json, request_id};
+pub use pg::PgTestDb;
+pub use requests::Reply;
+pub use small_disk::app_on_small_disk;
+pub use upstream_stub::{refused_url, Event, Stub};
+
+/// Declares one test per backend: `both_backends!(name, async_fn)` makes `name::sqlite`
+/// and `name::postgres`, each calling `async_fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix::test]
+                async fn sqlite() {
+                    super::$body($crate::helpers::Backend::Sqlite).await
+                }
+                #[actix::test]
+                async fn postgres() {
+                    super::$body($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
