@@ -55,24 +55,31 @@ pub struct UploadPage {
     pub next_after: Option<String>,
 }
 
+/// What a client says about a file it uploads: its id, name and type (sanitised), and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The new upload's id.
+    pub id: UploadId,
+    /// The client's file name, sanitised.
+    pub filename: String,
+    /// The media type the client gave, or `application/octet-stream`.
+    pub content_type: String,
+    /// The size in bytes.
+    pub size: u64,
+}
+
 impl Upload {
-    /// A `POST /upload` file, complete: every byte written and digested.
-    pub fn stored(
-        id: UploadId,
-        filename: String,
-        content_type: String,
-        size: u64,
-        sha256: String,
-    ) -> Self {
+    /// A new row for `file`, created now, with nothing stored yet.
+    fn new(file: FileInfo) -> Self {
         let at = now();
         Self {
-            id,
-            filename,
-            content_type,
-            size,
-            upload_offset: size,
-            sha256: Some(sha256),
-            complete: true,
+            id: file.id,
+            filename: file.filename,
+            content_type: file.content_type,
+            size: file.size,
+            upload_offset: 0,
+            sha256: None,
+            complete: false,
             tus_metadata: None,
             expires_at: None,
             created_at: at,
@@ -80,28 +87,24 @@ impl Upload {
         }
     }
 
-    /// A new tus upload of `size` bytes, none of them written yet, living `expiry`.
-    pub fn tus(
-        id: UploadId,
-        filename: String,
-        content_type: String,
-        size: u64,
-        tus_metadata: Option<String>,
-        expiry: Duration,
-    ) -> Self {
-        let at = now();
+    /// A `POST /upload` file, complete: every byte written and digested.
+    pub fn stored(file: FileInfo, sha256: String) -> Self {
+        let row = Self::new(file);
         Self {
-            id,
-            filename,
-            content_type,
-            size,
-            upload_offset: 0,
-            sha256: None,
-            complete: false,
+            upload_offset: row.size,
+            sha256: Some(sha256),
+            complete: true,
+            ..row
+        }
+    }
+
+    /// A new tus upload, none of its bytes written yet, living `expiry`.
+    pub fn tus(file: FileInfo, tus_metadata: Option<String>, expiry: Duration) -> Self {
+        let row = Self::new(file);
+        Self {
             tus_metadata,
-            expires_at: Some(expires_at(at, expiry)),
-            created_at: at,
-            updated_at: at,
+            expires_at: Some(expires_at(row.created_at, expiry)),
+            ..row
         }
     }
 

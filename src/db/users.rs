@@ -103,47 +103,54 @@ fn required(field: &str, value: Option<String>, fields: &mut Vec<FieldError>) ->
     value
 }
 
-/// A name: trimmed, 1..=200 characters, no control characters.
-fn check_name(name: &str, fields: &mut Vec<FieldError>) -> Option<String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    let problem = if chars == 0 {
-        Some("must not be empty".to_owned())
-    } else if chars > MAX_NAME_CHARS {
-        Some(format!("must be at most {MAX_NAME_CHARS} characters"))
-    } else if name.chars().any(char::is_control) {
-        Some("must not contain control characters".to_owned())
-    } else {
-        None
-    };
-    match problem {
+/// The trimmed value of `field`, or `None` with its problem noted in `fields`.
+fn checked(
+    field: &str,
+    value: &str,
+    problem: impl Fn(&str) -> Option<String>,
+    fields: &mut Vec<FieldError>,
+) -> Option<String> {
+    let value = value.trim();
+    match problem(value) {
         Some(message) => {
-            fields.push(FieldError::new("name", message));
+            fields.push(FieldError::new(field, message));
             None
         }
-        None => Some(name.to_owned()),
+        None => Some(value.to_owned()),
     }
+}
+
+/// A name: trimmed, 1..=200 characters, no control characters.
+fn check_name(name: &str, fields: &mut Vec<FieldError>) -> Option<String> {
+    let problem = |name: &str| {
+        let chars = name.chars().count();
+        if chars == 0 {
+            Some("must not be empty".to_owned())
+        } else if chars > MAX_NAME_CHARS {
+            Some(format!("must be at most {MAX_NAME_CHARS} characters"))
+        } else if name.chars().any(char::is_control) {
+            Some("must not contain control characters".to_owned())
+        } else {
+            None
+        }
+    };
+    checked("name", name, problem, fields)
 }
 
 /// An email: trimmed, at most 254 characters, `local@domain` where the local part is 1..=64
 /// printable non-space characters without `@`, and the domain is dot-separated labels of
 /// letters, digits and inner hyphens, with at least one dot.
 fn check_email(email: &str, fields: &mut Vec<FieldError>) -> Option<String> {
-    let email = email.trim();
-    let problem = if email.chars().count() > MAX_EMAIL_CHARS {
-        Some(format!("must be at most {MAX_EMAIL_CHARS} characters"))
-    } else if !is_valid_email(email) {
-        Some("must be a valid email address".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => {
-            fields.push(FieldError::new("email", message));
+    let problem = |email: &str| {
+        if email.chars().count() > MAX_EMAIL_CHARS {
+            Some(format!("must be at most {MAX_EMAIL_CHARS} characters"))
+        } else if !is_valid_email(email) {
+            Some("must be a valid email address".to_owned())
+        } else {
             None
         }
-        None => Some(email.to_owned()),
-    }
+    };
+    checked("email", email, problem, fields)
 }
 
 fn is_valid_email(email: &str) -> bool {

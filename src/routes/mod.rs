@@ -13,6 +13,25 @@ use actix_web::{web, HttpRequest};
 
 use crate::error::AppError;
 
+/// Rows shown as a JSON array of their answers `A`, each built as it is written.
+pub struct Each<'a, T, A>(&'a [T], std::marker::PhantomData<fn() -> A>);
+
+impl<'a, T, A> Each<'a, T, A> {
+    /// The answers to `rows`.
+    pub fn new(rows: &'a [T]) -> Self {
+        Self(rows, std::marker::PhantomData)
+    }
+}
+
+impl<'a, T, A> serde::Serialize for Each<'a, T, A>
+where
+    A: From<&'a T> + serde::Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(A::from))
+    }
+}
+
 /// Largest JSON body the JSON routes take.
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 

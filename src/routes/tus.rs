@@ -13,7 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
 use super::uploads::{declared_length, parse_id};
-use crate::db::uploads::Upload;
+use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::services::Services;
@@ -191,14 +191,14 @@ pub async fn create(
     } else {
         None
     };
-    let row = Upload::tus(
-        UploadId::new(),
+    let file = FileInfo {
+        id: UploadId::new(),
         filename,
         content_type,
-        length,
-        raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned),
-        services.limits.tus_expiry,
-    );
+        size: length,
+    };
+    let metadata = raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned);
+    let row = Upload::tus(file, metadata, services.limits.tus_expiry);
     let mut upload = services.uploads.create_tus(row).await?;
     let mut res = HttpResponse::Created();
     res.insert_header((header::LOCATION, format!("/files/{}", upload.id)));

@@ -8,7 +8,9 @@ use actix_web::http::header::{
 };
 use actix_web::{mime, web, HttpRequest, HttpResponse};
 use futures::StreamExt as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::Each;
 
 use crate::actors::upload::UploadSession;
 use crate::db::page::{parse_limit, PageRequest};
@@ -60,22 +62,14 @@ impl<'a> From<&'a Upload> for UploadAnswer<'a> {
 /// A page of uploads as the API shows it.
 #[derive(Serialize)]
 struct PageAnswer<'a> {
-    uploads: Uploads<'a>,
+    uploads: Each<'a, Upload, UploadAnswer<'a>>,
     next_after: Option<&'a str>,
-}
-
-struct Uploads<'a>(&'a [Upload]);
-
-impl Serialize for Uploads<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(UploadAnswer::from))
-    }
 }
 
 impl<'a> From<&'a UploadPage> for PageAnswer<'a> {
     fn from(page: &'a UploadPage) -> Self {
         Self {
-            uploads: Uploads(&page.uploads),
+            uploads: Each::new(&page.uploads),
             next_after: page.next_after.as_deref(),
         }
     }

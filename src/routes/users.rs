@@ -2,7 +2,9 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::Each;
 
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::users::{NewUser, User, UserChanges, UserPage};
@@ -52,22 +54,14 @@ impl<'a> From<&'a User> for UserAnswer<'a> {
 /// A page of users as the API shows it.
 #[derive(Serialize)]
 struct PageAnswer<'a> {
-    users: Users<'a>,
+    users: Each<'a, User, UserAnswer<'a>>,
     next_after: Option<UserId>,
-}
-
-struct Users<'a>(&'a [User]);
-
-impl Serialize for Users<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(UserAnswer::from))
-    }
 }
 
 impl<'a> From<&'a UserPage> for PageAnswer<'a> {
     fn from(page: &'a UserPage) -> Self {
         Self {
-            users: Users(&page.users),
+            users: Each::new(&page.users),
             next_after: page.next_after,
         }
     }

@@ -21,7 +21,7 @@ use super::{
 use crate::actors::cpu::{CpuPool, HashChunk};
 use crate::actors::supervise::ask;
 use crate::bulk::Pace;
-use crate::db::uploads::Upload;
+use crate::db::uploads::{FileInfo, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -221,7 +221,13 @@ impl UploadSession {
             } => {
                 let (size, hasher) = received
                     .ok_or_else(|| AppError::internal("an upload session", "nothing received"))?;
-                let row = Upload::stored(id, filename, content_type, size, hex(&hasher.finish()));
+                let file = FileInfo {
+                    id,
+                    filename,
+                    content_type,
+                    size,
+                };
+                let row = Upload::stored(file, hex(&hasher.finish()));
                 let session = guard.session;
                 let finished =
                     ask(&uploads.addr, FinishFile { session, row }, FINISH_TIMEOUT).await;

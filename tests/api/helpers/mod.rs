@@ -3,6 +3,7 @@
 //! disk, an upstream server, real tus clients, the binary itself).
 
 mod app;
+mod binary;
 mod clients;
 mod files;
 mod forms;
@@ -15,6 +16,7 @@ mod upstream_stub;
 pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
 };
+pub use binary::RunningBinary;
 pub use clients::{client_source, run_client, tus_client_required};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};

@@ -1,0 +1,79 @@
+//! The real binary, running: its port, and every line it writes to stderr (its log).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::app::troupe;
+
+/// A running `troupe` process, stopped when dropped.
+pub struct RunningBinary {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl RunningBinary {
+    /// Starts the binary in `dir` with `vars` (on port 0), and waits until it serves.
+    pub fn start(dir: &std::path::Path, vars: &[(&str, &str)]) -> Self {
+        let mut cmd = troupe();
+        cmd.current_dir(dir)
+            .env("TROUPE_BIND", "127.0.0.1:0")
+            .stderr(Stdio::piped());
+        for (key, value) in vars {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("start the binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut running = Self {
+            child,
+            lines,
+            address: String::new(),
+        };
+        let serving = running
+            .wait_for_line("serving on", Duration::from_secs(30))
+            .expect("the binary never said it was serving");
+        let port = serving
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("a port in the serving line");
+        running.address = format!("http://127.0.0.1:{port}");
+        running
+    }
+
+    /// The first log line containing `needle`, waiting up to `wait` for it.
+    pub fn wait_for_line(&self, needle: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
