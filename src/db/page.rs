@@ -4,29 +4,35 @@
 use crate::error::FieldError;
 
 /// Page size when the client gives none.
-pub const DEFAULT_LIMIT: i64 = 50;
+pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page size a client may ask for.
-pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_LIMIT: u32 = 1000;
 
 /// One page asked for: at most `limit` rows with keys above `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest<K> {
     /// 1..=[`MAX_LIMIT`].
-    pub limit: i64,
+    pub limit: u32,
     /// Only keys above this one.
     pub after: K,
 }
 
 /// A `limit` query parameter: absent is [`DEFAULT_LIMIT`], else 1..=[`MAX_LIMIT`].
-pub fn parse_limit(limit: Option<i64>) -> Result<i64, FieldError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(FieldError::new(
-            "limit",
-            format!("must be from 1 to {MAX_LIMIT}"),
-        ));
+pub fn parse_limit(limit: Option<i64>) -> Result<u32, FieldError> {
+    let Some(limit) = limit else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    u32::try_from(limit)
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| FieldError::new("limit", format!("must be from 1 to {MAX_LIMIT}")))
+}
+
+impl<K> PageRequest<K> {
+    /// The rows a query reads: one past the page tells whether another page exists.
+    pub fn rows_to_read(&self) -> i64 {
+        i64::from(self.limit) + 1
     }
-    Ok(limit)
 }
 
 /// One page of rows in key order.
@@ -39,10 +45,10 @@ pub struct Page<T, K> {
 }
 
 impl<T, K> Page<T, K> {
-    /// The page in `rows`, read with a limit of `limit + 1` (the extra row tells whether
-    /// another page exists); `key` names a row's key.
-    pub fn from_rows(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Self {
-        let limit = usize::try_from(limit).unwrap_or(0);
+    /// The page in `rows`, read with a limit of [`PageRequest::rows_to_read`]; `key` names
+    /// a row's key.
+    pub fn from_rows(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> Self {
+        let limit = limit as usize;
         let next_after = if rows.len() > limit {
             rows.truncate(limit);
             rows.last().map(key)
@@ -71,8 +77,9 @@ mod tests {
     #[test]
     fn limits_outside_one_to_max_are_refused() {
         assert_eq!(parse_limit(None), Ok(DEFAULT_LIMIT));
-        assert_eq!(parse_limit(Some(MAX_LIMIT)), Ok(MAX_LIMIT));
+        assert_eq!(parse_limit(Some(1000)), Ok(MAX_LIMIT));
         assert!(parse_limit(Some(0)).is_err());
-        assert!(parse_limit(Some(MAX_LIMIT + 1)).is_err());
+        assert!(parse_limit(Some(-1)).is_err());
+        assert!(parse_limit(Some(1001)).is_err());
     }
 }

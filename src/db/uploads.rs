@@ -198,7 +198,7 @@ pub async fn list(pool: &DbPool, page: PageRequest<String>) -> Result<UploadPage
             .filter(uploads::complete.eq(true))
             .filter(uploads::id.gt(&page.after))
             .order(uploads::id.asc())
-            .limit(page.limit + 1)
+            .limit(page.rows_to_read())
             .select(Upload::as_select())
             .load(conn)
             .await

@@ -229,7 +229,7 @@ pub async fn list(pool: &DbPool, page: PageRequest<UserId>) -> Result<UserPage, 
         users::table
             .filter(users::id.gt(page.after.get()))
             .order(users::id.asc())
-            .limit(page.limit + 1)
+            .limit(page.rows_to_read())
             .select(User::as_select())
             .load(conn)
             .await
