@@ -221,6 +221,12 @@ impl AppError {
         }
     }
 
+    /// What the log says of this error: the hidden cause, or else the client's message.
+    pub fn cause(&self) -> String {
+        self.hidden()
+            .map_or_else(|| self.message().to_owned(), ToString::to_string)
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -286,6 +292,19 @@ impl AppError {
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(self.body(request_id))
+    }
+}
+
+/// Marks a response a handler shaped itself (a richer body than [`AppError::body`]: the
+/// fan-out's per-source errors, `/readyz`'s components) as standing for an error, so that the
+/// middleware logs its cause like any other 5xx's.
+#[derive(Debug, Clone)]
+pub struct ShapedError(pub AppError);
+
+impl ShapedError {
+    /// Attaches `err` to `res`.
+    pub fn attach(err: AppError, res: &mut HttpResponse) {
+        res.extensions_mut().insert(Self(err));
     }
 }
 

@@ -14,7 +14,7 @@ use futures::FutureExt;
 
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
 use crate::bulk::{is_bulk, Pace};
-use crate::error::AppError;
+use crate::error::{AppError, ShapedError};
 
 /// What the log lines of one request share.
 struct Context {
@@ -94,9 +94,7 @@ impl Context {
         if !status.is_server_error() {
             return;
         }
-        let cause = err
-            .hidden()
-            .map_or_else(|| err.message().to_owned(), ToString::to_string);
+        let cause = err.cause();
         let level = if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR {
             log::Level::Error
         } else {
@@ -155,6 +153,9 @@ fn render_error(res: ServiceResponse<BoxBody>, cx: &Context) -> ServiceResponse<
                 .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
             if is_json {
                 // A handler shaped this error itself (`/readyz`, the fan-out's 502s).
+                if let Some(ShapedError(err)) = res.response().extensions().get::<ShapedError>() {
+                    cx.log_failure(err);
+                }
                 return res;
             }
             AppError::from_status(status)

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::actors::fetch::Fetch;
-use crate::error::AppError;
+use crate::error::{AppError, ShapedError};
 use crate::fetch::merge::{aggregate_body, error_json, results_body};
 use crate::fetch::{FetchErrorKind, SourceId};
 use crate::http::request_id::RequestId;
@@ -114,7 +114,9 @@ fn upstream_failure(
         body["error"]["source"] = name.into();
     }
     body["error"]["sources"] = serde_json::Value::Object(sources);
-    HttpResponse::build(err.status())
+    let mut res = HttpResponse::build(err.status())
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
+        .json(body);
+    ShapedError::attach(err, &mut res);
+    res
 }

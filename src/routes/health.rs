@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::error::{AppError, ShapedError, RETRY_AFTER_SECS};
 use crate::services::Services;
 
 /// How long `/readyz` waits for each component.
@@ -70,12 +71,35 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
         },
     });
     if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", crate::error::RETRY_AFTER_SECS.to_string()))
-            .json(body)
+        return HttpResponse::Ok().json(body);
     }
+    let mut res = HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()))
+        .json(body);
+    let down: Vec<String> = [
+        ("db_actor", db_actor),
+        ("cpu_actor", cpu_actor),
+        ("fetch_actor", fetch_actor),
+        ("upload_actor", upload_actor),
+    ]
+    .into_iter()
+    .filter(|(_, up)| !up)
+    .map(|(name, _)| name.to_owned())
+    .chain(
+        database
+            .as_ref()
+            .err()
+            .map(|e| format!("database ({})", e.cause())),
+    )
+    .collect();
+    let cause = format!("down: {}", down.join(", "));
+    let err = if database.is_err() {
+        AppError::database_unavailable("readiness", cause)
+    } else {
+        AppError::overloaded("readiness", cause)
+    };
+    ShapedError::attach(err, &mut res);
+    res
 }
 
 /// Test-only: makes an actor panic or block (`fault-injection` builds only).

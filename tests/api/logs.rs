@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{content_type, form, Backend, PgTestDb, RunningBinary};
+use crate::helpers::{content_type, form, refused_url, Backend, PgTestDb, RunningBinary};
 
 /// The 500 a request with id `request_id` got, and the binary's log lines that name `cause`.
 async fn fail_and_read_log(
@@ -131,4 +131,25 @@ async fn a_500_from_a_failing_disk_logs_its_cause_once() {
         "{}",
         lines[0]
     );
+}
+
+#[actix::test]
+async fn a_502_the_fan_out_shapes_itself_is_logged_once_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = format!("gone={}", refused_url());
+    let bin = RunningBinary::start(dir.path(), &[("TROUPE_UPSTREAMS", &sources)]);
+    let client = awc::Client::default();
+    let request = client.get(format!("{}/aggregate", bin.address));
+    let cause = "every source failed";
+    let (status, body, lines) =
+        fail_and_read_log(&bin, "probe-502", request, Vec::new(), cause).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("answered 502 upstream_error"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("request_id=probe-502"), "{}", lines[0]);
 }

@@ -102,7 +102,7 @@ impl UploadActor {
         ctx.spawn(
             async move {
                 if let Err(err) = tus::sweep(&deps).await {
-                    log::warn!("sweeping expired uploads failed: {}", tus::log_text(&err));
+                    log::warn!("sweeping expired uploads failed: {}", err.cause());
                 }
             }
             .into_actor(self),

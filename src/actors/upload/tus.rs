@@ -293,7 +293,7 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
         if !row.complete && row.is_whole() {
             match finish(deps, id).await {
                 Ok(_) => log::warn!("finished upload {id}, left whole but unfinished"),
-                Err(err) => log::warn!("could not finish upload {id}: {}", log_text(&err)),
+                Err(err) => log::warn!("could not finish upload {id}: {}", err.cause()),
             }
         }
         drop(held);
@@ -304,25 +304,18 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
 /// Finishes whole uploads, then removes expired ones; answers how many were removed.
 pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
     if let Err(err) = finish_whole(deps).await {
-        log::warn!("finishing whole uploads failed: {}", log_text(&err));
+        log::warn!("finishing whole uploads failed: {}", err.cause());
     }
     let mut removed = 0;
     for id in deps.db.expired_uploads(now(), SWEEP_LIMIT).await? {
         match remove(deps, id, true, true).await {
             Ok(true) => removed += 1,
             Ok(false) | Err(AppError::NotFound(_)) => {}
-            Err(err) => log::warn!("could not remove expired upload {id}: {}", log_text(&err)),
+            Err(err) => log::warn!("could not remove expired upload {id}: {}", err.cause()),
         }
     }
     if removed > 0 {
         log::info!("removed {removed} expired tus upload(s)");
     }
     Ok(removed)
-}
-
-/// An error of background work (no request to answer), for its log line: the hidden cause
-/// when there is one.
-pub fn log_text(err: &AppError) -> String {
-    err.hidden()
-        .map_or_else(|| err.message().to_owned(), ToString::to_string)
 }
