@@ -104,6 +104,13 @@ fn lower_priority_now() {}
 /// The nice value of threads doing bulk upload work.
 const BULK_NICE: libc::c_int = 10;
 
+/// Whether a request makes uploads yield: anything but upload traffic. The tus protocol's
+/// own short requests (`HEAD`, `DELETE`, `OPTIONS` under `/files`) are upload clients'
+/// bookkeeping: each one counted would pace every other upload for [`BUSY_WINDOW`].
+pub fn is_interactive(method: &actix_web::http::Method, path: &str) -> bool {
+    !is_bulk(method, path) && path != "/files" && !path.starts_with("/files/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +146,28 @@ mod tests {
         assert!(!is_bulk(&Method::GET, "/uploads"));
         assert!(!is_bulk(&Method::HEAD, "/files/abc"));
         assert!(!is_bulk(&Method::POST, "/users"));
+    }
+
+    #[test]
+    fn tus_bookkeeping_does_not_make_uploads_yield() {
+        use actix_web::http::Method;
+        for (method, path) in [
+            (Method::DELETE, "/files/abc"),
+            (Method::HEAD, "/files/abc"),
+            (Method::OPTIONS, "/files/"),
+            (Method::PATCH, "/files/abc"),
+            (Method::POST, "/upload"),
+        ] {
+            assert!(!is_interactive(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/ping"),
+            (Method::GET, "/users"),
+            (Method::GET, "/uploads"),
+            (Method::DELETE, "/uploads/abc"),
+            (Method::GET, "/filesystem"),
+        ] {
+            assert!(is_interactive(&method, path), "{method} {path}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use actix_web::{web, HttpMessage as _};
 use futures::FutureExt;
 
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
-use crate::bulk::{is_bulk, Pace};
+use crate::bulk::{is_interactive, Pace};
 use crate::error::{AppError, ShapedError};
 
 /// What the log lines of one request share.
@@ -41,7 +41,7 @@ pub async fn request_context(
         uri: req.uri().clone(),
     };
     // Uploads yield to the requests noted here (`bulk`).
-    if !is_bulk(&cx.method, cx.uri.path()) {
+    if is_interactive(&cx.method, cx.uri.path()) {
         if let Some(pace) = req.app_data::<web::Data<Pace>>() {
             pace.note_interactive(started);
         }
