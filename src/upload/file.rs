@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::direct::{self, DirectWriter};
+use crate::digest::Hasher;
 
 /// A file being written, shared by the blocking tasks of one upload session.
 #[derive(Debug, Default)]
@@ -29,6 +30,9 @@ pub struct OpenFile {
     /// The staging buffer of a file written with direct I/O (`POST /upload`); tus files,
     /// appended at any offset, are written through the page cache.
     pub writer: Option<DirectWriter>,
+    /// The SHA-256 of the file's first `base + written` bytes, fed as they are written
+    /// (tus, when the session starts at 0 or from a kept state: `upload::digests`).
+    pub digest: Option<Box<Hasher>>,
 }
 
 /// One session's file, behind a mutex only its own (sequential) blocking tasks take.
@@ -54,6 +58,7 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
         base,
         written,
         writer,
+        digest,
         ..
     } = &mut *open;
     let file = file
@@ -66,6 +71,9 @@ pub fn write_chunks(shared: &SharedFile, chunks: &[Bytes]) -> io::Result<u64> {
             None => file.write_all(chunk)?,
         }
         *written += chunk.len() as u64;
+        if let Some(digest) = digest.as_mut() {
+            digest.update(chunk);
+        }
     }
     if !writer.as_ref().is_some_and(DirectWriter::is_direct) {
         start_writeback(file, start, *base + *written - start);

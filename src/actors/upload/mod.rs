@@ -31,6 +31,7 @@ use crate::config::Limits;
 use crate::db::uploads::Upload;
 use crate::error::AppError;
 use crate::ids::UploadId;
+use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
 use crate::upload::Store;
 pub use session::{SessionGuard, UploadSession};
@@ -56,6 +57,8 @@ pub struct Deps {
     db: Db,
     cpu: CpuPool,
     tus_expiry: Duration,
+    /// Digests of unfinished tus uploads between their PATCHes (this process's only).
+    digests: Arc<DigestCache>,
 }
 
 /// Owns the upload sessions; restarted by its `Supervisor` after a panic (sessions then end,
@@ -91,6 +94,7 @@ impl UploadActor {
                 db,
                 cpu,
                 tus_expiry,
+                digests: Arc::new(DigestCache::new(DIGEST_CACHE_CAPACITY)),
             },
             sessions: HashMap::new(),
         }

@@ -11,6 +11,11 @@
 //! | expired and swept | removed | removed | [`sweep`]: unfinished, not whole, expiry passed, not locked |
 //! | whole but not complete | `tus/{id}` or already `{id}` | offset = size, not complete | a crash between a PATCH's end and completion; [`sweep`] finishes it |
 //!
+//! A PATCH from offset 0, or from the offset this process's last PATCH of the upload ended
+//! at, hashes its bytes as they are written (`upload::digests`), so completing a whole upload
+//! needs no second read of its file; any other case (a restart, another replica) digests
+//! the file at completion.
+//!
 //! The offset in the row only ever covers bytes already fsynced, and the file's lock is
 //! released only after the offset is recorded, so the next PATCH (here or in another process
 //! sharing the directory) starts from a durable offset.
@@ -20,7 +25,7 @@ use std::fs::File;
 use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
 use crate::actors::cpu::DigestFile;
 use crate::db::uploads::{expires_at, Upload};
-use crate::digest::{hex, Algorithm};
+use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::time::now;
@@ -53,7 +58,7 @@ pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     .await?;
     let row = insert_row_or_remove(deps, row, path).await?;
     if row.size == 0 {
-        return finish(deps, id).await;
+        return finish(deps, id, None).await;
     }
     Ok(row)
 }
@@ -113,6 +118,11 @@ pub async fn begin_patch(
         return Err(AppError::Gone("this upload has expired".into()));
     }
     let (offset, size) = (row.upload_offset, row.size);
+    // Hashed as it is written when the digest of the bytes before it is known.
+    let digest = match offset {
+        0 => Some(Box::new(Hasher::new(Algorithm::Sha256))),
+        _ => deps.digests.take(&id, offset),
+    };
     blocking("opening a tus file", move || {
         let mut handle = handle;
         file::rewind(&mut handle, offset)?;
@@ -121,6 +131,7 @@ pub async fn begin_patch(
         open.durable = offset;
         open.size = size;
         open.file = Some(handle);
+        open.digest = digest;
         Ok(())
     })
     .await?;
@@ -164,23 +175,28 @@ pub async fn end_patch(
 ) -> Result<SessionEnd, AppError> {
     let inner = shared.clone();
     // From the last recorded offset: the session's start, or its last checkpoint.
-    let (durable, end, size) = blocking("ending a PATCH", move || {
+    let (durable, end, size, digest) = blocking("ending a PATCH", move || {
         let mut open = file::lock(&inner)?;
         open.closed = true;
         let (durable, end, size) = (open.durable, open.base + open.written, open.size);
+        // It covers `end` bytes: worth keeping only if the file keeps all of them.
+        let digest = open.digest.take();
         let Some(handle) = open.file.as_mut() else {
-            return Ok((durable, durable, size));
+            return Ok((durable, durable, size, None));
         };
         if keep && end > durable {
             handle.sync_data()?;
-            Ok((durable, end, size))
+            Ok((durable, end, size, digest))
         } else {
             file::rewind(handle, durable)?;
-            Ok((durable, durable, size))
+            Ok((durable, durable, size, digest.filter(|_| end == durable)))
         }
     })
     .await?;
     if end == durable {
+        if let Some(digest) = digest {
+            deps.digests.put(id, end, digest);
+        }
         return Ok(SessionEnd {
             offset: durable,
             completed: None,
@@ -196,8 +212,11 @@ pub async fn end_patch(
         advance(deps, id, recorded, end).await?;
     }
     let completed = if end == size {
-        Some(finish(deps, id).await?)
+        Some(finish(deps, id, digest.map(|d| d.finish())).await?)
     } else {
+        if let Some(digest) = digest {
+            deps.digests.put(id, end, digest);
+        }
         None
     };
     drop(shared);
@@ -207,9 +226,11 @@ pub async fn end_patch(
     })
 }
 
-/// A whole tus upload: digest it, move it into place, mark it complete. After a crash the
-/// file may already be in place (moved, not yet marked): it is digested there.
-async fn finish(deps: &Deps, id: UploadId) -> Result<Upload, AppError> {
+/// A whole tus upload: digest it (unless its PATCHes hashed it as it was written: `digest`),
+/// move it into place, mark it complete. After a crash the file may already be in place
+/// (moved, not yet marked): it is digested there.
+async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Upload, AppError> {
+    deps.digests.forget(&id);
     let tus_path = deps.store.tus_path(&id);
     let probe = tus_path.clone();
     let moved = !blocking("finding a tus file", move || probe.try_exists()).await?;
@@ -218,11 +239,16 @@ async fn finish(deps: &Deps, id: UploadId) -> Result<Upload, AppError> {
     } else {
         tus_path
     };
-    let digest = DigestFile {
-        algorithm: Algorithm::Sha256,
-        path: path.clone(),
+    let digest = match digest {
+        Some(digest) => digest,
+        None => {
+            let job = DigestFile {
+                algorithm: Algorithm::Sha256,
+                path: path.clone(),
+            };
+            deps.cpu.run_waiting(job, STEP_TIMEOUT).await?
+        }
     };
-    let digest = deps.cpu.run_waiting(digest, STEP_TIMEOUT).await?;
     if !moved {
         let store = deps.store.clone();
         blocking("moving a finished tus upload into place", move || {
@@ -269,6 +295,7 @@ pub async fn remove(
         }
     }
     deps.db.delete_upload(id).await?;
+    deps.digests.forget(&id);
     let (file_path, tus_path) = (deps.store.file_path(&id), deps.store.tus_path(&id));
     blocking("removing an upload's files", move || {
         file::remove_quietly(&file_path)?;
@@ -291,7 +318,7 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
         };
         let row = deps.db.upload(id).await?;
         if !row.complete && row.is_whole() {
-            match finish(deps, id).await {
+            match finish(deps, id, None).await {
                 Ok(_) => log::warn!("finished upload {id}, left whole but unfinished"),
                 Err(err) => log::warn!("could not finish upload {id}: {}", err.cause()),
             }
