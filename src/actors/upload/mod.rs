@@ -246,6 +246,23 @@ pub struct EndSession {
     pub keep: bool,
 }
 
+/// What one write-and-hash step of a session answers: the digest state after its batch.
+pub type StepResult = Result<Option<Box<crate::digest::Hasher>>, AppError>;
+
+/// Ends a tus session whose handler went away mid-body (its client is gone), keeping every
+/// byte it received: waits for the batch being written, writes the bytes still held, then
+/// ends the session as [`EndSession`] with `keep` does.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct DropSession {
+    /// The session.
+    pub session: Uuid,
+    /// Bytes received and not yet written.
+    pub pending: Vec<Bytes>,
+    /// The write under way, if any.
+    pub after: Option<actix_web::rt::task::JoinHandle<StepResult>>,
+}
+
 /// Deletes an upload: its row, then its file. An unfinished tus upload is refused (423)
 /// while a PATCH writes it; `tus: false` (`DELETE /uploads/{id}`) sees complete uploads only.
 #[derive(Debug, Message)]
@@ -403,6 +420,44 @@ impl Handler<EndSession> for UploadActor {
                         file: shared,
                         target: Target::Tus { id, .. },
                     }) => tus::end_patch(&deps, id, shared, msg.keep).await,
+                }
+            }
+        })
+    }
+}
+
+impl Handler<DropSession> for UploadActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+    fn handle(&mut self, msg: DropSession, ctx: &mut Self::Context) -> Self::Result {
+        let me = ctx.address();
+        respond(self, ctx, move |_| async move {
+            let DropSession {
+                session,
+                pending,
+                after,
+            } = msg;
+            if let Some(step) = after {
+                // Its failure is the session's; the end below records what is on disk.
+                let _ = step.await;
+            }
+            if !pending.is_empty() {
+                let write = WriteChunk {
+                    session,
+                    chunks: pending,
+                };
+                if let Err(err) = ask(&me, write, STEP_TIMEOUT).await {
+                    log::warn!("the last bytes of an abandoned PATCH: {}", err.cause());
+                }
+            }
+            let end = EndSession {
+                session,
+                keep: true,
+            };
+            match ask(&me, end, FINISH_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err(err) => {
+                    log::warn!("ending an abandoned PATCH: {}", err.cause());
+                    Err(err)
                 }
             }
         })

@@ -10,13 +10,14 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_web::rt::task::JoinHandle;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use uuid::Uuid;
 
 use super::{
-    BeginPatch, CreateFile, EndSession, FinishFile, SessionEnd, UploadActor, Uploads, WriteChunk,
-    BATCH_BYTES, CHECKPOINT_BYTES, FINISH_TIMEOUT, STEP_TIMEOUT,
+    BeginPatch, CreateFile, DropSession, EndSession, FinishFile, SessionEnd, StepResult,
+    UploadActor, Uploads, WriteChunk, BATCH_BYTES, CHECKPOINT_BYTES, FINISH_TIMEOUT, STEP_TIMEOUT,
 };
 use crate::actors::cpu::{CpuPool, HashChunk};
 use crate::actors::supervise::ask;
@@ -173,10 +174,9 @@ impl UploadSession {
             Kind::Patch { row, hasher, .. } => (row.remaining(), hasher.take()),
         };
         let streamed = stream_into(
-            &self.uploads.addr,
             &self.uploads.cpu,
             &self.uploads.pace,
-            self.guard.session,
+            &mut self.guard,
             body,
             limit,
             hasher,
@@ -266,13 +266,19 @@ fn past_length() -> AppError {
 }
 
 /// Ends its session when dropped, unless it already ended: a handler that fails, or is
-/// dropped because its client went away, leaves nothing half-written behind.
+/// dropped because its client went away, leaves nothing half-written behind, and a PATCH
+/// that keeps what it received keeps every byte of it (the batch being written and the one
+/// still being gathered are written before the session ends).
 pub struct SessionGuard {
     addr: Addr<UploadActor>,
     session: Uuid,
     /// Whether a tus session keeps what it wrote when the guard ends it.
     keep: bool,
     armed: bool,
+    /// Bytes received and not yet handed to the actor.
+    pending: Vec<Bytes>,
+    /// The batch being written (and hashed) now.
+    in_flight: Option<JoinHandle<StepResult>>,
 }
 
 impl SessionGuard {
@@ -283,6 +289,8 @@ impl SessionGuard {
             session,
             keep,
             armed: true,
+            pending: Vec::new(),
+            in_flight: None,
         }
     }
 
@@ -304,9 +312,19 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if self.armed {
-            // `do_send`: a message whose sender is gone would be skipped by actix, and this
-            // one must run even though nobody waits for its answer.
+        if !self.armed {
+            return;
+        }
+        // `do_send`: a message whose sender is gone would be skipped by actix, and this one
+        // must run even though nobody waits for its answer.
+        let unwritten = !self.pending.is_empty() || self.in_flight.is_some();
+        if self.keep && unwritten {
+            self.addr.do_send(DropSession {
+                session: self.session,
+                pending: std::mem::take(&mut self.pending),
+                after: self.in_flight.take(),
+            });
+        } else {
             self.addr.do_send(EndSession {
                 session: self.session,
                 keep: self.keep,
@@ -315,15 +333,16 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Streams `body` into `session` in batches of [`BATCH_BYTES`]: each batch is written by the
-/// actor and, when `hasher` is given, hashed on a CPU thread at the same time, while the next
-/// batch is read from the network. More than `limit` bytes is 413 as soon as it is crossed.
-/// Answers the bytes streamed and the digest state.
+/// Streams `body` into `guard`'s session in batches of [`BATCH_BYTES`]: each batch is
+/// written by the actor and, when `hasher` is given, hashed on a CPU thread at the same time,
+/// while the next batch is read from the network. More than `limit` bytes is 413 as soon as
+/// it is crossed. The batch being gathered and the one being written live in the guard, so
+/// that a session dropped half-way still has them. Answers the bytes streamed and the
+/// digest state.
 async fn stream_into<S, E>(
-    addr: &Addr<UploadActor>,
     cpu: &CpuPool,
     pace: &Pace,
-    session: Uuid,
+    guard: &mut SessionGuard,
     mut body: S,
     limit: u64,
     mut hasher: Option<Box<Hasher>>,
@@ -333,9 +352,7 @@ where
     E: std::fmt::Display,
 {
     let mut total: u64 = 0;
-    let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
-    let mut in_flight: Option<actix_web::rt::task::JoinHandle<StepResult>> = None;
     let mut interrupted = None;
     let mut cpu_wait = ADMISSION_WAIT;
     loop {
@@ -349,7 +366,7 @@ where
                 }
                 batch_len += chunk.len();
                 if !chunk.is_empty() {
-                    batch.push(chunk);
+                    guard.pending.push(chunk);
                 }
                 false
             }
@@ -363,17 +380,17 @@ where
             None => true,
         };
         if batch_len >= BATCH_BYTES || (done && batch_len > 0) {
-            if let Some(previous) = in_flight.take() {
+            if let Some(previous) = guard.in_flight.take() {
                 hasher = joined(previous).await?;
             }
-            let chunks = std::mem::take(&mut batch);
+            let chunks = std::mem::take(&mut guard.pending);
             let pause = pace.pause_after(batch_len);
             batch_len = 0;
             // Spawned, so the write and the hash go on while the next batch is read.
-            in_flight = Some(actix_web::rt::spawn(step(
-                addr.clone(),
+            guard.in_flight = Some(actix_web::rt::spawn(step(
+                guard.addr.clone(),
                 cpu.clone(),
-                session,
+                guard.session,
                 chunks,
                 hasher.take(),
                 cpu_wait,
@@ -388,7 +405,7 @@ where
             break;
         }
     }
-    if let Some(previous) = in_flight.take() {
+    if let Some(previous) = guard.in_flight.take() {
         hasher = joined(previous).await?;
     }
     match interrupted {
@@ -397,9 +414,7 @@ where
     }
 }
 
-type StepResult = Result<Option<Box<Hasher>>, AppError>;
-
-async fn joined(handle: actix_web::rt::task::JoinHandle<StepResult>) -> StepResult {
+async fn joined(handle: JoinHandle<StepResult>) -> StepResult {
     handle
         .await
         .map_err(|e| AppError::internal("an upload step", e))?
