@@ -11,7 +11,6 @@ use crate::actors::fetch::Fetch;
 use crate::actors::upload::Uploads;
 use crate::bulk::Pace;
 use crate::config::{Config, Limits};
-use crate::db::DbPool;
 use crate::fetch::Upstreams;
 use crate::upload::Store;
 
@@ -45,13 +44,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Starts the process-wide actors: `DbActor` and `UploadActor` each on an arbiter of its
-    /// own under a `Supervisor`, the CPU pool on `SyncArbiter` threads. Needs a running actix
-    /// system.
-    pub fn start(config: &Config, pool: DbPool, store: Store) -> Self {
-        // The pool answers within `db_timeout`; the margin covers the hop to the actor.
-        let db_timeout = config.db_timeout + Duration::from_millis(500);
-        let db = Db::start(pool, config.db_pool_size as usize * 32, db_timeout);
+    /// Starts the process-wide actors besides `db` (`Db::start`): `UploadActor` on an
+    /// arbiter of its own under a `Supervisor`, the CPU pool on `SyncArbiter` threads. Needs
+    /// a running actix system.
+    pub fn start(config: &Config, db: Db, store: Store) -> Self {
         let cpu = CpuPool::start(config.cpu_threads, Duration::from_secs(60));
         let pace = Pace::new(config.upload_shared_rate_mib << 20);
         let limits = config.limits();

@@ -7,6 +7,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::db::Db;
 use crate::config::Config;
 use crate::db::{ConnectError, DbPool};
 use crate::http::middleware::request_context;
@@ -43,8 +44,11 @@ impl Application {
                 config.upload_dir.display()
             ))
         })?;
-        let pool = DbPool::connect(&config).await?;
-        let shared = Shared::start(&config, pool.clone(), store);
+        DbPool::migrate(&config).await?;
+        let (db, pool) = Db::start(&config)
+            .await
+            .map_err(|e| StartError::Io(e.to_string()))?;
+        let shared = Shared::start(&config, db, store);
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
         let port = listener

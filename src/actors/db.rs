@@ -13,6 +13,7 @@ use actix::prelude::*;
 use chrono::NaiveDateTime;
 
 use super::supervise::{ask, is_alive, respond, InFlight};
+use crate::config::Config;
 use crate::db::page::PageRequest;
 use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
@@ -304,14 +305,29 @@ pub struct Db {
 }
 
 impl Db {
-    /// Starts a supervised `DbActor` over `pool` on an arbiter of its own, admitting
-    /// `max_in_flight` queries; callers wait `timeout` for each answer.
-    pub fn start(pool: DbPool, max_in_flight: usize, timeout: Duration) -> Self {
+    /// Starts a supervised `DbActor` on an arbiter of its own, over a pool built on that
+    /// arbiter's thread (the database must be migrated already): its connections' sockets
+    /// are then driven where the actor runs, so a query's answer wakes one thread, not the
+    /// main one first. It admits 32 queries per pooled connection; callers wait the pool's
+    /// timeout, plus a margin for the hop to the actor. Answers the handle and the pool.
+    pub async fn start(config: &Config) -> std::io::Result<(Self, DbPool)> {
         let arbiter = Arbiter::new();
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            DbActor::new(pool, max_in_flight)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool_config = config.clone();
+        let spawned = arbiter.spawn_fn(move || {
+            let _ = tx.send(DbPool::build(&pool_config));
         });
-        Self { addr, timeout }
+        let pool = match (spawned, rx.await) {
+            (true, Ok(pool)) => pool,
+            _ => return Err(std::io::Error::other("the database arbiter is not running")),
+        };
+        let max_in_flight = config.db_pool_size as usize * 32;
+        let actor_pool = pool.clone();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            DbActor::new(actor_pool, max_in_flight)
+        });
+        let timeout = config.db_timeout + Duration::from_millis(500);
+        Ok((Self { addr, timeout }, pool))
     }
 
     /// A handle to an actor already started (actor tests start their own).

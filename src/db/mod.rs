@@ -99,11 +99,24 @@ impl DbPool {
     /// Runs the migrations of the configured backend, then builds the pool. Fails with the
     /// driver's own cause (refused, unknown host, auth) when the database cannot be reached.
     pub async fn connect(config: &Config) -> Result<Self, ConnectError> {
+        Self::migrate(config).await?;
+        Ok(Self::build(config))
+    }
+
+    /// Runs the migrations of the configured backend; fails with the driver's own cause
+    /// when the database cannot be reached.
+    pub async fn migrate(config: &Config) -> Result<(), ConnectError> {
         run_migrations(
             &config.database,
             config.db_timeout.max(Duration::from_secs(10)),
         )
-        .await?;
+        .await
+    }
+
+    /// Builds the pool without connecting: connections open on first use, on the thread
+    /// that asks for one (a PostgreSQL connection's socket is then driven by a task on that
+    /// thread). No migrations.
+    pub fn build(config: &Config) -> Self {
         let health = Arc::new(PoolHealth {
             started: Instant::now(),
             last_connect_error_ms: AtomicU64::new(0),
@@ -158,7 +171,7 @@ impl DbPool {
                 Backend::Sqlite(builder(config, &health).build_unchecked(manager))
             }
         };
-        Ok(Self { backend, health })
+        Self { backend, health }
     }
 
     /// The backend's pool, for `with_conn!`.
