@@ -125,14 +125,6 @@ impl Uploads {
 }
 
 impl UploadSession {
-    /// The upload's id.
-    pub fn id(&self) -> UploadId {
-        match &self.kind {
-            Kind::Form { id, .. } => *id,
-            Kind::Patch { row, .. } => row.id,
-        }
-    }
-
     fn check_patch(&self, offset: u64, declared: Option<u64>) -> Result<(), AppError> {
         let Kind::Patch { row, .. } = &self.kind else {
             return Ok(());
