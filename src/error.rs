@@ -329,15 +329,6 @@ impl ResponseError for AppError {
     }
 }
 
-impl From<actix::MailboxError> for AppError {
-    fn from(err: actix::MailboxError) -> Self {
-        match err {
-            actix::MailboxError::Timeout => Self::overloaded("actor", "did not answer in time"),
-            actix::MailboxError::Closed => Self::overloaded("actor", "mailbox closed"),
-        }
-    }
-}
-
 /// An error and its sources, as one line.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();

@@ -90,7 +90,8 @@ where
 }
 
 /// Sends `msg` and awaits the answer for at most `timeout`: a full or closed mailbox or a
-/// slow actor becomes 503 `overloaded`, never an unbounded wait.
+/// slow actor becomes 503 `overloaded` naming the actor and the message (for the log),
+/// never an unbounded wait.
 pub async fn ask<A, M, T>(addr: &Addr<A>, msg: M, timeout: Duration) -> Result<T, AppError>
 where
     A: Actor + Handler<M>,
@@ -98,7 +99,20 @@ where
     M: Message<Result = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
-    addr.send(msg).timeout(timeout).await?
+    addr.send(msg).timeout(timeout).await.map_err(|err| {
+        let why = match err {
+            MailboxError::Timeout => "did not answer in time",
+            MailboxError::Closed => "has a closed mailbox",
+        };
+        let message = std::any::type_name::<M>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("a message");
+        AppError::overloaded(
+            std::any::type_name::<A>(),
+            format_args!("{why} ({message})"),
+        )
+    })?
 }
 
 /// Counts one admitted request in an actor's in-flight counter until it is dropped
