@@ -197,7 +197,7 @@ where
 }
 
 /// Implements what every async troupe actor answers besides its own messages: [`Probe`]
-/// (readiness) and, in fault-injection builds only, [`InjectFault`] through [`respond`].
+/// (readiness) and, in fault-injection builds only, `InjectFault` through [`respond`].
 #[macro_export]
 macro_rules! supervised_async_actor {
     ($actor:ty) => {

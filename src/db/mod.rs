@@ -1,6 +1,6 @@
 //! The database: one pool enum over PostgreSQL and SQLite, one query body per operation.
 //!
-//! [`with_conn!`] checks a connection out of whichever pool is configured and runs the same
+//! [`with_conn!`](crate::with_conn) checks a connection out of whichever pool is configured and runs the same
 //! diesel expression against it, so every query in `db::*` is written once for both backends.
 
 pub mod page;

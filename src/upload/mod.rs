@@ -1,5 +1,5 @@
 //! Uploads on disk, as plain code the upload actor calls: the directory ([`store`]), the
-//! blocking file operations ([`file`]), direct I/O ([`direct`]), the digests of unfinished
+//! blocking file operations ([`mod@file`]), direct I/O ([`direct`]), the digests of unfinished
 //! tus uploads between PATCHes ([`digests`]), safe file names
 //! ([`filename`]) and the tus header grammar ([`tus`]).
 

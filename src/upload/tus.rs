@@ -1,4 +1,4 @@
-//! tus 1.0 (https://tus.io/protocols/resumable-upload): the header grammar, as plain
+//! tus 1.0 (<https://tus.io/protocols/resumable-upload>): the header grammar, as plain
 //! functions the `/files/` handlers call.
 
 use base64::engine::general_purpose::STANDARD;

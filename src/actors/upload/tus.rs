@@ -7,7 +7,7 @@
 //! | locked by a PATCH | `tus/{id}` under an exclusive `flock`, cut back to the offset | as before | [`begin_patch`] (423 while another PATCH holds it) |
 //! | checkpointed | bytes up to the offset fsynced | offset moved, expiry pushed | every [`CHECKPOINT_BYTES`] of a long PATCH ([`checkpoint`]), and at its end ([`end_patch`]) |
 //! | whole | every byte fsynced | offset = size, not complete | the last PATCH's end |
-//! | complete | `{id}`, fsynced, renamed, directory fsynced | complete, `sha256`, no expiry | [`finish`], right after the last PATCH's end |
+//! | complete | `{id}`, fsynced, renamed, directory fsynced | complete, `sha256`, no expiry | `finish`, right after the last PATCH's end |
 //! | expired and swept | removed | removed | [`sweep`]: unfinished, not whole, expiry passed, not locked |
 //! | whole but not complete | `tus/{id}` or already `{id}` | offset = size, not complete | a crash between a PATCH's end and completion; [`sweep`] finishes it |
 //!
