@@ -31,14 +31,20 @@ pub struct Services {
     pub limits: Limits,
 }
 
-/// The process-wide half of [`Services`]: every actor but the per-worker `FetchActor`.
+/// The process-wide half of [`Services`]: every actor but the per-worker `FetchActor`
+/// (tests reach the actors through it).
 #[derive(Clone)]
 pub struct Shared {
-    db: Db,
-    uploads: Uploads,
-    cpu: CpuPool,
-    store: Store,
-    limits: Limits,
+    /// Users and upload metadata.
+    pub db: Db,
+    /// Files being written and removed.
+    pub uploads: Uploads,
+    /// Digests and other CPU-heavy jobs.
+    pub cpu: CpuPool,
+    /// Where uploads live.
+    pub store: Store,
+    /// What requests may be.
+    pub limits: Limits,
     upstreams: Arc<Upstreams>,
     pace: Arc<Pace>,
 }

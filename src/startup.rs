@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::db::{ConnectError, DbPool};
 use crate::http::middleware::request_context;
 use crate::routes;
-use crate::services::{Services, Shared};
+use crate::services::Shared;
 use crate::upload::Store;
 
 /// Why start-up failed; printed as one line by `main`.
@@ -30,7 +30,7 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
-    services: Services,
+    shared: Shared,
     pool: DbPool,
 }
 
@@ -55,12 +55,12 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Io(e.to_string()))?
             .port();
-        let services = shared.for_this_worker();
         let pace = web::Data::from(shared.pace().clone());
+        let workers = shared.clone();
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: its FetchActor (and awc client) lives there.
             App::new()
-                .app_data(web::Data::new(shared.for_this_worker()))
+                .app_data(web::Data::new(workers.for_this_worker()))
                 .app_data(pace.clone())
                 .configure(routes::configure)
                 .wrap(from_fn(request_context))
@@ -82,7 +82,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            services,
+            shared,
             pool,
         })
     }
@@ -92,10 +92,9 @@ impl Application {
         self.port
     }
 
-    /// The services as a handler sees them (tests reach the actors through these; their
-    /// `Fetch` runs on the thread that built the application).
-    pub fn services(&self) -> &Services {
-        &self.services
+    /// The process-wide actors' handles (tests reach the actors through these).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The database pool the actors use.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use tempfile::TempDir;
 use troupe::config::Config;
-use troupe::services::Services;
+use troupe::services::Shared;
 use troupe::startup::Application;
 
 use crate::helpers::PgTestDb;
@@ -24,7 +24,7 @@ pub enum Backend {
 pub struct TestApp {
     pub address: String,
     pub client: awc::Client,
-    pub services: Services,
+    pub services: Shared,
     pub db: TestDb,
     /// Scratch space for the test (upload dirs etc.); removed on drop.
     pub dir: TempDir,
@@ -113,7 +113,7 @@ pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
         .await
         .expect("app failed to start");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let services = app.services().clone();
+    let services = app.shared().clone();
     let handle = app.handle();
     actix_web::rt::spawn(app.run());
     TestApp {
