@@ -122,17 +122,6 @@ impl Upload {
     pub fn remaining(&self) -> u64 {
         self.size.saturating_sub(self.upload_offset)
     }
-
-    /// The row after a write moved the offset to `offset` at `at` (what
-    /// [`advance`] stores).
-    pub fn advanced(self, offset: u64, at: NaiveDateTime, expiry: Duration) -> Self {
-        Self {
-            upload_offset: offset,
-            expires_at: Some(expires_at(at, expiry)),
-            updated_at: at,
-            ..self
-        }
-    }
 }
 
 /// The expiry rule: an unfinished tus upload lives `expiry` past its creation or last write.

@@ -25,6 +25,8 @@ pub struct OpenFile {
     pub size: u64,
     /// The offset the database records (tus): `base`, then each checkpoint's end.
     pub durable: u64,
+    /// The expiry the last checkpoint recorded with `durable` (tus), if any did.
+    pub durable_expiry: Option<chrono::NaiveDateTime>,
     /// Set when the session ended: a write still queued must not touch the file any more.
     pub closed: bool,
     /// The staging buffer of a file written with direct I/O (`POST /upload`); tus files,

@@ -26,7 +26,6 @@ use crate::db::uploads::{FileInfo, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
-use crate::time::now;
 use crate::upload::tus::Checksum;
 
 /// How long a new upload's first digest step may wait for a CPU place: past it the CPU pool
@@ -246,7 +245,11 @@ impl UploadSession {
                 }
                 Ok(match end.completed {
                     Some(done) => done,
-                    None => row.advanced(end.offset, now(), uploads.limits.tus_expiry),
+                    None => Upload {
+                        upload_offset: end.offset,
+                        expires_at: end.expires_at.or(row.expires_at),
+                        ..row
+                    },
                 })
             }
         }

@@ -24,6 +24,8 @@ use std::fs::File;
 
 use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
 use crate::actors::cpu::DigestFile;
+use chrono::NaiveDateTime;
+
 use crate::db::uploads::{expires_at, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
@@ -45,6 +47,9 @@ pub struct SessionEnd {
     pub offset: u64,
     /// The upload's row, when this session completed it.
     pub completed: Option<Upload>,
+    /// The expiry this session last recorded (at its end or a checkpoint); `None` when it
+    /// recorded nothing and the row's stands.
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 /// Creates a tus upload: its empty file, then its row; an empty upload is complete at once.
@@ -140,7 +145,8 @@ pub async fn begin_patch(
 
 /// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an
 /// offset that is no longer at `from` is an error (the file's lock should prevent it).
-async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<(), AppError> {
+/// Answers the expiry recorded.
+async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<NaiveDateTime, AppError> {
     let until = expires_at(now(), deps.tus_expiry);
     if !deps.db.advance_upload(id, from, to, until).await? {
         return Err(AppError::internal(
@@ -148,7 +154,7 @@ async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<(), Ap
             format_args!("upload {id} was not at {from} while its file was locked"),
         ));
     }
-    Ok(())
+    Ok(until)
 }
 
 /// A checkpoint a PATCH's write found due: the bytes up to `to` are fsynced; record them.
@@ -158,9 +164,12 @@ pub async fn checkpoint(
     shared: &SharedFile,
     (from, to): (u64, u64),
 ) -> Result<(), AppError> {
-    advance(deps, id, from, to).await?;
+    let until = advance(deps, id, from, to).await?;
     let mut open = file::lock(shared).map_err(|e| AppError::storage("an upload session", &e))?;
-    open.durable = open.durable.max(to);
+    if to > open.durable {
+        open.durable = to;
+        open.durable_expiry = Some(until);
+    }
     Ok(())
 }
 
@@ -175,21 +184,23 @@ pub async fn end_patch(
 ) -> Result<SessionEnd, AppError> {
     let inner = shared.clone();
     // From the last recorded offset: the session's start, or its last checkpoint.
-    let (durable, end, size, digest) = blocking("ending a PATCH", move || {
+    let (durable, end, size, digest, checkpointed) = blocking("ending a PATCH", move || {
         let mut open = file::lock(&inner)?;
         open.closed = true;
         let (durable, end, size) = (open.durable, open.base + open.written, open.size);
+        let checkpointed = open.durable_expiry;
         // It covers `end` bytes: worth keeping only if the file keeps all of them.
         let digest = open.digest.take();
         let Some(handle) = open.file.as_mut() else {
-            return Ok((durable, durable, size, None));
+            return Ok((durable, durable, size, None, checkpointed));
         };
         if keep && end > durable {
             handle.sync_data()?;
-            Ok((durable, end, size, digest))
+            Ok((durable, end, size, digest, checkpointed))
         } else {
             file::rewind(handle, durable)?;
-            Ok((durable, durable, size, digest.filter(|_| end == durable)))
+            let digest = digest.filter(|_| end == durable);
+            Ok((durable, durable, size, digest, checkpointed))
         }
     })
     .await?;
@@ -200,17 +211,21 @@ pub async fn end_patch(
         return Ok(SessionEnd {
             offset: durable,
             completed: None,
+            expires_at: checkpointed,
         });
     }
-    if let Err(err) = advance(deps, id, durable, end).await {
-        // When the client went away mid-batch, that batch's checkpoint may have recorded
-        // part of this range meanwhile: go on from where it got to.
-        let recorded = deps.db.upload(id).await?.upload_offset;
-        if !(durable < recorded && recorded < end) {
-            return Err(err);
+    let until = match advance(deps, id, durable, end).await {
+        Ok(until) => until,
+        Err(err) => {
+            // When the client went away mid-batch, that batch's checkpoint may have
+            // recorded part of this range meanwhile: go on from where it got to.
+            let recorded = deps.db.upload(id).await?.upload_offset;
+            if !(durable < recorded && recorded < end) {
+                return Err(err);
+            }
+            advance(deps, id, recorded, end).await?
         }
-        advance(deps, id, recorded, end).await?;
-    }
+    };
     let completed = if end == size {
         Some(finish(deps, id, digest.map(|d| d.finish())).await?)
     } else {
@@ -219,10 +234,12 @@ pub async fn end_patch(
         }
         None
     };
+    // The file (and its lock) is released only now, after the offset is recorded.
     drop(shared);
     Ok(SessionEnd {
         offset: end,
         completed,
+        expires_at: Some(until),
     })
 }
 
