@@ -158,7 +158,7 @@ pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
     );
     with_conn!(pool, |conn| {
         diesel::insert_into(uploads::table)
-            .values(values.clone())
+            .values(values)
             .returning(Upload::as_returning())
             .get_result(conn)
             .await
@@ -252,7 +252,7 @@ pub async fn complete(pool: &DbPool, id: UploadId, sha256: String) -> Result<Upl
             .set((
                 uploads::complete.eq(true),
                 uploads::upload_offset.eq(uploads::size),
-                uploads::sha256.eq(Some(sha256.clone())),
+                uploads::sha256.eq(Some(sha256)),
                 uploads::expires_at.eq(None::<NaiveDateTime>),
                 uploads::updated_at.eq(at),
             ))
