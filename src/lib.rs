@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod ids;
+pub mod logging;
 pub mod routes;
 pub mod services;
 pub mod startup;

@@ -7,7 +7,7 @@ use troupe::startup::Application;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    troupe::logging::init();
     troupe::install_crypto_provider();
     let config = match Config::from_env() {
         Ok(config) => config,

@@ -47,9 +47,11 @@ pub async fn request_context(
         }
     }
 
-    let outcome = std::panic::AssertUnwindSafe(next.call(req))
-        .catch_unwind()
-        .await;
+    // Everything the handler logs, wherever it runs, names the request.
+    let outcome =
+        std::panic::AssertUnwindSafe(super::request_id::scope(cx.id.clone(), next.call(req)))
+            .catch_unwind()
+            .await;
     let failure = match outcome {
         Ok(Ok(res)) => {
             let mut res = render_error(res.map_into_boxed_body(), &cx);

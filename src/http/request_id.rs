@@ -59,6 +59,32 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+tokio::task_local! {
+    /// The id of the request whose handler is running on this task (set by the middleware
+    /// around the whole handler, body streaming included).
+    static CURRENT: HeaderValue;
+}
+
+/// Runs `fut` (a request's handler) with `id` as the [`current`] request id.
+pub async fn scope<F: std::future::Future>(id: HeaderValue, fut: F) -> F::Output {
+    CURRENT.scope(id, fut).await
+}
+
+/// Runs `f` with `id` as the [`current`] request id: for actors serving a message that
+/// carries one, so their log lines name it too.
+pub fn sync_scope<R>(id: Option<HeaderValue>, f: impl FnOnce() -> R) -> R {
+    match id {
+        Some(id) => CURRENT.sync_scope(id, f),
+        None => f(),
+    }
+}
+
+/// The id of the request being served on this task, if any: what a handle copies into the
+/// messages it sends, and what every log line written meanwhile ends with.
+pub fn current() -> Option<HeaderValue> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 /// The id as text, for logs and bodies.
 pub fn id_str(id: &HeaderValue) -> &str {
     id.to_str().unwrap_or("unknown")
