@@ -54,6 +54,14 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 /// is unset.
 pub const DEFAULT_TUS_EXPIRY_SECS: u64 = 24 * 3600;
 
+/// The default body timeout (60 s, tusd's network timeout) when `TROUPE_BODY_TIMEOUT_MS`
+/// is unset.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
+
+/// The default cap on upload bodies streaming at once when `TROUPE_MAX_ACTIVE_UPLOADS` is
+/// unset.
+pub const DEFAULT_MAX_ACTIVE_UPLOADS: usize = 256;
+
 /// What requests may be, as the routes and the upload actor hold them to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -61,6 +69,12 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// How long an untouched unfinished tus upload lives (`TROUPE_TUS_EXPIRY_SECS`).
     pub tus_expiry: Duration,
+    /// How long a request body may deliver no byte before it is aborted
+    /// (`TROUPE_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+    /// How many upload bodies (`POST /upload` and tus PATCHes together) may stream at once
+    /// (`TROUPE_MAX_ACTIVE_UPLOADS`).
+    pub max_active_uploads: usize,
 }
 
 /// troupe's configuration. See the README's table for each variable and its default.
@@ -87,6 +101,12 @@ pub struct Config {
     /// `TROUPE_TUS_EXPIRY_SECS`, default 86400: an unfinished tus upload untouched this long
     /// expires and is deleted.
     pub tus_expiry: Duration,
+    /// `TROUPE_BODY_TIMEOUT_MS`, default 60000 (tusd's network timeout): a request body
+    /// that delivers no byte for this long is aborted (408).
+    pub body_timeout: Duration,
+    /// `TROUPE_MAX_ACTIVE_UPLOADS`, default 256: upload bodies streaming at once; past it a
+    /// new one is refused (503) before its body is read.
+    pub max_active_uploads: usize,
     /// `TROUPE_UPLOAD_SHARED_RATE_MIB`, default 32: MiB/s each upload may take while other
     /// requests are in flight (0: no limit).
     pub upload_shared_rate_mib: u64,
@@ -98,6 +118,8 @@ impl Config {
         Limits {
             max_upload_bytes: self.max_upload_bytes,
             tus_expiry: self.tus_expiry,
+            body_timeout: self.body_timeout,
+            max_active_uploads: self.max_active_uploads,
         }
     }
 
@@ -160,6 +182,20 @@ impl Config {
                 1,
                 365 * 24 * 3600,
             )?),
+            body_timeout: Duration::from_millis(parse_int(
+                get("TROUPE_BODY_TIMEOUT_MS"),
+                "TROUPE_BODY_TIMEOUT_MS",
+                DEFAULT_BODY_TIMEOUT_MS,
+                10,
+                24 * 3600 * 1000,
+            )?),
+            max_active_uploads: parse_int(
+                get("TROUPE_MAX_ACTIVE_UPLOADS"),
+                "TROUPE_MAX_ACTIVE_UPLOADS",
+                DEFAULT_MAX_ACTIVE_UPLOADS,
+                1,
+                1_000_000,
+            )?,
             upload_shared_rate_mib: parse_int(
                 get("TROUPE_UPLOAD_SHARED_RATE_MIB"),
                 "TROUPE_UPLOAD_SHARED_RATE_MIB",

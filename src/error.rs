@@ -78,6 +78,11 @@ pub enum AppError {
     MethodNotAllowed,
     /// A unique value is already taken.
     Conflict(String),
+    /// The request body delivered no byte for `TROUPE_BODY_TIMEOUT_MS`.
+    RequestTimeout(String),
+    /// A tus PATCH stopped because another request for its upload asked for the lock; the
+    /// bytes it had received are kept.
+    UploadInterrupted,
     /// The body is over its limit.
     PayloadTooLarge(String),
     /// The body's media type is not one this route takes.
@@ -163,6 +168,8 @@ impl AppError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::UploadInterrupted => "upload_interrupted",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Overloaded(_) => "overloaded",
@@ -188,6 +195,7 @@ impl AppError {
             Self::BadRequest(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
+            | Self::RequestTimeout(m)
             | Self::PayloadTooLarge(m)
             | Self::UnsupportedMediaType(m)
             | Self::Upstream(m)
@@ -197,6 +205,9 @@ impl AppError {
             | Self::Gone(m) => m,
             Self::Validation(_) => "the request has invalid fields",
             Self::MethodNotAllowed => "method not allowed",
+            Self::UploadInterrupted => {
+                "another request for this upload took it over; the bytes received are kept"
+            }
             Self::Overloaded(_) => "the service is overloaded, retry later",
             Self::DatabaseUnavailable(_) => "the database is unavailable, retry later",
             Self::ChecksumMismatch => "the body does not match Upload-Checksum",
@@ -235,6 +246,8 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UploadInterrupted => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Overloaded(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -405,6 +418,8 @@ mod tests {
             AppError::NotFound(String::new()),
             AppError::MethodNotAllowed,
             AppError::Conflict(String::new()),
+            AppError::RequestTimeout(String::new()),
+            AppError::UploadInterrupted,
             AppError::PayloadTooLarge(String::new()),
             AppError::UnsupportedMediaType(String::new()),
             AppError::Overloaded(hidden()),
@@ -428,6 +443,8 @@ mod tests {
                 | AppError::NotFound(_)
                 | AppError::MethodNotAllowed
                 | AppError::Conflict(_)
+                | AppError::RequestTimeout(_)
+                | AppError::UploadInterrupted
                 | AppError::PayloadTooLarge(_)
                 | AppError::UnsupportedMediaType(_)
                 | AppError::Overloaded(_)

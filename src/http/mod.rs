@@ -1,6 +1,7 @@
-//! The HTTP plumbing under the routes: the request context middleware, the request id and
-//! the streaming `multipart/form-data` reader.
+//! The HTTP plumbing under the routes: the request context middleware, the request id, request
+//! bodies held to a deadline and the streaming `multipart/form-data` reader.
 
+pub mod body;
 pub mod middleware;
 pub mod multipart;
 pub mod request_id;

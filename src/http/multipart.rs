@@ -186,7 +186,7 @@ pub struct MultipartReader<S> {
 impl<S, E> MultipartReader<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Display,
+    E: Display + Into<AppError>,
 {
     /// A reader of `payload`, a body framed by `boundary`.
     pub fn new(boundary: &Boundary, payload: S) -> Self {
@@ -290,10 +290,8 @@ where
             match ready!(Pin::new(&mut self.payload).poll_next(cx)) {
                 Some(Ok(chunk)) if chunk.is_empty() => {}
                 Some(Ok(chunk)) => return Poll::Ready(Ok(Some(chunk))),
-                Some(Err(err)) => {
-                    log::debug!("multipart body interrupted: {err}");
-                    return Poll::Ready(Err(truncated()));
-                }
+                // The body's own error (a timeout is 408, not a truncated form).
+                Some(Err(err)) => return Poll::Ready(Err(err.into())),
                 None => return Poll::Ready(Ok(None)),
             }
         }
@@ -443,7 +441,7 @@ pub struct PartBody<'a, S> {
 impl<S, E> Stream for PartBody<'_, S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Display,
+    E: Display + Into<AppError>,
 {
     type Item = Result<Bytes, AppError>;
 
@@ -502,6 +500,8 @@ mod tests {
     use futures::executor::block_on;
     use futures::StreamExt as _;
 
+    use crate::http::body::BodyError;
+
     use super::*;
 
     const BOUNDARY: &str = "b0undary-XyZ";
@@ -515,7 +515,7 @@ mod tests {
 
     fn reader(
         chunks: &[Bytes],
-    ) -> MultipartReader<impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin> {
+    ) -> MultipartReader<impl Stream<Item = Result<Bytes, BodyError>> + Unpin> {
         let stream = futures::stream::iter(Vec::from(chunks).into_iter().map(Ok));
         MultipartReader::new(&boundary(), stream)
     }
@@ -750,7 +750,7 @@ mod tests {
         let head = body_of_file(b"0123456789");
         let stream = futures::stream::iter([
             Ok(Bytes::copy_from_slice(&head[..head.len() - 20])),
-            Err(std::io::Error::other("connection reset")),
+            Err(BodyError::Broken("connection reset".into())),
         ]);
         let mut form = MultipartReader::new(&boundary(), stream);
         block_on(async {
@@ -886,7 +886,7 @@ mod tests {
         ];
         let stream = futures::stream::iter(chunks).map(move |c| {
             counter.set(counter.get() + 1);
-            Ok::<_, std::io::Error>(c)
+            Ok::<_, BodyError>(c)
         });
         let mut form = MultipartReader::new(&boundary(), stream);
         block_on(async {

@@ -12,9 +12,10 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use super::uploads::{declared_length, parse_id};
+use super::uploads::{declared_length, parse_id, UploadBody};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
+use crate::http::body::Body;
 use crate::ids::UploadId;
 use crate::services::Services;
 use crate::time::{http_date, now};
@@ -211,11 +212,15 @@ pub async fn create(
 }
 
 /// `HEAD /files/{id}`: the durable offset (bytes all on disk), the length, the metadata.
+/// A PATCH of this process writing the upload is asked to stop first, so the offset answered
+/// covers every byte it had read (a client resuming after a dropped link finds its bytes).
 pub async fn head(
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let upload = services.db.upload(parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    services.uploads.hand_over(id).await;
+    let upload = services.db.upload(id).await?;
     if upload.is_expired(now()) {
         return Err(AppError::Gone("this upload has expired".into()));
     }
@@ -258,7 +263,8 @@ pub async fn patch(
 }
 
 /// Appends `body` to upload `id` at `offset` in one upload session; answers the row as it
-/// is afterwards.
+/// is afterwards. Refused (503) before the body is read when `TROUPE_MAX_ACTIVE_UPLOADS`
+/// bodies stream already.
 async fn append(
     services: &Services,
     id: UploadId,
@@ -268,10 +274,12 @@ async fn append(
     body: web::Payload,
 ) -> Result<Upload, AppError> {
     let declared = declared_length(req);
+    let _admitted = services.uploads.admit()?;
     let mut session = services
         .uploads
         .begin_patch(id, offset, checksum, declared)
         .await?;
+    let body: UploadBody = Body::new(body, services.limits.body_timeout);
     session.receive(body).await?;
     session.finish().await
 }

@@ -29,7 +29,11 @@ const _: () = assert!(std::mem::size_of::<Block>() == ALIGN);
 
 /// A file written sequentially from an aligned staging buffer.
 pub struct DirectWriter {
+    /// The staging buffer, allocated by the first append: a file whose client has sent
+    /// nothing yet costs no memory.
     blocks: Vec<Block>,
+    /// Blocks the staging buffer holds once allocated.
+    block_count: usize,
     /// Bytes staged at the front of `blocks`.
     filled: usize,
     /// Bytes written to the file so far (always whole blocks until [`Self::finish`]).
@@ -54,7 +58,8 @@ impl DirectWriter {
     /// opened by [`create_new`]; `direct` is what `create_new` answered.
     pub fn new(capacity: usize, direct: bool) -> Self {
         Self {
-            blocks: vec![Block([0; ALIGN]); capacity.div_ceil(ALIGN).max(1)],
+            blocks: Vec::new(),
+            block_count: capacity.div_ceil(ALIGN).max(1),
             filled: 0,
             flushed: 0,
             direct,
@@ -62,10 +67,13 @@ impl DirectWriter {
     }
 
     fn capacity(&self) -> usize {
-        self.blocks.len() * ALIGN
+        self.block_count * ALIGN
     }
 
     fn buffer(&mut self) -> &mut [u8] {
+        if self.blocks.is_empty() {
+            self.blocks = vec![Block([0; ALIGN]); self.block_count];
+        }
         let len = self.capacity();
         // SAFETY: `Block` is `repr(C)` over a byte array with no padding (size == ALIGN,
         // checked above), so `len` bytes starting at the first block are the blocks' own

@@ -35,6 +35,9 @@ pub struct OpenFile {
     /// The SHA-256 of the file's first `base + written` bytes, fed as they are written
     /// (tus, when the session starts at 0 or from a kept state: `upload::digests`).
     pub digest: Option<Box<Hasher>>,
+    /// A tus PATCH's registration as the holder of its upload's lock. Declared after `file`,
+    /// so it is dropped (and waiters told) only once the file, and its lock, are closed.
+    pub hold: Option<crate::upload::handover::Hold>,
 }
 
 /// One session's file, behind a mutex only its own (sequential) blocking tasks take.

@@ -7,6 +7,7 @@ pub mod digests;
 pub mod direct;
 pub mod file;
 pub mod filename;
+pub mod handover;
 pub mod store;
 pub mod tus;
 

@@ -338,44 +338,91 @@ async fn a_checksum_mismatch_is_460_and_appends_nothing(backend: Backend) {
     assert_eq!(meta["sha256"], sha256_hex(&data));
 }
 
-async fn concurrent_patches_never_interleave(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
-    let data = Noise::new(21).chunk(2 << 20);
-    let location = create(&app, data.len(), None).await;
+/// The offset the database records for the upload at `location` (read without a request, so
+/// no PATCH is asked to stop).
+async fn recorded_offset(app: &TestApp, location: &str) -> u64 {
+    let id = location.trim_start_matches("/files/").parse().unwrap();
+    app.services.db.upload(id).await.unwrap().upload_offset
+}
 
-    // The first PATCH is mid-body (holding the upload) when the second arrives.
-    let mut first = start_patch(&app, &location, 0, data.len(), &data[..1 << 20]).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let id = location.trim_start_matches("/files/").to_owned();
-    let tus_file = app.dir.path().join("uploads/tus").join(&id);
-    while std::fs::metadata(&tus_file).map(|m| m.len()).unwrap_or(0) == 0 {
+/// Waits until the server has written `len` bytes of the upload's file.
+async fn wait_for_file_len(app: &TestApp, location: &str, len: u64) {
+    let id = location.trim_start_matches("/files/");
+    let tus_file = app.dir.path().join("uploads/tus").join(id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&tus_file).map_or(0, |m| m.len()) < len {
         assert!(
             Instant::now() < deadline,
-            "the first PATCH never started writing"
+            "the PATCH never wrote {len} bytes"
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    let intruder = Noise::new(99).chunk(data.len());
-    let (status, _, body) = app.tus_patch(&location, 0, &intruder, &[]).await;
-    assert_eq!(status, 423, "{body}");
-    assert_eq!(body["error"]["code"], "upload_locked");
-    // Termination is refused too while the PATCH writes.
-    let (status, _, _) = app.tus_delete(&location).await;
-    assert_eq!(status, 423);
+}
 
-    // The first one finishes; its bytes alone make the upload.
-    first.write_all(&data[1 << 20..]).await.unwrap();
+/// What a raw PATCH's connection answered (its status line onwards).
+async fn response_of(stream: &mut tokio::net::TcpStream) -> String {
     let mut response = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(30), first.read(&mut response))
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut response))
         .await
-        .unwrap()
+        .expect("no answer")
         .unwrap();
-    let response = String::from_utf8_lossy(&response[..n]);
-    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
+
+/// A request for an upload that a running PATCH holds takes it over (tusd's lock release):
+/// the holder stops, saves every byte it read and answers 400 `upload_interrupted`; the
+/// newcomer goes on from the saved offset. Two PATCHes never interleave.
+async fn a_request_takes_over_a_running_patch(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data = Noise::new(21).chunk(3 << 20);
+    let location = create(&app, data.len(), None).await;
+
+    // The first PATCH sent a batch and a bit, and its client went silent (a dropped link).
+    let sent = (1 << 20) + 12_345;
+    let mut first = start_patch(&app, &location, 0, data.len(), &data[..sent]).await;
+    wait_for_file_len(&app, &location, 1 << 20).await;
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        recorded_offset(&app, &location).await,
+        0,
+        "nothing recorded yet"
+    );
+
+    // A PATCH from a stale offset: the holder lets go, and the newcomer is told where the
+    // upload is now (409, nothing of it written).
+    let intruder = Noise::new(99).chunk(1000);
+    let started = Instant::now();
+    let (status, _, body) = app.tus_patch(&location, 0, &intruder, &[]).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "offset_mismatch");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the holder let go within the hand-over wait"
+    );
+    let answer = response_of(&mut first).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upload_interrupted"), "{answer}");
+
+    // Every byte the first PATCH sent is kept, and the upload resumes from there.
+    let (status, offset, _) = offset_of(&app, &location).await;
+    assert_eq!((status, offset), (200, Some(sent)));
+    let (status, _, body) = app.tus_patch(&location, sent, &data[sent..], &[]).await;
+    assert_eq!(status, 204, "{body}");
+    let id = location.trim_start_matches("/files/");
     let (_, _, meta) = app.get_upload(id).await;
     assert_eq!(meta["sha256"], sha256_hex(&data));
+
+    // Termination takes over a running PATCH too.
+    let other = create(&app, data.len(), None).await;
+    let _held = start_patch(&app, &other, 0, data.len(), &data[..1000]).await;
+    wait_for_file_len(&app, &other, 0).await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, body) = app.tus_delete(&other).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _, _) = offset_of(&app, &other).await;
+    assert_eq!(status, 404);
 }
 
 async fn expired_uploads_are_gone_and_their_bytes_removed(backend: Backend) {
@@ -486,7 +533,7 @@ both_backends!(
     body_past_length => a_body_past_the_length_is_413_and_appends_nothing,
     resume_across_restart => an_interrupted_upload_resumes_across_a_restart,
     checksum => a_checksum_mismatch_is_460_and_appends_nothing,
-    concurrent_patch => concurrent_patches_never_interleave,
+    take_over => a_request_takes_over_a_running_patch,
     expiry => expired_uploads_are_gone_and_their_bytes_removed,
     creation_with_upload => creation_with_upload_then_termination,
 );
@@ -539,8 +586,9 @@ async fn a_real_tus_client_uploads_and_resumes() {
     assert_eq!(meta["size"], data.len());
 }
 
-/// A long PATCH records its offset every 64 MiB while it runs: `HEAD` shows the checkpoint
-/// with the PATCH's connection still open, so a crash from then on keeps those bytes.
+/// A long PATCH records its offset every 64 MiB while it runs: the database has the
+/// checkpoint with the PATCH's connection still open, so a crash from then on keeps those
+/// bytes.
 #[actix_web::test]
 async fn a_long_patch_records_its_offset_while_it_runs() {
     let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_MAX_UPLOAD_BYTES", "100000000")])
@@ -552,10 +600,11 @@ async fn a_long_patch_records_its_offset_while_it_runs() {
     let stream = start_patch(&app, &location, 0, data.len(), &data[..sent]).await;
     // At the first batch boundary 64 MiB or more past the start; the next is 64 MiB later.
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Read from the database: a HEAD would ask the PATCH to stop.
     let checkpoint = loop {
-        match offset_of(&app, &location).await.1 {
-            Some(at) if at >= 64 << 20 => break at,
-            at => assert!(Instant::now() < deadline, "offset stuck at {at:?}"),
+        match recorded_offset(&app, &location).await as usize {
+            at if at >= 64 << 20 => break at,
+            at => assert!(Instant::now() < deadline, "offset stuck at {at}"),
         }
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };

@@ -16,6 +16,7 @@ pub mod tus;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,9 +34,10 @@ use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
+use crate::upload::handover::Holders;
 use crate::upload::Store;
 pub use session::{SessionGuard, UploadSession};
-pub use tus::{SessionEnd, CHECKPOINT_BYTES};
+pub use tus::{PatchStart, SessionEnd, CHECKPOINT_BYTES, HANDOVER_WAIT};
 
 /// Bytes per write-and-hash step: large enough that per-message costs vanish, small enough
 /// that an upload holds at most two batches in memory.
@@ -59,6 +61,8 @@ pub struct Deps {
     tus_expiry: Duration,
     /// Digests of unfinished tus uploads between their PATCHes (this process's only).
     digests: Arc<DigestCache>,
+    /// The PATCHes holding an upload's lock, for the hand-over.
+    holders: Arc<Holders>,
 }
 
 /// Owns the upload sessions; restarted by its `Supervisor` after a panic (sessions then end,
@@ -86,8 +90,15 @@ enum Target {
 }
 
 impl UploadActor {
-    /// An actor over `store`, recording metadata through `db` and digesting on `cpu`.
-    pub fn new(store: Store, db: Db, cpu: CpuPool, tus_expiry: Duration) -> Self {
+    /// An actor over `store`, recording metadata through `db` and digesting on `cpu`; its
+    /// PATCHes register as lock holders in `holders`.
+    pub fn new(
+        store: Store,
+        db: Db,
+        cpu: CpuPool,
+        tus_expiry: Duration,
+        holders: Arc<Holders>,
+    ) -> Self {
         Self {
             deps: Deps {
                 store,
@@ -95,6 +106,7 @@ impl UploadActor {
                 cpu,
                 tus_expiry,
                 digests: Arc::new(DigestCache::new(DIGEST_CACHE_CAPACITY)),
+                holders,
             },
             sessions: HashMap::new(),
         }
@@ -219,10 +231,11 @@ pub struct FinishFile {
 #[rtype(result = "Result<Upload, AppError>")]
 pub struct CreateTusUpload(pub Upload);
 
-/// Starts a tus PATCH session: locks the upload's file (423 when another request holds it),
-/// reads the row under the lock, and cuts off any bytes past the durable offset.
+/// Starts a tus PATCH session: locks the upload's file (asking a PATCH of this process that
+/// holds it to hand it over; 423 when the lock stays held), reads the row under the lock, and
+/// cuts off any bytes past the durable offset.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Upload, AppError>")]
+#[rtype(result = "Result<PatchStart, AppError>")]
 pub struct BeginPatch {
     /// The session's key, chosen by the caller.
     pub session: Uuid,
@@ -377,7 +390,7 @@ impl Handler<CreateTusUpload> for UploadActor {
 }
 
 impl Handler<BeginPatch> for UploadActor {
-    type Result = ResponseFuture<Result<Upload, AppError>>;
+    type Result = ResponseFuture<Result<PatchStart, AppError>>;
     fn handle(&mut self, msg: BeginPatch, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
             let target = Target::Tus {
@@ -495,6 +508,19 @@ pub struct Uploads {
     pace: Arc<Pace>,
     limits: Limits,
     db_timeout: Duration,
+    holders: Arc<Holders>,
+    /// Upload bodies streaming now (`POST /upload` and PATCH), against `max_active_uploads`.
+    active: Arc<AtomicUsize>,
+}
+
+/// A place among the upload bodies allowed to stream at once; given back when dropped.
+#[derive(Debug)]
+pub struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Uploads {
@@ -502,10 +528,11 @@ impl Uploads {
     pub fn start(store: Store, db: Db, cpu: CpuPool, pace: Arc<Pace>, limits: Limits) -> Self {
         let arbiter = Arbiter::new();
         let db_timeout = db.timeout();
+        let holders = Arc::new(Holders::default());
         let addr = {
-            let cpu = cpu.clone();
+            let (cpu, holders) = (cpu.clone(), holders.clone());
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                UploadActor::new(store, db, cpu, limits.tus_expiry)
+                UploadActor::new(store, db, cpu, limits.tus_expiry, holders)
             })
         };
         Self {
@@ -514,7 +541,41 @@ impl Uploads {
             pace,
             limits,
             db_timeout,
+            holders,
+            active: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A place for one more upload body to stream, taken before any of it is read; 503 when
+    /// `TROUPE_MAX_ACTIVE_UPLOADS` bodies stream already.
+    pub fn admit(&self) -> Result<Admission, AppError> {
+        let max = self.limits.max_active_uploads;
+        let taken = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Admission(self.active.clone())),
+            Err(_) => Err(AppError::overloaded(
+                "admitting an upload",
+                format_args!(
+                    "{max} upload bodies are streaming already (TROUPE_MAX_ACTIVE_UPLOADS)"
+                ),
+            )),
+        }
+    }
+
+    /// Upload bodies streaming now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Asks a PATCH of this process that holds upload `id` to stop, and waits until it has
+    /// recorded its offset and let go (up to [`HANDOVER_WAIT`]): what `HEAD` does before
+    /// it reads the offset.
+    pub async fn hand_over(&self, id: UploadId) {
+        tus::hand_over(&self.holders, id).await;
     }
 
     /// The actor's address (actor tests, fault injection).

@@ -7,12 +7,15 @@
 //! A session dropped before it ended (its client went away, its handler failed) ends itself:
 //! a `POST /upload` leaves nothing, a PATCH keeps what it wrote unless a checksum covered it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::rt::task::JoinHandle;
+use actix_web::rt::time::Instant;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
@@ -51,6 +54,8 @@ enum Kind {
     /// A PATCH on `row`, at its offset.
     Patch {
         row: Upload,
+        /// Notified when another request asks for the upload (the lock hand-over).
+        stop: Option<Arc<Notify>>,
         checksum: Option<Checksum>,
         /// The digest of the body so far, when a checksum must be checked.
         hasher: Option<Box<Hasher>>,
@@ -104,7 +109,9 @@ impl Uploads {
             id,
             checkpoint_every,
         };
-        let row = ask(&self.addr, begin, self.db_timeout * 2).await?;
+        // Time for the database twice, and for a PATCH holding the upload to hand it over.
+        let wait = self.db_timeout * 2 + super::HANDOVER_WAIT;
+        let super::PatchStart { row, stop } = ask(&self.addr, begin, wait).await?;
         let mut session = UploadSession {
             uploads: self.clone(),
             guard,
@@ -113,6 +120,7 @@ impl Uploads {
                     .as_ref()
                     .map(|c| Box::new(Hasher::new(c.algorithm))),
                 row,
+                stop,
                 checksum,
             },
         };
@@ -149,20 +157,24 @@ impl UploadSession {
 
     /// Streams `body` into the file. A form file over the upload limit, or a PATCH body past
     /// `Upload-Length`, is 413 as soon as it crosses it. What arrived before an interrupted
-    /// body is still written: a PATCH keeps it (unless a checksum covers it).
+    /// body is still written: a PATCH keeps it (unless a checksum covers it), also when it
+    /// stops because another request asked for the upload (400 `upload_interrupted`).
     pub async fn receive<S, E>(&mut self, body: S) -> Result<(), AppError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: Into<AppError>,
     {
-        let (limit, hasher) = match &mut self.kind {
+        let (limit, hasher, stop) = match &mut self.kind {
             Kind::Form { .. } => (
                 self.uploads.limits.max_upload_bytes,
                 Some(Box::new(Hasher::new(Algorithm::Sha256))),
+                None,
             ),
             // Complete already: the PATCH appends nothing, and `finish` says where it is.
             Kind::Patch { row, .. } if row.complete => return Ok(()),
-            Kind::Patch { row, hasher, .. } => (row.remaining(), hasher.take()),
+            Kind::Patch {
+                row, hasher, stop, ..
+            } => (row.remaining(), hasher.take(), stop.clone()),
         };
         let streamed = stream_into(
             &self.uploads.cpu,
@@ -171,6 +183,7 @@ impl UploadSession {
             body,
             limit,
             hasher,
+            stop.as_deref(),
         )
         .await;
         match (&mut self.kind, streamed) {
@@ -230,6 +243,7 @@ impl UploadSession {
                 row,
                 checksum,
                 hasher,
+                ..
             } => {
                 if row.complete {
                     return Ok(row);
@@ -330,10 +344,12 @@ impl Drop for SessionGuard {
 
 /// Streams `body` into `guard`'s session in batches of [`BATCH_BYTES`]: each batch is
 /// written by the actor and, when `hasher` is given, hashed on a CPU thread at the same time,
-/// while the next batch is read from the network. More than `limit` bytes is 413 as soon as
-/// it is crossed. The batch being gathered and the one being written live in the guard, so
-/// that a session dropped half-way still has them. Answers the bytes streamed and the
-/// digest state.
+/// while the next batch is read from the network (the body is read at most one batch ahead,
+/// so an upload holds at most two in memory, and only what has arrived). More than `limit`
+/// bytes is 413 as soon as it is crossed. `stop`, when notified, ends the body where it is:
+/// another request wants the upload. The batch being gathered and the one being written live
+/// in the guard, so that a session dropped half-way still has them. Answers the bytes
+/// streamed and the digest state.
 async fn stream_into<S, E>(
     cpu: &CpuPool,
     pace: &Pace,
@@ -341,45 +357,29 @@ async fn stream_into<S, E>(
     mut body: S,
     limit: u64,
     mut hasher: Option<Box<Hasher>>,
+    stop: Option<&Notify>,
 ) -> Result<(u64, Option<Box<Hasher>>), AppError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<AppError>,
 {
     let mut total: u64 = 0;
     let mut batch_len = 0usize;
-    let mut interrupted = None;
+    // The body's end: `Ok` at its end, or why it stopped (what arrived is still written).
+    let mut ended: Option<Result<(), AppError>> = None;
     let mut cpu_wait = ADMISSION_WAIT;
+    // Pacing: the next batch is handed over no sooner than this.
+    let mut paced_until: Option<Instant> = None;
     loop {
-        let done = match body.next().await {
-            Some(Ok(chunk)) => {
-                total += chunk.len() as u64;
-                if total > limit {
-                    return Err(AppError::PayloadTooLarge(format!(
-                        "the upload is over its limit of {limit} bytes"
-                    )));
-                }
-                batch_len += chunk.len();
-                if !chunk.is_empty() {
-                    guard.pending.push(chunk);
-                }
-                false
-            }
-            // What arrived before the interruption is still written: a tus upload keeps it.
-            Some(Err(err)) => {
-                interrupted = Some(AppError::BadRequest(format!(
-                    "the upload was interrupted: {err}"
-                )));
-                true
-            }
-            None => true,
-        };
-        if batch_len >= BATCH_BYTES || (done && batch_len > 0) {
-            if let Some(previous) = guard.in_flight.take() {
-                hasher = joined(previous).await?;
-            }
+        let may_hand_over = paced_until.is_none() || ended.is_some();
+        if guard.in_flight.is_none()
+            && may_hand_over
+            && (batch_len >= BATCH_BYTES || (ended.is_some() && batch_len > 0))
+        {
             let chunks = std::mem::take(&mut guard.pending);
-            let pause = pace.pause_after(batch_len);
+            paced_until = pace
+                .pause_after(batch_len)
+                .map(|pause| Instant::now() + pause);
             batch_len = 0;
             // Spawned, so the write and the hash go on while the next batch is read.
             guard.in_flight = Some(actix_web::rt::spawn(step(
@@ -391,28 +391,68 @@ where
                 cpu_wait,
             )));
             cpu_wait = STEP_TIMEOUT;
-            // While the write and hash go on: other requests are waiting for the CPU.
-            if let Some(pause) = pause.filter(|_| !done) {
-                actix_web::rt::time::sleep(pause).await;
-            }
         }
-        if done {
+        if ended.is_some() && batch_len == 0 && guard.in_flight.is_none() {
             break;
         }
+        let reading = ended.is_none() && batch_len < BATCH_BYTES;
+        let writing = guard.in_flight.is_some();
+        let in_flight = guard.in_flight.as_mut();
+        tokio::select! {
+            biased;
+            () = stopped(stop), if ended.is_none() => {
+                ended = Some(Err(AppError::UploadInterrupted));
+            }
+            written = joined(in_flight), if writing => {
+                guard.in_flight = None;
+                hasher = written?;
+            }
+            chunk = body.next(), if reading => match chunk {
+                Some(Ok(chunk)) => {
+                    total += chunk.len() as u64;
+                    if total > limit {
+                        return Err(AppError::PayloadTooLarge(format!(
+                            "the upload is over its limit of {limit} bytes"
+                        )));
+                    }
+                    batch_len += chunk.len();
+                    if !chunk.is_empty() {
+                        guard.pending.push(chunk);
+                    }
+                }
+                Some(Err(err)) => ended = Some(Err(err.into())),
+                None => ended = Some(Ok(())),
+            },
+            () = paced(paced_until), if paced_until.is_some() => paced_until = None,
+        }
     }
-    if let Some(previous) = guard.in_flight.take() {
-        hasher = joined(previous).await?;
-    }
-    match interrupted {
-        Some(err) => Err(err),
-        None => Ok((total, hasher)),
+    ended.unwrap_or(Ok(())).map(|()| (total, hasher))
+}
+
+/// Resolves once `stop` is notified; never without one.
+async fn stopped(stop: Option<&Notify>) {
+    match stop {
+        Some(stop) => stop.notified().await,
+        None => std::future::pending().await,
     }
 }
 
-async fn joined(handle: JoinHandle<StepResult>) -> StepResult {
-    handle
-        .await
-        .map_err(|e| AppError::internal("an upload step", e))?
+/// Resolves at `until`; never without one.
+async fn paced(until: Option<Instant>) {
+    match until {
+        Some(until) => actix_web::rt::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The step under way; never without one.
+async fn joined(handle: Option<&mut JoinHandle<StepResult>>) -> StepResult {
+    match handle {
+        Some(handle) => handle
+            .await
+            .map_err(|e| AppError::internal("an upload step", e))?,
+        None => std::future::pending().await,
+    }
 }
 
 async fn step(

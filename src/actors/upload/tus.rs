@@ -21,6 +21,10 @@
 //! sharing the directory) starts from a durable offset.
 
 use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
 use crate::actors::cpu::DigestFile;
@@ -32,10 +36,15 @@ use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::time::now;
 use crate::upload::file::{self, SharedFile};
+use crate::upload::handover::{Hold, Holders};
 
 /// How often a long PATCH records its offset (fsync, then the database), so a crash mid-way
 /// keeps what was written up to the last checkpoint.
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// How long a request waits for the PATCH it asked to stop (the lock hand-over) to save
+/// what it read and let go; past it, the upload is still locked (423).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// Expired tus uploads removed per sweep.
 const SWEEP_LIMIT: i64 = 100;
@@ -68,6 +77,27 @@ pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     Ok(row)
 }
 
+/// A PATCH's start: the row under the lock, and the signal that asks the PATCH to stop (a
+/// newcomer wants the upload); no signal when the upload is complete and nothing is locked.
+#[derive(Debug)]
+pub struct PatchStart {
+    /// The upload's row, read under the lock.
+    pub row: Upload,
+    /// Notified when another request asks for the upload.
+    pub stop: Option<Arc<Notify>>,
+}
+
+/// Asks the PATCH of this process that holds upload `id`'s lock, if one does, to stop, and
+/// waits (up to [`HANDOVER_WAIT`]) until it has recorded its offset and let go. Answers
+/// whether there was such a PATCH.
+pub async fn hand_over(holders: &Holders, id: UploadId) -> bool {
+    let Some(released) = holders.ask_release(id) else {
+        return false;
+    };
+    let _ = actix_web::rt::time::timeout(HANDOVER_WAIT, released).await;
+    true
+}
+
 /// An unfinished tus upload's file, as a try at its lock found it.
 enum TusLock {
     /// Locked by this caller until the file is dropped.
@@ -92,32 +122,53 @@ async fn lock(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
     .await
 }
 
+/// Like [`lock`], but a PATCH of this process that holds the lock is asked to hand it over
+/// first (and the lock tried again once it has).
+async fn take_over(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
+    match lock(deps, id).await? {
+        TusLock::Busy if hand_over(&deps.holders, *id).await => lock(deps, id).await,
+        other => Ok(other),
+    }
+}
+
+/// A locked tus file and its holder's registration, in the order they must go: the file
+/// (its lock) first, then the hold (which tells the waiters).
+struct Locked {
+    file: File,
+    hold: Hold,
+}
+
 fn locked() -> AppError {
     AppError::Locked("another request is writing this upload; retry when it is done".into())
 }
 
 /// Starts a PATCH on upload `id` in the session whose file is `shared`: locks the upload's
-/// file (423 when another request holds it), reads the row under the lock, and cuts off any
-/// bytes past the durable offset. A complete upload is answered as it is, unlocked.
+/// file (a PATCH of this process holding it is asked to hand it over; 423 when it does not,
+/// or another process holds it), reads the row under the lock, and cuts off any bytes past
+/// the durable offset. A complete upload is answered as it is, unlocked.
 pub async fn begin_patch(
     deps: &Deps,
     id: UploadId,
     shared: SharedFile,
-) -> Result<Upload, AppError> {
+) -> Result<PatchStart, AppError> {
+    let unlocked = |row| PatchStart { row, stop: None };
     let row = deps.db.upload(id).await?;
     if row.complete {
-        return Ok(row);
+        return Ok(unlocked(row));
     }
-    let handle = match lock(deps, &id).await? {
+    let file = match take_over(deps, &id).await? {
         // Finished (and moved into place) or terminated since the first read.
-        TusLock::Gone => return deps.db.upload(id).await,
+        TusLock::Gone => return deps.db.upload(id).await.map(unlocked),
         TusLock::Busy => return Err(locked()),
-        TusLock::Held(handle) => handle,
+        TusLock::Held(file) => file,
     };
+    // Registered at once, so that a newcomer from now on can ask for the lock.
+    let (hold, stop) = deps.holders.hold(id);
+    let handle = Locked { file, hold };
     // Read again under the lock: the previous writer may have moved the offset.
     let row = deps.db.upload(id).await?;
     if row.complete {
-        return Ok(row);
+        return Ok(unlocked(row));
     }
     if row.is_expired(now()) {
         return Err(AppError::Gone("this upload has expired".into()));
@@ -130,17 +181,22 @@ pub async fn begin_patch(
     };
     blocking("opening a tus file", move || {
         let mut handle = handle;
-        file::rewind(&mut handle, offset)?;
+        file::rewind(&mut handle.file, offset)?;
         let mut open = file::lock(&shared)?;
+        let Locked { file, hold } = handle;
         open.base = offset;
         open.durable = offset;
         open.size = size;
-        open.file = Some(handle);
+        open.file = Some(file);
+        open.hold = Some(hold);
         open.digest = digest;
         Ok(())
     })
     .await?;
-    Ok(row)
+    Ok(PatchStart {
+        row,
+        stop: Some(stop),
+    })
 }
 
 /// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an
@@ -293,7 +349,12 @@ pub async fn remove(
     let held = if row.complete {
         None
     } else {
-        match lock(deps, &id).await? {
+        let lock = if only_expired {
+            lock(deps, &id).await?
+        } else {
+            take_over(deps, &id).await?
+        };
+        match lock {
             TusLock::Busy if only_expired => return Ok(false),
             TusLock::Busy => {
                 return Err(AppError::Locked(

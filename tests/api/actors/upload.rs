@@ -47,6 +47,7 @@ async fn rig() -> Rig {
         Db::new(db.clone(), T),
         cpu,
         Duration::from_secs(3600),
+        Default::default(),
     )
     .start();
     Rig { dir, upload, db }
@@ -249,7 +250,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
     )
     .await
     .unwrap();
-    assert_eq!(at.upload_offset, 0);
+    assert_eq!(at.row.upload_offset, 0);
     let refused = ask(
         &rig.upload,
         BeginPatch {
@@ -298,7 +299,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
     )
     .await
     .unwrap();
-    assert_eq!(at.upload_offset, 5);
+    assert_eq!(at.row.upload_offset, 5);
     ask(
         &rig.upload,
         WriteChunk {
@@ -369,7 +370,15 @@ async fn upload_actor_panic_fails_one_message_and_it_serves_the_next() {
         let dir = rig.dir.path().join("uploads2");
         let store = Store::open(&dir).unwrap();
         let db = Db::new(rig.db.clone(), T);
-        move |_| UploadActor::new(store, db, CpuPool::start(1, T), Duration::from_secs(3600))
+        move |_| {
+            UploadActor::new(
+                store,
+                db,
+                CpuPool::start(1, T),
+                Duration::from_secs(3600),
+                Default::default(),
+            )
+        }
     });
     let failed = ask(&addr, InjectFault::Panic, T).await;
     assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");

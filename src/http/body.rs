@@ -1,0 +1,146 @@
+//! [`Body`]: a request body held to `TROUPE_BODY_TIMEOUT_MS`. A client that stops sending
+//! (a dropped mobile link keeps its socket open and sends nothing) is cut off once no byte
+//! has come for that long while troupe waits for one; time spent not reading (troupe's own
+//! backpressure) does not count.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use actix_web::rt::time::{sleep_until, Instant, Sleep};
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::AppError;
+
+/// Why a body ended before its end.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    /// No byte arrived for this long.
+    #[error("no byte of the body arrived for {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// The connection broke (the client went away) or the body was malformed.
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl From<BodyError> for AppError {
+    fn from(err: BodyError) -> Self {
+        match err {
+            BodyError::TimedOut(_) => AppError::RequestTimeout(format!("{err}; aborted")),
+            BodyError::Broken(cause) => {
+                AppError::BadRequest(format!("the upload was interrupted: {cause}"))
+            }
+        }
+    }
+}
+
+/// `inner` with a deadline between bytes.
+pub struct Body<S> {
+    inner: S,
+    timeout: Duration,
+    /// When troupe began waiting for the next byte; `None` while bytes are coming.
+    waiting_since: Option<Instant>,
+    /// Armed on the first wait, re-armed lazily: a chunk costs a clock read, not a timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl<S> Body<S> {
+    /// `inner`, cut off after `timeout` without a byte.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            waiting_since: None,
+            timer: None,
+            ended: false,
+        }
+    }
+}
+
+impl<S, E> Stream for Body<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.waiting_since = None;
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.ended = true;
+                return Poll::Ready(Some(Err(BodyError::Broken(err.to_string()))));
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        let since = *this.waiting_since.get_or_insert_with(Instant::now);
+        let deadline = since + this.timeout;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        loop {
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                this.ended = true;
+                log::warn!(
+                    "a request body sent no byte for {} ms: aborted",
+                    this.timeout.as_millis()
+                );
+                return Poll::Ready(Some(Err(BodyError::TimedOut(this.timeout))));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    #[actix_web::test]
+    async fn a_body_that_stops_sending_times_out_and_one_that_sends_does_not() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
+        let mut body = Body::new(rx, Duration::from_millis(100));
+        for _ in 0..3 {
+            tx.unbounded_send(Ok(Bytes::from_static(b"x"))).unwrap();
+            assert_eq!(body.next().await.unwrap().unwrap(), "x");
+        }
+        let started = std::time::Instant::now();
+        let err = body.next().await.unwrap().unwrap_err();
+        assert!(matches!(err, BodyError::TimedOut(_)), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(body.next().await.is_none());
+        assert!(matches!(AppError::from(err), AppError::RequestTimeout(_)));
+    }
+
+    #[actix_web::test]
+    async fn time_not_spent_waiting_does_not_count() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
+        let mut body = Body::new(rx, Duration::from_millis(100));
+        tx.unbounded_send(Ok(Bytes::from_static(b"a"))).unwrap();
+        assert!(body.next().await.unwrap().is_ok());
+        // Troupe busy elsewhere for longer than the timeout; the client sends meanwhile.
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        tx.unbounded_send(Ok(Bytes::from_static(b"b"))).unwrap();
+        assert_eq!(body.next().await.unwrap().unwrap(), "b");
+        drop(tx);
+        assert!(body.next().await.is_none());
+    }
+}

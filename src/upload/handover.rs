@@ -1,0 +1,118 @@
+//! The tus lock hand-over (tusd's lock release request): a request for an upload that a
+//! PATCH of this process holds asks that PATCH to stop, and waits until it has saved what it
+//! read, recorded the offset and let go of the file.
+//!
+//! A PATCH that takes an upload's file lock registers a [`Hold`]; the hold lives in the
+//! session's open file, after the file itself, so it ends exactly when the lock is released
+//! (whatever ended the session: its own end, its client going away, an actor restart).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::ids::UploadId;
+
+/// The PATCHes of this process that hold an upload's lock, by upload.
+#[derive(Debug, Default)]
+pub struct Holders {
+    held: Mutex<HashMap<UploadId, Holder>>,
+}
+
+#[derive(Debug)]
+struct Holder {
+    /// Told once a newcomer asks the PATCH to stop.
+    stop: Arc<Notify>,
+    /// Told when the lock is released.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Holders {
+    fn map(&self) -> MutexGuard<'_, HashMap<UploadId, Holder>> {
+        // A panic while the map was locked leaves it consistent: every change is one call.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the PATCH that has just locked upload `id`; answers its hold and the signal
+    /// it must watch.
+    pub fn hold(self: &Arc<Self>, id: UploadId) -> (Hold, Arc<Notify>) {
+        let stop = Arc::new(Notify::new());
+        let holder = Holder {
+            stop: stop.clone(),
+            waiters: Vec::new(),
+        };
+        // A previous entry for `id` would belong to a lock already released.
+        if let Some(stale) = self.map().insert(id, holder) {
+            stale.release();
+        }
+        let hold = Hold {
+            holders: self.clone(),
+            id,
+            stop: stop.clone(),
+        };
+        (hold, stop)
+    }
+
+    /// Asks the PATCH holding upload `id`, if one in this process does, to stop; answers what
+    /// to await for its release (`None`: nobody here holds it).
+    pub fn ask_release(&self, id: UploadId) -> Option<oneshot::Receiver<()>> {
+        let mut held = self.map();
+        let holder = held.get_mut(&id)?;
+        // `notify_one` keeps the request for a PATCH not waiting on it right now.
+        holder.stop.notify_one();
+        let (tx, rx) = oneshot::channel();
+        holder.waiters.push(tx);
+        Some(rx)
+    }
+}
+
+impl Holder {
+    fn release(self) {
+        for waiter in self.waiters {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// One PATCH's registration; dropping it tells the waiters the lock is free.
+#[derive(Debug)]
+pub struct Hold {
+    holders: Arc<Holders>,
+    id: UploadId,
+    /// Tells this hold's entry from a later one for the same upload.
+    stop: Arc<Notify>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.holders.map();
+        if held
+            .get(&self.id)
+            .is_some_and(|holder| Arc::ptr_eq(&holder.stop, &self.stop))
+        {
+            if let Some(holder) = held.remove(&self.id) {
+                drop(held);
+                holder.release();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_release_request_stops_the_holder_and_resolves_when_its_hold_drops() {
+        let holders = Arc::new(Holders::default());
+        let id = UploadId::new();
+        assert!(holders.ask_release(id).is_none(), "nobody holds it yet");
+        let (hold, stop) = holders.hold(id);
+        let released = holders.ask_release(id).unwrap();
+        // The request was kept although the holder was not waiting for it.
+        stop.notified().await;
+        drop(hold);
+        released.await.unwrap();
+        assert!(holders.ask_release(id).is_none());
+    }
+}
