@@ -9,6 +9,7 @@ mod errors;
 mod fetch;
 mod health;
 mod logs;
+mod stalled;
 mod startup;
 mod supervision;
 mod tus;

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use actix_web::rt::task::JoinHandle;
 use actix_web::rt::time::Instant;
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -401,25 +401,24 @@ where
         tokio::select! {
             biased;
             () = stopped(stop), if ended.is_none() => {
-                ended = Some(Err(AppError::UploadInterrupted));
+                // What has arrived already is taken (and kept) before letting go.
+                while ended.is_none() {
+                    match body.next().now_or_never() {
+                        Some(Some(Ok(chunk))) => {
+                            take(guard, chunk, &mut total, &mut batch_len, limit)?;
+                        }
+                        Some(Some(Err(err))) => ended = Some(Err(err.into())),
+                        Some(None) => ended = Some(Ok(())),
+                        None => ended = Some(Err(AppError::UploadInterrupted)),
+                    }
+                }
             }
             written = joined(in_flight), if writing => {
                 guard.in_flight = None;
                 hasher = written?;
             }
             chunk = body.next(), if reading => match chunk {
-                Some(Ok(chunk)) => {
-                    total += chunk.len() as u64;
-                    if total > limit {
-                        return Err(AppError::PayloadTooLarge(format!(
-                            "the upload is over its limit of {limit} bytes"
-                        )));
-                    }
-                    batch_len += chunk.len();
-                    if !chunk.is_empty() {
-                        guard.pending.push(chunk);
-                    }
-                }
+                Some(Ok(chunk)) => take(guard, chunk, &mut total, &mut batch_len, limit)?,
                 Some(Err(err)) => ended = Some(Err(err.into())),
                 None => ended = Some(Ok(())),
             },
@@ -427,6 +426,27 @@ where
         }
     }
     ended.unwrap_or(Ok(())).map(|()| (total, hasher))
+}
+
+/// Adds `chunk` to the batch being gathered; 413 once the body is over `limit`.
+fn take(
+    guard: &mut SessionGuard,
+    chunk: Bytes,
+    total: &mut u64,
+    batch_len: &mut usize,
+    limit: u64,
+) -> Result<(), AppError> {
+    *total += chunk.len() as u64;
+    if *total > limit {
+        return Err(AppError::PayloadTooLarge(format!(
+            "the upload is over its limit of {limit} bytes"
+        )));
+    }
+    *batch_len += chunk.len();
+    if !chunk.is_empty() {
+        guard.pending.push(chunk);
+    }
+    Ok(())
 }
 
 /// Resolves once `stop` is notified; never without one.
