@@ -70,6 +70,15 @@ pub async fn scope<F: std::future::Future>(id: HeaderValue, fut: F) -> F::Output
     CURRENT.scope(id, fut).await
 }
 
+/// Runs `fut` with `id`, when there is one, as the [`current`] request id: for actors serving
+/// a message that carries one.
+pub async fn scope_opt<F: std::future::Future>(id: Option<HeaderValue>, fut: F) -> F::Output {
+    match id {
+        Some(id) => CURRENT.scope(id, fut).await,
+        None => fut.await,
+    }
+}
+
 /// Runs `f` with `id` as the [`current`] request id: for actors serving a message that
 /// carries one, so their log lines name it too.
 pub fn sync_scope<R>(id: Option<HeaderValue>, f: impl FnOnce() -> R) -> R {

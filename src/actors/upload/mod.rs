@@ -274,6 +274,8 @@ pub struct DropSession {
     pub pending: Vec<Bytes>,
     /// The write under way, if any.
     pub after: Option<actix_web::rt::task::JoinHandle<StepResult>>,
+    /// The request the PATCH served, for the log.
+    pub request_id: Option<actix_web::http::header::HeaderValue>,
 }
 
 /// Deletes an upload: its row, then its file. An unfinished tus upload is refused (423)
@@ -443,37 +445,44 @@ impl Handler<DropSession> for UploadActor {
     type Result = ResponseFuture<Result<(), AppError>>;
     fn handle(&mut self, msg: DropSession, ctx: &mut Self::Context) -> Self::Result {
         let me = ctx.address();
-        respond(self, ctx, move |_| async move {
-            let DropSession {
-                session,
-                pending,
-                after,
-            } = msg;
-            if let Some(step) = after {
-                // Its failure is the session's; the end below records what is on disk.
-                let _ = step.await;
-            }
-            if !pending.is_empty() {
-                let write = WriteChunk {
-                    session,
-                    chunks: pending,
-                };
-                if let Err(err) = ask(&me, write, STEP_TIMEOUT).await {
-                    log::warn!("the last bytes of an abandoned PATCH: {}", err.cause());
-                }
-            }
-            let end = EndSession {
-                session,
-                keep: true,
-            };
-            match ask(&me, end, FINISH_TIMEOUT).await {
-                Ok(_) => Ok(()),
-                Err(err) => {
-                    log::warn!("ending an abandoned PATCH: {}", err.cause());
-                    Err(err)
-                }
-            }
+        let request_id = msg.request_id.clone();
+        respond(self, ctx, move |_| {
+            crate::http::request_id::scope_opt(request_id, drop_session(me, msg))
         })
+    }
+}
+
+/// Saves what an abandoned PATCH received, then ends its session ([`DropSession`]).
+async fn drop_session(me: Addr<UploadActor>, msg: DropSession) -> Result<(), AppError> {
+    let DropSession {
+        session,
+        pending,
+        after,
+        ..
+    } = msg;
+    if let Some(step) = after {
+        // Its failure is the session's; the end below records what is on disk.
+        let _ = step.await;
+    }
+    if !pending.is_empty() {
+        let write = WriteChunk {
+            session,
+            chunks: pending,
+        };
+        if let Err(err) = ask(&me, write, STEP_TIMEOUT).await {
+            log::warn!("the last bytes of an abandoned PATCH: {}", err.cause());
+        }
+    }
+    let end = EndSession {
+        session,
+        keep: true,
+    };
+    match ask(&me, end, FINISH_TIMEOUT).await {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            log::warn!("ending an abandoned PATCH: {}", err.cause());
+            Err(err)
+        }
     }
 }
 

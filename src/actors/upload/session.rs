@@ -332,6 +332,8 @@ impl Drop for SessionGuard {
                 session: self.session,
                 pending: std::mem::take(&mut self.pending),
                 after: self.in_flight.take(),
+                // Dropped inside the request's scope: its log lines name the request.
+                request_id: crate::http::request_id::current(),
             });
         } else {
             self.addr.do_send(EndSession {

@@ -46,6 +46,9 @@ pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// what it read and let go; past it, the upload is still locked (423).
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
+/// How long recording the offset of bytes already on disk waits for a busy database.
+const ADVANCE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Expired tus uploads removed per sweep.
 const SWEEP_LIMIT: i64 = 100;
 
@@ -201,10 +204,23 @@ pub async fn begin_patch(
 
 /// Moves a tus upload's recorded offset from `from` to `to` and extends its expiry; an
 /// offset that is no longer at `from` is an error (the file's lock should prevent it).
-/// Answers the expiry recorded.
+/// Answers the expiry recorded. Bytes already fsynced are worth waiting for: a database
+/// too busy to take the update right now (many PATCHes ending at once: a load balancer
+/// dropping its connections) is asked again, for up to [`ADVANCE_PATIENCE`].
 async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<NaiveDateTime, AppError> {
     let until = expires_at(now(), deps.tus_expiry);
-    if !deps.db.advance_upload(id, from, to, until).await? {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(10);
+    let advanced = loop {
+        match deps.db.advance_upload(id, from, to, until).await {
+            Err(AppError::Overloaded(_)) if started.elapsed() < ADVANCE_PATIENCE => {
+                actix_web::rt::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            other => break other?,
+        }
+    };
+    if !advanced {
         return Err(AppError::internal(
             "recording a tus offset",
             format_args!("upload {id} was not at {from} while its file was locked"),

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""What stalled uploads cost: starts the release binary, opens N uploads that send their
+headers and a little body then go silent, and prints the server's RSS before and after.
+
+    cargo build --release && python3 scripts/stalled_rss.py [N] [form|patch]
+"""
+import os, socket, subprocess, sys, tempfile, time, urllib.request
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+KIND = sys.argv[2] if len(sys.argv) > 2 else "form"
+BOUNDARY = "stall-boundary"
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="troupe-stall-")
+    port = free_port()
+    env = dict(os.environ, TROUPE_BIND=f"127.0.0.1:{port}", TROUPE_MAX_ACTIVE_UPLOADS=str(N + 10),
+               TROUPE_BODY_TIMEOUT_MS="600000", DATABASE_URL=f"sqlite://{work}/t.db",
+               TROUPE_UPLOAD_DIR=f"{work}/uploads", RUST_LOG="warn")
+    binary = os.path.join(os.path.dirname(__file__), "..", "target", "release", "troupe")
+    server = subprocess.Popen([binary], env=env)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/ping", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    locations = []
+    if KIND == "patch":
+        for _ in range(N):
+            req = urllib.request.Request(base + "/files/", method="POST",
+                                         headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10000000"})
+            locations.append(urllib.request.urlopen(req).headers["Location"])
+    time.sleep(1)
+    before = rss_kib(server.pid)
+    socks = []
+    for i in range(N):
+        s = socket.create_connection(("127.0.0.1", port))
+        if KIND == "patch":
+            head = (f"PATCH {locations[i]} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                    "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                    "Content-Length: 10000000\r\n\r\n").encode()
+            body = b"x" * 1024
+        else:
+            head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                    "Content-Length: 10000000\r\n\r\n").encode()
+            body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.bin\"\r\n"
+                    "Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 1024
+        s.sendall(head + body)
+        socks.append(s)
+        if i % 50 == 49:
+            time.sleep(0.1)  # a crowd, not one burst past the database's admission queue
+    time.sleep(3)
+    after = rss_kib(server.pid)
+    with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
+        ready = r.status
+    print(f"{N} stalled {KIND} uploads: RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB "
+          f"(+{(after - before) / 1024:.1f} MiB, {(after - before) / N:.1f} KiB each); /readyz {ready}")
+    for s in socks:
+        s.close()
+    server.terminate()
+    server.wait()
+
+
+if __name__ == "__main__":
+    main()
