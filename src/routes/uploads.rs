@@ -1,12 +1,18 @@
 //! `POST /upload` (seed) and `/uploads`: handlers read the form and shape the answers; the
 //! file itself goes through an upload session, metadata through the `Db` handle.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use actix_files::NamedFile;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::header::{
     self, ContentDisposition, ContentEncoding, DispositionParam, DispositionType, ExtendedValue,
     HeaderValue,
 };
+use actix_web::http::Method;
 use actix_web::{mime, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -215,8 +221,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(UploadAnswer::from(&upload)))
 }
 
-/// `GET /uploads/{id}/content`: the bytes, streamed from disk, as an attachment; single
-/// ranges → 206, unsatisfiable → 416 (actix-files), conditional requests by ETag.
+/// `GET` and `HEAD /uploads/{id}/content`: the bytes, streamed from disk, as an attachment;
+/// single ranges → 206, unsatisfiable → 416 (actix-files), conditional requests by ETag.
 pub async fn content(
     req: HttpRequest,
     services: web::Data<Services>,
@@ -264,7 +270,29 @@ pub async fn content(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
+    if req.method() == Method::HEAD {
+        // The server would read the whole file to drop it; a HEAD's body is only its size.
+        return Ok(res.map_body(|_, body| BoxBody::new(Headless(body.size()))));
+    }
     Ok(res)
+}
+
+/// A HEAD answer's body: the size of the body a GET gets (its `Content-Length`), no bytes.
+struct Headless(BodySize);
+
+impl MessageBody for Headless {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        self.0
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(None)
+    }
 }
 
 /// `DELETE /uploads/{id}` → 204: a complete upload's row and bytes.

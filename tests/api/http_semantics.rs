@@ -1,14 +1,17 @@
-//! HTTP itself, as a careful client reads it: error answers that describe only themselves.
+//! HTTP itself, as a careful client reads it: `HEAD` on every GET route, 405 with `Allow` on
+//! every path that exists, error answers that describe only themselves.
 //!
-//! Exchanges go over a raw socket: what is asserted is what is on the wire (a header that is
-//! absent rather than ignored).
+//! Most exchanges go over a raw socket: what is asserted is what is on the wire (a HEAD
+//! answer with no byte after its head, a header that is absent rather than ignored).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use awc::http::Method;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{header, spawn_app, spawn_app_with, Backend, Stub, TestApp};
 
 /// An answer read off the wire: status, headers (names lowercased, in order) and every byte
 /// after the head.
@@ -29,6 +32,15 @@ impl Wire {
 
     fn has(&self, name: &str) -> bool {
         self.headers.iter().any(|(n, _)| n == name)
+    }
+
+    /// The headers that describe the answer, not the moment or the request, sorted.
+    fn lasting_headers(&self) -> BTreeSet<(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n != "date" && n != "x-request-id")
+            .cloned()
+            .collect()
     }
 
     fn json(&self) -> serde_json::Value {
@@ -72,11 +84,196 @@ async fn exchange(app: &TestApp, method: &str, path: &str, headers: &[(&str, &st
     }
 }
 
+/// The methods an `Allow` value lists.
+fn methods(allow: &str) -> BTreeSet<String> {
+    allow
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The id of a fresh upload of `data`.
 async fn upload(app: &TestApp, data: &[u8]) -> String {
     let (status, _, body) = app.post_upload("file.bin", data).await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().to_owned()
+}
+
+async fn head_answers_every_get_route_like_get_without_the_body(backend: Backend) {
+    let stub = Stub::start();
+    let upstreams = format!("a={},b={}", stub.url("tag=a"), stub.url("tag=b"));
+    let Some(app) = spawn_app_with(backend, &[("TROUPE_UPSTREAMS", &upstreams)]).await else {
+        return;
+    };
+    let (_, _, user) = app.create_user("Ada", "ada@example.com").await;
+    let user = user["id"].to_string();
+    let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let id = upload(&app, &data).await;
+
+    let gzip = [("Accept-Encoding", "gzip")];
+    let none: [(&str, &str); 0] = [];
+    let routes: Vec<(String, &[(&str, &str)])> = vec![
+        // First, while the sources' statistics in its body are still all zero.
+        ("/readyz".into(), &none),
+        ("/ping".into(), &none),
+        ("/healthz".into(), &none),
+        ("/users".into(), &none),
+        ("/users".into(), &gzip),
+        (format!("/users/{user}"), &none),
+        ("/users/999999".into(), &none),
+        ("/uploads".into(), &none),
+        (format!("/uploads/{id}"), &none),
+        (format!("/uploads/{id}/content"), &none),
+        (
+            "/uploads/00000000-0000-0000-0000-000000000000/content".into(),
+            &none,
+        ),
+        ("/aggregate".into(), &none),
+        ("/aggregate?sources=b".into(), &gzip),
+        ("/parallel".into(), &none),
+    ];
+    for (path, headers) in routes {
+        let get = exchange(&app, "GET", &path, headers).await;
+        let head = exchange(&app, "HEAD", &path, headers).await;
+        assert_eq!(head.status, get.status, "HEAD {path}");
+        assert_eq!(head.lasting_headers(), get.lasting_headers(), "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path} sent a body");
+        assert!(head.has("x-request-id"), "HEAD {path}");
+        if get.has("content-length") {
+            assert_eq!(
+                get.header("content-length"),
+                get.body.len().to_string(),
+                "GET {path}"
+            );
+        }
+    }
+    // A HEAD on the sources calls them, as the GET does: its headers depend on what they say.
+    assert_eq!(stub.requests("tag=a"), 4, "{:?}", stub.events());
+
+    // The file's HEAD: its length and validators, conditional requests as for GET.
+    let path = format!("/uploads/{id}/content");
+    let head = exchange(&app, "HEAD", &path, &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), "100000");
+    assert_eq!(head.header("accept-ranges"), "bytes");
+    let etag = head.header("etag").to_owned();
+    assert!(!etag.is_empty());
+    let not_modified = exchange(&app, "HEAD", &path, &[("If-None-Match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    // Range is defined for GET only: a HEAD with one describes the whole file.
+    let ranged = exchange(&app, "HEAD", &path, &[("Range", "bytes=0-9")]).await;
+    assert_eq!(ranged.status, 200);
+    assert_eq!(ranged.header("content-length"), "100000");
+    assert!(!ranged.has("content-range"));
+    assert!(ranged.body.is_empty());
+}
+
+/// Every path troupe serves, with the methods it answers.
+fn served_paths() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("/ping", &["GET", "HEAD"]),
+        ("/healthz", &["GET", "HEAD"]),
+        ("/readyz", &["GET", "HEAD"]),
+        ("/users", &["GET", "HEAD", "POST"]),
+        ("/users/1", &["GET", "HEAD", "PATCH", "DELETE"]),
+        ("/aggregate", &["GET", "HEAD"]),
+        ("/parallel", &["GET", "HEAD"]),
+        ("/upload", &["POST"]),
+        ("/uploads", &["GET", "HEAD"]),
+        (
+            "/uploads/00000000-0000-0000-0000-000000000000",
+            &["GET", "HEAD", "DELETE"],
+        ),
+        (
+            "/uploads/00000000-0000-0000-0000-000000000000/content",
+            &["GET", "HEAD"],
+        ),
+        ("/files", &["POST", "OPTIONS"]),
+        ("/files/", &["POST", "OPTIONS"]),
+        (
+            "/files/00000000-0000-0000-0000-000000000000",
+            &["HEAD", "PATCH", "DELETE", "OPTIONS"],
+        ),
+    ]
+}
+
+const PROBED: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+#[actix_web::test]
+async fn a_method_a_path_lacks_is_405_with_the_allow_the_path_has() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    for (path, allowed) in served_paths() {
+        let allowed: BTreeSet<String> = allowed.iter().map(|m| m.to_string()).collect();
+        for method in PROBED {
+            let (status, headers, body) = app
+                .tus_request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    path,
+                    &[],
+                    vec![],
+                )
+                .await;
+            if allowed.contains(method) {
+                assert_ne!(status, 405, "{method} {path}: {body}");
+                assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+                continue;
+            }
+            assert_eq!(status, 405, "{method} {path}: {body}");
+            assert_eq!(
+                methods(header(&headers, "allow")),
+                allowed,
+                "{method} {path}"
+            );
+            if method != "HEAD" {
+                assert_eq!(
+                    body["error"]["code"], "method_not_allowed",
+                    "{method} {path}"
+                );
+                assert!(
+                    !body["error"]["request_id"].as_str().unwrap().is_empty(),
+                    "{body}"
+                );
+            }
+        }
+    }
+    // A path that does not exist stays 404, whatever the method.
+    for path in [
+        "/nope",
+        "/ping/",
+        "/users/1/x",
+        "/uploads/a/b/c",
+        "/files/a/b",
+        "/upload/x",
+    ] {
+        for method in PROBED {
+            let (status, headers, body) = app
+                .tus_request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    path,
+                    &[],
+                    vec![],
+                )
+                .await;
+            assert_eq!(status, 404, "{method} {path}: {body}");
+            assert!(!headers.contains_key("allow"), "{method} {path}");
+            if method != "HEAD" {
+                assert_eq!(body["error"]["code"], "not_found", "{method} {path}");
+            }
+        }
+    }
+    // tus first: a request under /files/ without `Tus-Resumable` is refused as tus says.
+    let (status, _, body) = app
+        .tus_request(
+            Method::PUT,
+            "/files/",
+            &[("Tus-Resumable", "0.2.2")],
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 412, "{body}");
 }
 
 async fn an_error_answer_carries_none_of_the_files_headers(backend: Backend) {
@@ -135,5 +332,6 @@ async fn an_error_answer_carries_none_of_the_files_headers(backend: Backend) {
 }
 
 both_backends!(
+    head_like_get => head_answers_every_get_route_like_get_without_the_body,
     error_headers => an_error_answer_carries_none_of_the_files_headers,
 );
