@@ -6,6 +6,7 @@ pub mod tus;
 pub mod uploads;
 pub mod users;
 
+use actix_web::dev::fn_service;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::middleware::Compress;
@@ -72,7 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/uploads/{id}/content").route(
                 web::route()
                     .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(uploads::content),
+                    .service(fn_service(uploads::content)),
             ),
         )
         .service(

@@ -1,5 +1,6 @@
 //! HTTP itself, as a careful client reads it: `HEAD` on every GET route, 405 with `Allow` on
-//! every path that exists, error answers that describe only themselves.
+//! every path that exists, error answers that describe only themselves, `Range` as RFC 9110
+//! has it.
 //!
 //! Most exchanges go over a raw socket: what is asserted is what is on the wire (a HEAD
 //! answer with no byte after its head, a header that is absent rather than ignored).
@@ -331,7 +332,112 @@ async fn an_error_answer_carries_none_of_the_files_headers(backend: Backend) {
     assert_eq!(err.json()["error"]["code"], "bad_request");
 }
 
+async fn ranges_are_served_as_rfc_9110_has_them(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data: Vec<u8> = (0..100u8).collect();
+    let id = upload(&app, &data).await;
+    let path = format!("/uploads/{id}/content");
+
+    // Ignored, whole body: malformed, another unit, several ranges.
+    for range in [
+        "bytes=abc",
+        "bytes=5-2",
+        "items=0-1",
+        "bytes=",
+        "bytes=--5",
+        "bytes=1-2-3",
+        "bytes 0-5",
+        "bytes=99999999999999999999-",
+        "bytes=0-1,5-6",
+        "bytes=0-1,500-600",
+    ] {
+        let res = exchange(&app, "GET", &path, &[("Range", range)]).await;
+        assert_eq!(res.status, 200, "{range}: {:?}", res.headers);
+        assert!(!res.has("content-range"), "{range}");
+        assert_eq!(res.header("content-length"), "100", "{range}");
+        assert_eq!(res.body, data, "{range}");
+    }
+
+    // One satisfiable range: 206 with exactly its bytes.
+    for (range, from, to) in [
+        ("bytes=10-19", 10, 19),
+        ("bytes=-5", 95, 99),
+        ("bytes=95-", 95, 99),
+        ("bytes=90-200", 90, 99),
+        ("bytes=0-0", 0, 0),
+        ("BYTES=0-1, ", 0, 1),
+    ] {
+        let res = exchange(&app, "GET", &path, &[("Range", range)]).await;
+        assert_eq!(res.status, 206, "{range}: {:?}", res.headers);
+        assert_eq!(
+            res.header("content-range"),
+            format!("bytes {from}-{to}/100"),
+            "{range}"
+        );
+        assert_eq!(res.body, &data[from..=to], "{range}");
+    }
+
+    // Unsatisfiable: 416 with the length.
+    for range in ["bytes=100-", "bytes=-0", "bytes=500-600"] {
+        let res = exchange(&app, "GET", &path, &[("Range", range)]).await;
+        assert_eq!(res.status, 416, "{range}");
+        assert_eq!(res.header("content-range"), "bytes */100", "{range}");
+        assert_eq!(res.json()["error"]["code"], "range_not_satisfiable");
+    }
+
+    // If-Range: the range while the file is the one the client has, else the whole file.
+    let whole = exchange(&app, "GET", &path, &[]).await;
+    let etag = whole.header("etag").to_owned();
+    let modified = whole.header("last-modified").to_owned();
+    for (validator, status) in [
+        (etag.as_str(), 206),
+        (modified.as_str(), 206),
+        ("\"old\"", 200),
+    ] {
+        let res = exchange(
+            &app,
+            "GET",
+            &path,
+            &[("Range", "bytes=0-9"), ("If-Range", validator)],
+        )
+        .await;
+        assert_eq!(res.status, status, "If-Range: {validator}");
+        let want: &[u8] = if status == 206 { &data[..10] } else { &data };
+        assert_eq!(res.body, want, "If-Range: {validator}");
+    }
+
+    // Conditional requests: 304 with the validators, no body.
+    for (name, value) in [
+        ("If-None-Match", etag.as_str()),
+        ("If-Modified-Since", &modified),
+    ] {
+        let res = exchange(&app, "GET", &path, &[(name, value)]).await;
+        assert_eq!(res.status, 304, "{name}");
+        assert_eq!(res.header("etag"), etag, "{name}");
+        assert!(res.body.is_empty(), "{name}");
+    }
+
+    // An empty file has no byte for a range to point at: any range gets the whole (empty)
+    // body.
+    let empty = upload(&app, b"").await;
+    for range in ["bytes=-5", "bytes=0-", "bytes=0-0"] {
+        let res = exchange(
+            &app,
+            "GET",
+            &format!("/uploads/{empty}/content"),
+            &[("Range", range)],
+        )
+        .await;
+        assert_eq!(res.status, 200, "{range}: {:?}", res.headers);
+        assert_eq!(res.header("content-length"), "0");
+        assert!(res.body.is_empty());
+    }
+}
+
 both_backends!(
     head_like_get => head_answers_every_get_route_like_get_without_the_body,
     error_headers => an_error_answer_carries_none_of_the_files_headers,
+    ranges => ranges_are_served_as_rfc_9110_has_them,
 );
