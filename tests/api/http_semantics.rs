@@ -1,6 +1,6 @@
 //! HTTP itself, as a careful client reads it: `HEAD` on every GET route, 405 with `Allow` on
 //! every path that exists, error answers that describe only themselves, `Range` as RFC 9110
-//! has it.
+//! has it, and upstream bodies delimited by the end of the connection.
 //!
 //! Most exchanges go over a raw socket: what is asserted is what is on the wire (a HEAD
 //! answer with no byte after its head, a header that is absent rather than ignored).
@@ -441,3 +441,37 @@ both_backends!(
     error_headers => an_error_answer_carries_none_of_the_files_headers,
     ranges => ranges_are_served_as_rfc_9110_has_them,
 );
+
+#[actix_web::test]
+async fn an_upstream_body_delimited_by_the_end_of_its_connection_is_read_whole() {
+    let stub = Stub::start();
+    let upstreams = format!(
+        "small={},big={},over={}",
+        stub.url("eof=1&tag=small"),
+        stub.url("eof=1&big=300000"),
+        stub.url("eof=1&big=3000000"),
+    );
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_UPSTREAMS", &upstreams)])
+        .await
+        .unwrap();
+
+    let (status, _, body) = app.aggregate("sources=small,big").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["small"],
+        serde_json::json!({"tag": "small", "status": 200})
+    );
+    assert_eq!(body["big"].as_str().unwrap().len(), 300_000 - 2);
+
+    let (status, _, body) = app.parallel("sources=small").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["tag"], "small");
+
+    // Still under the body cap (2 MiB by default) while it streams in.
+    let (status, _, body) = app.aggregate("sources=over").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["error"]["sources"]["over"]["code"], "upstream_too_large",
+        "{body}"
+    );
+}

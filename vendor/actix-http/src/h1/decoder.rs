@@ -448,6 +448,13 @@ impl MessageType for ResponseHead {
             if msg.version == Version::HTTP_10 {
                 msg.set_connection_type(ConnectionType::Close);
                 PayloadType::Payload(PayloadDecoder::eof())
+            } else if msg.conn_type() == Some(ConnectionType::Close) && may_have_body(status) {
+                // troupe: an HTTP/1.1 response with neither Content-Length nor chunked
+                // encoding that closes its connection is delimited by that close
+                // (RFC 9112 §6.3, item 8); read it to EOF as for HTTP/1.0, as Go's
+                // net/http does, instead of taking it for an empty body
+                // (actix/actix-web#2287).
+                PayloadType::Payload(PayloadDecoder::eof())
             } else {
                 PayloadType::None
             }
@@ -455,6 +462,14 @@ impl MessageType for ResponseHead {
 
         Ok(Some((msg, decoder)))
     }
+}
+
+/// troupe: whether a response with this status can carry a body at all (RFC 9110 §6.4.1:
+/// 1xx, 204 and 304 never do).
+fn may_have_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
 }
 
 #[derive(Clone, Copy)]
