@@ -5,6 +5,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+# actix-http with troupe's fix (vendor/README.md), patched in by Cargo.toml.
+COPY vendor vendor
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin troupe \
     && rm -rf src

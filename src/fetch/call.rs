@@ -201,6 +201,8 @@ async fn call(
         err.retry = status.is_server_error();
         return Err(err);
     }
+    // A body delimited by the source closing the connection is read to that close (troupe's
+    // actix-http decoder fix, vendor/README.md), under the same cap and timer.
     let body = res
         .body()
         .limit(limits.max_bytes)

@@ -165,13 +165,37 @@ fn render_error(res: ServiceResponse<BoxBody>, cx: &Context) -> ServiceResponse<
     };
     cx.log_failure(&app);
     let mut fresh = app.to_response(id_str(&cx.id));
-    // Keep headers the original answer set on purpose (Allow, tus headers, ...).
-    for (name, value) in res.headers() {
-        if name != header::CONTENT_TYPE
-            && name != header::CONTENT_LENGTH
-            && !fresh.headers().contains_key(name)
-        {
-            fresh.headers_mut().insert(name.clone(), value.clone());
+    // What describes the failed answer's body or the resource's representation: the JSON
+    // replaces that body, so these would lie about it (a browser saving the error as the file
+    // `Content-Disposition` names, a cache or a resumed download taking it for the file's
+    // `ETag`). A 416 keeps its `Content-Range: bytes */N`: it tells the client the length.
+    const ENTITY: [header::HeaderName; 11] = [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_ENCODING,
+        header::CONTENT_LANGUAGE,
+        header::CONTENT_LOCATION,
+        header::CONTENT_DISPOSITION,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::ACCEPT_RANGES,
+        header::EXPIRES,
+    ];
+    let keeps = |name: &header::HeaderName| {
+        if *name == header::CONTENT_RANGE {
+            status == actix_web::http::StatusCode::RANGE_NOT_SATISFIABLE
+        } else {
+            !ENTITY.contains(name)
+        }
+    };
+    // Everything else the original answer set is kept, every value of it (Allow, tus
+    // headers, Retry-After, WWW-Authenticate, ...), unless the error sets its own.
+    for name in res.headers().keys() {
+        if keeps(name) && !fresh.headers().contains_key(name) {
+            for value in res.headers().get_all(name) {
+                fresh.headers_mut().append(name.clone(), value.clone());
+            }
         }
     }
     res.into_response(fresh)

@@ -6,10 +6,11 @@ pub mod tus;
 pub mod uploads;
 pub mod users;
 
+use actix_web::dev::fn_service;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::middleware::Compress;
-use actix_web::{web, HttpRequest};
+use actix_web::{guard, web, FromRequest, Handler, HttpRequest, Resource, Responder};
 
 use crate::error::AppError;
 
@@ -36,6 +37,11 @@ where
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Registers every route, the extractor error handlers and the JSON 404 for the rest.
+/// Every path is one resource holding all its methods, so that a method it lacks gets
+/// actix-web's 405 with `Allow` (rendered as the JSON error by the request context), and
+/// every GET route answers HEAD too: the same handler runs, and the server sends its
+/// status and headers without the body. A GET request matches its resource's first route,
+/// so neither costs it anything.
 /// Only the routes whose answers grow with the data (lists, fan-out) negotiate compression:
 /// on every other route it would cost each request a content-type parse and a body wrapper
 /// for nothing (`/ping`, small objects, file bytes that are streamed as they are).
@@ -43,50 +49,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .route("/ping", web::get().to(health::ping))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
+        .service(get_and_head("/ping", health::ping))
+        .service(get_and_head("/healthz", health::healthz))
+        .service(get_and_head("/readyz", health::readyz))
         .service(
-            web::resource("/users")
+            get_and_head("/users", users::list)
                 .wrap(Compress::default())
-                .route(web::get().to(users::list))
                 .route(web::post().to(users::create)),
         )
         .service(
-            web::resource("/users/{id}")
-                .route(web::get().to(users::get))
+            get_and_head("/users/{id}", users::get)
                 .route(web::patch().to(users::update))
                 .route(web::delete().to(users::delete)),
         )
+        .service(get_and_head("/aggregate", fetch::aggregate).wrap(Compress::default()))
+        .service(get_and_head("/parallel", fetch::parallel).wrap(Compress::default()))
+        .service(web::resource("/upload").route(web::post().to(uploads::create)))
+        .service(get_and_head("/uploads", uploads::list).wrap(Compress::default()))
         .service(
-            web::resource("/aggregate")
-                .wrap(Compress::default())
-                .route(web::get().to(fetch::aggregate)),
+            get_and_head("/uploads/{id}", uploads::get).route(web::delete().to(uploads::delete)),
         )
         .service(
-            web::resource("/parallel")
-                .wrap(Compress::default())
-                .route(web::get().to(fetch::parallel)),
+            web::resource("/uploads/{id}/content").route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .service(fn_service(uploads::content)),
+            ),
         )
-        .route("/upload", web::post().to(uploads::create))
-        .service(
-            web::resource("/uploads")
-                .wrap(Compress::default())
-                .route(web::get().to(uploads::list)),
-        )
-        .service(
-            web::resource("/uploads/{id}")
-                .route(web::get().to(uploads::get))
-                .route(web::delete().to(uploads::delete)),
-        )
-        .route("/uploads/{id}/content", web::get().to(uploads::content))
         .service(
             web::scope("/files")
                 .wrap(actix_web::middleware::from_fn(tus::protocol))
-                .route("", web::post().to(tus::create))
-                .route("/", web::post().to(tus::create))
-                .route("", web::method(Method::OPTIONS).to(tus::options))
-                .route("/", web::method(Method::OPTIONS).to(tus::options))
+                .service(
+                    web::resource(["", "/"])
+                        .route(web::post().to(tus::create))
+                        .route(web::method(Method::OPTIONS).to(tus::options)),
+                )
                 .service(
                     web::resource("/{id}")
                         .route(web::head().to(tus::head))
@@ -101,6 +98,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(health::inject_fault),
     );
     cfg.default_service(web::to(not_found));
+}
+
+/// A resource at `path` whose `handler` answers GET and HEAD.
+fn get_and_head<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {

@@ -1,12 +1,19 @@
 //! `POST /upload` (seed) and `/uploads`: handlers read the form and shape the answers; the
 //! file itself goes through an upload session, metadata through the `Db` handle.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use actix_files::NamedFile;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
     self, ContentDisposition, ContentEncoding, DispositionParam, DispositionType, ExtendedValue,
     HeaderValue,
 };
+use actix_web::http::Method;
 use actix_web::{mime, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -222,14 +229,36 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(UploadAnswer::from(&upload)))
 }
 
-/// `GET /uploads/{id}/content`: the bytes, streamed from disk, as an attachment; single
-/// ranges → 206, unsatisfiable → 416 (actix-files), conditional requests by ETag.
-pub async fn content(
-    req: HttpRequest,
-    services: web::Data<Services>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    let upload = complete_upload(&services, &id).await?;
+/// `GET` and `HEAD /uploads/{id}/content`: the bytes, streamed from disk, as an attachment.
+/// actix-files answers conditional requests (`If-None-Match`, `If-Modified-Since` → 304;
+/// `If-Match`, `If-Unmodified-Since` → 412) and one byte range (→ 206, with `If-Range`;
+/// unsatisfiable → 416 with `Content-Range: bytes */N`). A `Range` it should not act on is
+/// taken off the request first, so the whole body goes out with 200 (RFC 9110 §14.2 lets a
+/// server ignore any `Range`): a malformed one (`bytes=abc`, `bytes=5-2`), another unit,
+/// several ranges (actix-files would answer only the first), or any range of an empty file
+/// (no byte to point at). A service, not a handler: only a `ServiceRequest` can lose a header.
+pub async fn content(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let res = match file_answer(&mut req).await {
+        Ok(res) => res,
+        Err(err) => HttpResponse::from_error(err),
+    };
+    Ok(req.into_response(res))
+}
+
+async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError> {
+    let services = req
+        .app_data::<web::Data<Services>>()
+        .cloned()
+        .ok_or_else(|| AppError::internal("serving a file", "no Services in the app data"))?;
+    let raw = req.match_info().get("id").unwrap_or_default().to_owned();
+    let upload = complete_upload(&services, &raw).await?;
+    let keep_range = req
+        .headers()
+        .get(header::RANGE)
+        .is_some_and(|range| is_single_byte_range(range.as_bytes()) && upload.size > 0);
+    if !keep_range {
+        req.headers_mut().remove(header::RANGE);
+    }
     let (id, path) = (upload.id, services.store.file_path(&upload.id));
     let file = web::block(move || NamedFile::open(path))
         .await
@@ -260,7 +289,7 @@ pub async fn content(
         .set_content_encoding(ContentEncoding::Identity)
         .use_etag(true)
         .use_last_modified(true)
-        .into_response(&req);
+        .into_response(req.request());
     let headers = res.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -271,7 +300,60 @@ pub async fn content(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
+    if req.method() == Method::HEAD {
+        // The server would read the whole file to drop it; a HEAD's body is only its size.
+        return Ok(res.map_body(|_, body| BoxBody::new(Headless(body.size()))));
+    }
     Ok(res)
+}
+
+/// Whether a `Range` value is one well-formed byte range (RFC 9110 §14.1.2): `bytes=` and one
+/// `first-last` (first ≤ last), `first-` or `-suffix`, empty list elements and spaces
+/// around them allowed. Whether it is satisfiable is actix-files' to judge (416).
+fn is_single_byte_range(value: &[u8]) -> bool {
+    let Some((unit, set)) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.split_once('='))
+    else {
+        return false;
+    };
+    let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let (Some(spec), None) = (specs.next(), specs.next()) else {
+        return false;
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return false;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let valid = match (number(first), number(last)) {
+        (Some(first), Some(last)) => first <= last,
+        (Some(_), None) => last.is_empty(),
+        (None, Some(_)) => first.is_empty(),
+        (None, None) => false,
+    };
+    unit.eq_ignore_ascii_case("bytes") && valid
+}
+
+/// A HEAD answer's body: the size of the body a GET gets (its `Content-Length`), no bytes.
+struct Headless(BodySize);
+
+impl MessageBody for Headless {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        self.0
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(None)
+    }
 }
 
 /// `DELETE /uploads/{id}` → 204: a complete upload's row and bytes.
@@ -281,4 +363,46 @@ pub async fn delete(
 ) -> Result<HttpResponse, AppError> {
     services.uploads.remove(parse_id(&id)?, false).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_well_formed_byte_range_is_kept() {
+        for kept in [
+            "bytes=0-9",
+            "bytes=5-",
+            "bytes=-5",
+            "bytes=-0",
+            "bytes=7-7",
+            "Bytes=0-1",
+            "bytes= 0-1 ",
+            "bytes=0-1,",
+            "bytes=500-600",
+        ] {
+            assert!(is_single_byte_range(kept.as_bytes()), "{kept}");
+        }
+        for dropped in [
+            "",
+            "bytes",
+            "bytes=",
+            "bytes=,",
+            "bytes=abc",
+            "bytes=5-2",
+            "bytes=-",
+            "bytes=--5",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+            "bytes=0x1-2",
+            "bytes=99999999999999999999-",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes 0-1",
+        ] {
+            assert!(!is_single_byte_range(dropped.as_bytes()), "{dropped}");
+        }
+        assert!(!is_single_byte_range(b"bytes=\xff0-1"));
+    }
 }

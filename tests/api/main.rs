@@ -8,6 +8,7 @@ mod backpressure;
 mod errors;
 mod fetch;
 mod health;
+mod http_semantics;
 mod logs;
 mod stalled;
 mod startup;

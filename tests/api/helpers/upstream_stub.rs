@@ -6,7 +6,8 @@
 //! Behaviour is chosen by the query of any path, combinable:
 //! `delay=MS` (answer after MS, watching for the client to go), `hang=1` (never answer),
 //! `status=N`, `body=garbage`, `big=N` (N bytes of valid JSON, with Content-Length),
-//! `chunked=N` (same, chunked, no length), `close=1` (close without answering),
+//! `chunked=N` (same, chunked, no length), `eof=1` (the body delimited by closing the
+//! connection: `Connection: close`, no length, no chunking), `close=1` (close without answering),
 //! `redirect=1` (302 to `/x?tag=redirected`), `flaky=K` (the first K requests with this
 //! query answer 503), `switch=1` (500 while [`Stub::set_failing`] is on), `tag=T` (echoed).
 //! [`Stub::start_tls`] serves the same over https with a self-signed certificate.
@@ -292,6 +293,15 @@ where
             } else {
                 ""
             };
+            if q.contains_key("eof") {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                );
+                // The head alone first, then the body in pieces: the client must read on
+                // past what came with the head, to the end of the connection.
+                let _ = write_in_pieces(&mut socket, head.as_bytes(), body.as_bytes()).await;
+                return;
+            }
             let res = format!(
                 "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{location}Content-Length: {}\r\n\r\n{body}",
                 body.len()
@@ -322,6 +332,21 @@ fn query(target: &str) -> HashMap<String, String> {
 /// A JSON string of exactly `n` bytes (n ≥ 2).
 fn json_of_len(n: usize) -> String {
     format!("\"{}\"", "x".repeat(n.saturating_sub(2)))
+}
+
+/// Writes `head`, then `body` in a few pieces with short pauses, then closes the sending side.
+async fn write_in_pieces<S>(socket: &mut S, head: &[u8], body: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    socket.write_all(head).await?;
+    socket.flush().await?;
+    for piece in body.chunks(body.len().div_ceil(3).max(1)) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        socket.write_all(piece).await?;
+        socket.flush().await?;
+    }
+    socket.shutdown().await
 }
 
 async fn write_chunked<S>(socket: &mut S, n: usize) -> std::io::Result<()>
