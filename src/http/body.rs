@@ -1,4 +1,5 @@
-//! [`Body`]: a request body held to `TROUPE_BODY_TIMEOUT_MS`. A client that stops sending
+//! [`Body`]: a request body held to `TROUPE_BODY_TIMEOUT_MS` ([`hold_to_deadline`], for every
+//! request with a body). A client that stops sending
 //! (a dropped mobile link keeps its socket open and sends nothing) is cut off once no byte
 //! has come for that long while troupe waits for one; time spent not reading (troupe's own
 //! backpressure) does not count.
@@ -8,33 +9,52 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use std::io;
+
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::http::header;
 use actix_web::rt::time::{sleep_until, Instant, Sleep};
+use actix_web::HttpMessage as _;
 use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::AppError;
 
-/// Why a body ended before its end.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BodyError {
-    /// No byte arrived for this long.
-    #[error("no byte of the body arrived for {} ms", .0.as_millis())]
-    TimedOut(Duration),
-    /// The connection broke (the client went away) or the body was malformed.
-    #[error("{0}")]
-    Broken(String),
+/// Holds `req`'s body, when it has one, to `timeout` between bytes: a body that stalls ends
+/// with a [`PayloadError`] that [`AppError`] turns into 408 `request_timeout`. Requests
+/// without a body (most GETs) are left as they are, at no cost.
+pub fn hold_to_deadline(req: &mut ServiceRequest, timeout: Duration) {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        let body: BoxedPayloadStream = Box::pin(Body::new(req.take_payload(), timeout));
+        req.set_payload(Payload::from(body));
+    }
 }
 
-impl From<BodyError> for AppError {
-    fn from(err: BodyError) -> Self {
-        match err {
-            BodyError::TimedOut(_) => AppError::RequestTimeout(format!("{err}; aborted")),
-            BodyError::Broken(cause) => {
-                AppError::BadRequest(format!("the upload was interrupted: {cause}"))
-            }
+/// Whether `err` is a body that timed out ([`hold_to_deadline`]).
+fn is_timeout(err: &PayloadError) -> bool {
+    matches!(err, PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+}
+
+impl From<PayloadError> for AppError {
+    /// A body that stalled is 408; one whose connection broke (the client went away, a
+    /// malformed chunk) is 400.
+    fn from(err: PayloadError) -> Self {
+        if is_timeout(&err) {
+            AppError::RequestTimeout(format!("{err}; aborted"))
+        } else {
+            AppError::BadRequest(format!("the request body was interrupted: {err}"))
         }
     }
 }
+
+/// The boxed body actix-web's `Payload` takes.
+type BoxedPayloadStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
 
 /// `inner` with a deadline between bytes.
 pub struct Body<S> {
@@ -60,12 +80,11 @@ impl<S> Body<S> {
     }
 }
 
-impl<S, E> Stream for Body<S>
+impl<S> Stream for Body<S>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
-    type Item = Result<Bytes, BodyError>;
+    type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -79,7 +98,7 @@ where
             }
             Poll::Ready(Some(Err(err))) => {
                 this.ended = true;
-                return Poll::Ready(Some(Err(BodyError::Broken(err.to_string()))));
+                return Poll::Ready(Some(Err(err)));
             }
             Poll::Ready(None) => {
                 this.ended = true;
@@ -103,7 +122,12 @@ where
                     "a request body sent no byte for {} ms: aborted",
                     this.timeout.as_millis()
                 );
-                return Poll::Ready(Some(Err(BodyError::TimedOut(this.timeout))));
+                let cause = format!(
+                    "no byte of the body arrived for {} ms",
+                    this.timeout.as_millis()
+                );
+                let err = io::Error::new(io::ErrorKind::TimedOut, cause);
+                return Poll::Ready(Some(Err(PayloadError::Io(err))));
             }
         }
     }
@@ -116,7 +140,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_body_that_stops_sending_times_out_and_one_that_sends_does_not() {
-        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, PayloadError>>();
         let mut body = Body::new(rx, Duration::from_millis(100));
         for _ in 0..3 {
             tx.unbounded_send(Ok(Bytes::from_static(b"x"))).unwrap();
@@ -124,7 +148,7 @@ mod tests {
         }
         let started = std::time::Instant::now();
         let err = body.next().await.unwrap().unwrap_err();
-        assert!(matches!(err, BodyError::TimedOut(_)), "{err}");
+        assert!(is_timeout(&err), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert!(body.next().await.is_none());
         assert!(matches!(AppError::from(err), AppError::RequestTimeout(_)));
@@ -132,7 +156,7 @@ mod tests {
 
     #[actix_web::test]
     async fn time_not_spent_waiting_does_not_count() {
-        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, PayloadError>>();
         let mut body = Body::new(rx, Duration::from_millis(100));
         tx.unbounded_send(Ok(Bytes::from_static(b"a"))).unwrap();
         assert!(body.next().await.unwrap().is_ok());

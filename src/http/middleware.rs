@@ -12,9 +12,11 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
 use futures::FutureExt;
 
+use super::body::hold_to_deadline;
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
 use crate::bulk::{is_interactive, Pace};
 use crate::error::{AppError, ShapedError};
+use crate::services::Services;
 
 /// What the log lines of one request share.
 struct Context {
@@ -26,12 +28,16 @@ struct Context {
 
 /// The middleware itself (`actix_web::middleware::from_fn`).
 pub async fn request_context(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    if let Some(services) = req.app_data::<web::Data<Services>>() {
+        let timeout = services.limits.body_timeout;
+        hold_to_deadline(&mut req, timeout);
+    }
     // Kept for the log line of a request whose handler panicked (routing needs the request
     // itself unshared, so it cannot be cloned here).
     let cx = Context {

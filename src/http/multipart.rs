@@ -500,7 +500,7 @@ mod tests {
     use futures::executor::block_on;
     use futures::StreamExt as _;
 
-    use crate::http::body::BodyError;
+    use actix_web::error::PayloadError;
 
     use super::*;
 
@@ -515,7 +515,7 @@ mod tests {
 
     fn reader(
         chunks: &[Bytes],
-    ) -> MultipartReader<impl Stream<Item = Result<Bytes, BodyError>> + Unpin> {
+    ) -> MultipartReader<impl Stream<Item = Result<Bytes, PayloadError>> + Unpin> {
         let stream = futures::stream::iter(Vec::from(chunks).into_iter().map(Ok));
         MultipartReader::new(&boundary(), stream)
     }
@@ -750,7 +750,7 @@ mod tests {
         let head = body_of_file(b"0123456789");
         let stream = futures::stream::iter([
             Ok(Bytes::copy_from_slice(&head[..head.len() - 20])),
-            Err(BodyError::Broken("connection reset".into())),
+            Err(PayloadError::Incomplete(None)),
         ]);
         let mut form = MultipartReader::new(&boundary(), stream);
         block_on(async {
@@ -886,7 +886,7 @@ mod tests {
         ];
         let stream = futures::stream::iter(chunks).map(move |c| {
             counter.set(counter.get() + 1);
-            Ok::<_, BodyError>(c)
+            Ok::<_, PayloadError>(c)
         });
         let mut form = MultipartReader::new(&boundary(), stream);
         block_on(async {

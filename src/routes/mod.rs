@@ -134,6 +134,8 @@ fn json_error(err: JsonPayloadError) -> AppError {
         }
         JsonPayloadError::Deserialize(e) if e.is_data() => AppError::invalid("body", e.to_string()),
         JsonPayloadError::Deserialize(e) => AppError::BadRequest(format!("malformed JSON: {e}")),
+        // A body that stalled past `TROUPE_BODY_TIMEOUT_MS` (408) or broke off (400).
+        JsonPayloadError::Payload(e) => e.into(),
         _ => AppError::BadRequest("the request body could not be read".into()),
     }
 }

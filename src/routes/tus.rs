@@ -12,10 +12,9 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use super::uploads::{declared_length, parse_id, UploadBody};
+use super::uploads::{declared_length, parse_id};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
-use crate::http::body::Body;
 use crate::ids::UploadId;
 use crate::services::Services;
 use crate::time::{http_date, now};
@@ -279,7 +278,6 @@ async fn append(
         .uploads
         .begin_patch(id, offset, checksum, declared)
         .await?;
-    let body: UploadBody = Body::new(body, services.limits.body_timeout);
     session.receive(body).await?;
     session.finish().await
 }

@@ -23,7 +23,6 @@ use crate::actors::upload::UploadSession;
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
-use crate::http::body::Body;
 use crate::http::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
 use crate::ids::UploadId;
 use crate::services::Services;
@@ -83,9 +82,6 @@ impl<'a> From<&'a UploadPage> for PageAnswer<'a> {
     }
 }
 
-/// A request body as the upload routes read it: held to `TROUPE_BODY_TIMEOUT_MS`.
-pub type UploadBody = Body<web::Payload>;
-
 /// `POST /upload`: `multipart/form-data` with one field `file`, streamed to disk → 201.
 /// Refused (503) before its body is read when `TROUPE_MAX_ACTIVE_UPLOADS` bodies stream.
 pub async fn create(
@@ -103,8 +99,7 @@ pub async fn create(
     let boundary = Boundary::of(&form_data)?;
     let _admitted = services.uploads.admit()?;
 
-    let body = Body::new(payload, services.limits.body_timeout);
-    let mut form = MultipartReader::new(&boundary, body);
+    let mut form = MultipartReader::new(&boundary, payload);
     let mut received: Option<UploadSession> = None;
     let mut parts = 0;
     while let Some(part) = form.next_part().await? {
@@ -152,7 +147,7 @@ pub fn declared_length(req: &HttpRequest) -> Option<u64> {
 /// Streams the current part (the `file` field) into a new upload session.
 async fn receive_file(
     services: &Services,
-    form: &mut MultipartReader<UploadBody>,
+    form: &mut MultipartReader<web::Payload>,
     part: PartHeaders,
 ) -> Result<UploadSession, AppError> {
     let filename = sanitize_filename(part.filename.as_deref().unwrap_or_default());
@@ -173,7 +168,7 @@ async fn receive_file(
 
 /// Reads a plain form field to its end and drops it (bounded, so it cannot be a way around
 /// the upload limit).
-async fn skip_field(mut field: PartBody<'_, UploadBody>) -> Result<(), AppError> {
+async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppError> {
     let mut seen = 0usize;
     while let Some(chunk) = field.next().await {
         seen += chunk?.len();

@@ -94,6 +94,16 @@ async fn bodies_that_stop_sending_are_cut_off(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(page["uploads"].as_array().unwrap().len(), 0, "{page}");
 
+    // A JSON body that stops: 408 too, and no user.
+    let head = "POST /users HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                Content-Length: 60\r\n\r\n";
+    let mut create = send_partial(&app, head, br#"{"name": "Stall", "email": "#).await;
+    let reply = answer(&mut create).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("\"request_timeout\""), "{reply}");
+    let (_, _, users) = app.list_users("").await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 0, "{users}");
+
     // A PATCH that stops: 408, every byte it sent kept, and the lock released.
     let data = Noise::new(2).chunk(3 << 20);
     let location = new_upload(&app, data.len()).await;
