@@ -8,6 +8,7 @@ mod backpressure;
 mod errors;
 mod fetch;
 mod health;
+mod log_lines;
 mod logs;
 mod startup;
 mod supervision;

@@ -1,6 +1,7 @@
 //! The real binary, running: its port, and every line it writes to stderr (its log).
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +69,14 @@ impl RunningBinary {
     /// Every log line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// The address it listens on, for raw sockets.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.address
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a socket address")
     }
 }
 
