@@ -54,6 +54,15 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 /// is unset.
 pub const DEFAULT_TUS_EXPIRY_SECS: u64 = 24 * 3600;
 
+/// The default drain after SIGTERM (3 s) when `TROUPE_DRAIN_MS` is unset: longer than a load
+/// balancer's health-check interval, so it sees `/readyz` say `draining` before the listener
+/// closes.
+pub const DEFAULT_DRAIN_MS: u64 = 3_000;
+
+/// The default time requests in flight get to finish at shutdown (30 s) when
+/// `TROUPE_SHUTDOWN_TIMEOUT_MS` is unset.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+
 /// What requests may be, as the routes and the upload actor hold them to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -90,6 +99,13 @@ pub struct Config {
     /// `TROUPE_UPLOAD_SHARED_RATE_MIB`, default 32: MiB/s each upload may take while other
     /// requests are in flight (0: no limit).
     pub upload_shared_rate_mib: u64,
+    /// `TROUPE_DRAIN_MS`, default 3000: after SIGTERM, how long troupe goes on serving, with
+    /// `/readyz` saying `draining` and every response closing its connection, before it
+    /// closes its listener (SIGINT skips it).
+    pub drain: Duration,
+    /// `TROUPE_SHUTDOWN_TIMEOUT_MS`, default 30000: once the listener is closed, how long
+    /// the requests in flight have to finish before they are cut.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -167,6 +183,20 @@ impl Config {
                 0,
                 1 << 20,
             )?,
+            drain: Duration::from_millis(parse_int(
+                get("TROUPE_DRAIN_MS"),
+                "TROUPE_DRAIN_MS",
+                DEFAULT_DRAIN_MS,
+                0,
+                600_000,
+            )?),
+            shutdown_timeout: Duration::from_millis(parse_int(
+                get("TROUPE_SHUTDOWN_TIMEOUT_MS"),
+                "TROUPE_SHUTDOWN_TIMEOUT_MS",
+                DEFAULT_SHUTDOWN_TIMEOUT_MS,
+                0,
+                3_600_000,
+            )?),
         })
     }
 }
@@ -518,6 +548,24 @@ mod tests {
             "TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS",
         ] {
             let err = Config::from_vars(vars(&[(var, "0")])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
+    }
+
+    #[test]
+    fn shutdown_settings_have_documented_defaults_and_name_a_bad_value() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.drain, Duration::from_millis(3000));
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(30_000));
+        let config = Config::from_vars(vars(&[
+            ("TROUPE_DRAIN_MS", "0"),
+            ("TROUPE_SHUTDOWN_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(config.drain, Duration::ZERO);
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(250));
+        for var in ["TROUPE_DRAIN_MS", "TROUPE_SHUTDOWN_TIMEOUT_MS"] {
+            let err = Config::from_vars(vars(&[(var, "soon")])).unwrap_err();
             assert_eq!(err.var, var);
         }
     }

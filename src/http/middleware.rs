@@ -1,12 +1,13 @@
 //! The request context every response passes through: request id, access log, panic
 //! catching, the JSON error shape for every failure whichever layer produced it, the one
-//! log line of every 5xx's cause.
+//! log line of every 5xx's cause, and `Connection: close` on every response once the process
+//! is shutting down (`lifecycle`).
 //!
 //! Every request gets its access-log line, also one whose handler never answered: a client
-//! that went away (its connection dropped, and the handler's future with it) is logged when
-//! its future is dropped, with status `499`, `outcome=client_gone` and the body bytes the
-//! handler had read. Only requests that have a body pay for counting them (a wrapper around
-//! the payload).
+//! that went away (its connection dropped, and the handler's future with it) or a request cut
+//! by the shutdown timeout is logged when its future is dropped, with status `499`, an
+//! `outcome=` and the body bytes the handler had read. Only requests that have a body pay for
+//! counting them (a wrapper around the payload); the others cost one counter increment.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, Uri};
+use actix_web::http::{ConnectionType, Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use futures::{FutureExt, Stream};
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
 use crate::bulk::{is_interactive, Pace};
 use crate::error::{AppError, ShapedError};
+use crate::lifecycle::WorkerRequests;
 
 /// What the log lines of one request share.
 struct Context {
@@ -46,20 +48,22 @@ pub async fn request_context(
     let started = Instant::now();
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    let requests = req.app_data::<web::Data<WorkerRequests>>().cloned();
     let body = count_body(&mut req);
     // Kept for the log line of a request whose handler panicked or was dropped (routing
     // needs the request itself unshared, so it cannot be cloned here). Declared before the
-    // handler's future, so that a dropped request drops its handler first.
-    let mut flight = Flight {
-        cx: Context {
+    // handler's future, so that a dropped request drops its handler first (a tus PATCH's
+    // session sends its last bytes on) and is counted out after.
+    let mut flight = Flight::begin(
+        Context {
             started,
             id,
             method: req.method().clone(),
             uri: req.uri().clone(),
             body,
         },
-        answered: false,
-    };
+        requests,
+    );
     let cx = &flight.cx;
     // Uploads yield to the requests noted here (`bulk`).
     if is_interactive(&cx.method, cx.uri.path()) {
@@ -74,10 +78,16 @@ pub async fn request_context(
             .catch_unwind()
             .await;
     let cx = &flight.cx;
+    let close = flight.closing_connections();
     let failure = match outcome {
         Ok(Ok(res)) => {
             let mut res = render_error(res.map_into_boxed_body(), cx);
             res.headers_mut().insert(REQUEST_ID.clone(), cx.id.clone());
+            if close {
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+            }
             cx.access_log(res.status().as_u16());
             flight.answered = true;
             return Ok(res);
@@ -97,6 +107,7 @@ pub async fn request_context(
     Err(Rendered {
         error: failure,
         id: cx.id.clone(),
+        close,
     }
     .into())
 }
@@ -139,18 +150,44 @@ impl Stream for Counted {
     }
 }
 
-/// One request from its start until it is answered or dropped: logged when dropped
-/// unanswered.
+/// One request from its start until it is answered or dropped: counted in its worker's
+/// requests in flight, and logged when dropped unanswered.
 struct Flight {
     cx: Context,
+    requests: Option<web::Data<WorkerRequests>>,
     answered: bool,
+}
+
+impl Flight {
+    fn begin(cx: Context, requests: Option<web::Data<WorkerRequests>>) -> Self {
+        if let Some(requests) = &requests {
+            requests.begin();
+        }
+        Self {
+            cx,
+            requests,
+            answered: false,
+        }
+    }
+
+    fn closing_connections(&self) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|r| r.closing_connections())
+    }
 }
 
 impl Drop for Flight {
     fn drop(&mut self) {
+        let cut = self.requests.as_ref().is_some_and(|r| r.end(self.answered));
         if !self.answered {
             // The future was dropped before an answer: no response was sent.
-            self.cx.access_log_unanswered("client_gone");
+            let outcome = if cut {
+                "cut_by_shutdown"
+            } else {
+                "client_gone"
+            };
+            self.cx.access_log_unanswered(outcome);
         }
     }
 }
@@ -228,6 +265,8 @@ impl Context {
 struct Rendered {
     error: AppError,
     id: HeaderValue,
+    /// Whether the answer closes its connection (the process is shutting down).
+    close: bool,
 }
 
 impl actix_web::ResponseError for Rendered {
@@ -239,6 +278,9 @@ impl actix_web::ResponseError for Rendered {
         let mut res = self.error.to_response(id_str(&self.id));
         res.headers_mut()
             .insert(REQUEST_ID.clone(), self.id.clone());
+        if self.close {
+            res.head_mut().set_connection_type(ConnectionType::Close);
+        }
         res
     }
 }

@@ -10,6 +10,7 @@ mod fetch;
 mod health;
 mod log_lines;
 mod logs;
+mod shutdown;
 mod startup;
 mod supervision;
 mod tus;

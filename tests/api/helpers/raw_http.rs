@@ -214,3 +214,13 @@ pub fn send_partial(
         .expect("write the partial request");
     stream
 }
+
+/// Whether the connection ends (EOF or reset) within `wait` without a byte of answer.
+pub fn ends_unanswered(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => matches!(Failure::of(&e), Failure::Reset),
+    }
+}
