@@ -42,6 +42,7 @@ impl Application {
     /// Migrates, connects, starts the actors and binds `config.bind`. Must run inside an
     /// actix system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        log::info!("configuration: {}", config.summary());
         // Caught from here on: a SIGTERM right after start-up still shuts down gracefully.
         let signals =
             Signals::catch().map_err(|e| StartError::Io(format!("cannot catch signals: {e}")))?;

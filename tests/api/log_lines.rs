@@ -1,5 +1,5 @@
-//! The log lines of the real binary besides failures' (`logs.rs`): the access-log line of a
-//! request that got no answer.
+//! The log lines of the real binary besides failures' (`logs.rs`): the effective
+//! configuration at start-up, and the access-log line of a request that got no answer.
 
 use std::thread;
 use std::time::Duration;
@@ -97,4 +97,35 @@ fn a_request_whose_client_goes_away_still_gets_its_access_log_line() {
         post.contains("POST /users 201 ") && post.contains(&read),
         "{post}"
     );
+}
+
+#[test]
+fn start_up_logs_the_effective_configuration_once_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = RunningBinary::start(
+        dir.path(),
+        &[
+            (
+                "TROUPE_UPSTREAMS",
+                "a=http://127.0.0.1:9/a?api_key=s3cr3t-value&tag=x",
+            ),
+            ("TROUPE_DRAIN_MS", "1234"),
+        ],
+    );
+    let config: Vec<String> = bin
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("configuration: "))
+        .collect();
+    assert_eq!(config.len(), 1, "{config:?}");
+    let line = &config[0];
+    assert!(!line.contains("s3cr3t"), "{line}");
+    for part in [
+        "DATABASE_URL=sqlite://data/troupe.db ",
+        "TROUPE_DRAIN_MS=1234 ",
+        "TROUPE_SHUTDOWN_TIMEOUT_MS=30000 ",
+        "TROUPE_UPSTREAMS=a=http://127.0.0.1:9/a?api_key=***&tag=x ",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
 }
