@@ -62,6 +62,15 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
 /// unset.
 pub const DEFAULT_MAX_ACTIVE_UPLOADS: usize = 256;
 
+/// The default drain after SIGTERM (3 s) when `TROUPE_DRAIN_MS` is unset: longer than a load
+/// balancer's health-check interval, so it sees `/readyz` say `draining` before the listener
+/// closes.
+pub const DEFAULT_DRAIN_MS: u64 = 3_000;
+
+/// The default time requests in flight get to finish at shutdown (30 s) when
+/// `TROUPE_SHUTDOWN_TIMEOUT_MS` is unset.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+
 /// What requests may be, as the routes and the upload actor hold them to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -110,6 +119,13 @@ pub struct Config {
     /// `TROUPE_UPLOAD_SHARED_RATE_MIB`, default 32: MiB/s each upload may take while other
     /// requests are in flight (0: no limit).
     pub upload_shared_rate_mib: u64,
+    /// `TROUPE_DRAIN_MS`, default 3000: after SIGTERM, how long troupe goes on serving, with
+    /// `/readyz` saying `draining` and every response closing its connection, before it
+    /// closes its listener (SIGINT skips it).
+    pub drain: Duration,
+    /// `TROUPE_SHUTDOWN_TIMEOUT_MS`, default 30000: once the listener is closed, how long
+    /// the requests in flight have to finish before they are cut.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -203,8 +219,144 @@ impl Config {
                 0,
                 1 << 20,
             )?,
+            drain: Duration::from_millis(parse_int(
+                get("TROUPE_DRAIN_MS"),
+                "TROUPE_DRAIN_MS",
+                DEFAULT_DRAIN_MS,
+                0,
+                600_000,
+            )?),
+            shutdown_timeout: Duration::from_millis(parse_int(
+                get("TROUPE_SHUTDOWN_TIMEOUT_MS"),
+                "TROUPE_SHUTDOWN_TIMEOUT_MS",
+                DEFAULT_SHUTDOWN_TIMEOUT_MS,
+                0,
+                3_600_000,
+            )?),
         })
     }
+}
+
+impl Config {
+    /// The effective configuration as one log line of `VARIABLE=value` pairs, defaults
+    /// filled in, secrets masked ([`mask_url`]): the start-up line.
+    pub fn summary(&self) -> String {
+        let database = match &self.database {
+            DatabaseUrl::Postgres(url) => mask_url(url),
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        };
+        let upstreams = if self.upstream.sources.is_empty() {
+            "none".to_owned()
+        } else {
+            self.upstream
+                .sources
+                .iter()
+                .map(|s| format!("{}={}", s.name, mask_url(&s.url)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let up = &self.upstream;
+        let ms = |d: Duration| d.as_millis();
+        format!(
+            "DATABASE_URL={database} TROUPE_BIND={} TROUPE_WORKERS={} TROUPE_DB_POOL_SIZE={} \
+             TROUPE_DB_TIMEOUT_MS={} TROUPE_CPU_THREADS={} TROUPE_UPLOAD_DIR={} \
+             TROUPE_MAX_UPLOAD_BYTES={} TROUPE_TUS_EXPIRY_SECS={} \
+             TROUPE_BODY_TIMEOUT_MS={} TROUPE_MAX_ACTIVE_UPLOADS={} \
+             TROUPE_UPLOAD_SHARED_RATE_MIB={} TROUPE_DRAIN_MS={} TROUPE_SHUTDOWN_TIMEOUT_MS={} \
+             TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
+             TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
+             TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
+             TROUPE_UPSTREAM_CA_FILE={}",
+            self.bind,
+            self.workers,
+            self.db_pool_size,
+            ms(self.db_timeout),
+            self.cpu_threads,
+            self.upload_dir.display(),
+            self.max_upload_bytes,
+            self.tus_expiry.as_secs(),
+            ms(self.body_timeout),
+            self.max_active_uploads,
+            self.upload_shared_rate_mib,
+            ms(self.drain),
+            ms(self.shutdown_timeout),
+            ms(up.timeout),
+            ms(up.deadline),
+            up.max_bytes,
+            up.breaker_failures,
+            ms(up.breaker_cooldown),
+            match up.extra_roots.len() {
+                0 => "none".to_owned(),
+                n => format!("{n}_certificates"),
+            },
+        )
+    }
+}
+
+/// `url` fit for a log: the password of its user info and every query value that looks
+/// like a secret (its name says key, secret, token, password, auth, signature, credential or
+/// session, or the value itself looks like a random token) become `***`.
+pub fn mask_url(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut masked = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            let authority = match authority.rsplit_once('@') {
+                Some((user_info, host)) => match user_info.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***@{host}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (query, None),
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, value)) if secret_name(name) || secret_value(value) => {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        masked.push('?');
+        masked.push_str(&params.join("&"));
+        if let Some(fragment) = fragment {
+            masked.push('#');
+            masked.push_str(fragment);
+        }
+    }
+    masked
+}
+
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "key", "secret", "token", "pass", "pwd", "auth", "sig", "cred", "session",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// A value of 16 or more characters of letters and digits (and `-_+/=%`) mixing both reads
+/// as a random token, whatever its parameter is called.
+fn secret_value(value: &str) -> bool {
+    value.len() >= 16
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_+/=%".contains(c))
+        && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 /// Parses an integer setting within `min..=max`, or gives `default` when unset.
@@ -555,6 +707,82 @@ mod tests {
         ] {
             let err = Config::from_vars(vars(&[(var, "0")])).unwrap_err();
             assert_eq!(err.var, var);
+        }
+    }
+
+    #[test]
+    fn shutdown_settings_have_documented_defaults_and_name_a_bad_value() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.drain, Duration::from_millis(3000));
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(30_000));
+        let config = Config::from_vars(vars(&[
+            ("TROUPE_DRAIN_MS", "0"),
+            ("TROUPE_SHUTDOWN_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(config.drain, Duration::ZERO);
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(250));
+        for var in ["TROUPE_DRAIN_MS", "TROUPE_SHUTDOWN_TIMEOUT_MS"] {
+            let err = Config::from_vars(vars(&[(var, "soon")])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
+    }
+
+    #[test]
+    fn urls_in_logs_lose_their_password_and_secret_looking_query_values() {
+        for (url, expect) in [
+            (
+                "postgres://troupe:hunter2@db:5432/troupe",
+                "postgres://troupe:***@db:5432/troupe",
+            ),
+            (
+                "postgres://troupe@db/troupe?sslmode=disable",
+                "postgres://troupe@db/troupe?sslmode=disable",
+            ),
+            (
+                "postgresql://u:p%40ss@h/d?password=x&application_name=troupe",
+                "postgresql://u:***@h/d?password=***&application_name=troupe",
+            ),
+            (
+                "https://api.example.com/v1?api_key=abc&delay_ms=20&X-Amz-Signature=f00#top",
+                "https://api.example.com/v1?api_key=***&delay_ms=20&X-Amz-Signature=***#top",
+            ),
+            ("http://h/a?id=Zm9vYmFyYmF6cXV4MTIz", "http://h/a?id=***"),
+            (
+                "http://h/a?name=a-very-long-plain-name",
+                "http://h/a?name=a-very-long-plain-name",
+            ),
+        ] {
+            assert_eq!(mask_url(url), expect, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_summary_is_one_line_naming_every_setting_without_secrets() {
+        let config = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://troupe:hunter2@db/troupe"),
+            (
+                "TROUPE_UPSTREAMS",
+                "a=http://h/a?token=t0ps3cret,b=http://h/b",
+            ),
+            ("TROUPE_DRAIN_MS", "1500"),
+        ]))
+        .unwrap();
+        let line = config.summary();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            !line.contains("hunter2") && !line.contains("t0ps3cret"),
+            "{line}"
+        );
+        for part in [
+            "DATABASE_URL=postgres://troupe:***@db/troupe ",
+            "TROUPE_BIND=127.0.0.1:8080 ",
+            "TROUPE_DRAIN_MS=1500 ",
+            "TROUPE_SHUTDOWN_TIMEOUT_MS=30000 ",
+            "TROUPE_UPSTREAMS=a=http://h/a?token=***,b=http://h/b ",
+            "TROUPE_UPSTREAM_CA_FILE=none",
+        ] {
+            assert!(line.contains(part), "{part} not in {line}");
         }
     }
 

@@ -24,7 +24,10 @@ async fn main() -> ExitCode {
         }
     };
     match app.run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("exiting with status 0");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("troupe: server failed: {err}");
             ExitCode::from(1)

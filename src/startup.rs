@@ -1,5 +1,6 @@
 //! Builds the whole service on a listener: migrate, pool, actors, HTTP server. `main` and
-//! the tests run the very same code; tests bind port 0.
+//! the tests run the very same code; tests bind port 0. `run` serves until SIGTERM or SIGINT
+//! and then shuts down gracefully (`shutdown`).
 
 use std::net::TcpListener;
 
@@ -13,6 +14,7 @@ use crate::db::{ConnectError, DbPool};
 use crate::http::middleware::request_context;
 use crate::routes;
 use crate::services::Shared;
+use crate::shutdown::{Signals, Timings};
 use crate::upload::Store;
 
 /// Why start-up failed; printed as one line by `main`.
@@ -32,12 +34,18 @@ pub struct Application {
     server: Server,
     shared: Shared,
     pool: DbPool,
+    signals: Signals,
+    timings: Timings,
 }
 
 impl Application {
     /// Migrates, connects, starts the actors and binds `config.bind`. Must run inside an
     /// actix system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        log::info!("configuration: {}", config.summary());
+        // Caught from here on: a SIGTERM right after start-up still shuts down gracefully.
+        let signals =
+            Signals::catch().map_err(|e| StartError::Io(format!("cannot catch signals: {e}")))?;
         let store = Store::open(&config.upload_dir).map_err(|e| {
             StartError::Io(format!(
                 "TROUPE_UPLOAD_DIR: cannot create {}: {e}",
@@ -58,9 +66,11 @@ impl Application {
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
         let server = HttpServer::new(move || {
-            // Runs on each worker's thread: its FetchActor (and awc client) lives there.
+            // Runs on each worker's thread: its FetchActor (and awc client) lives there, and
+            // its count of requests in flight.
             App::new()
                 .app_data(web::Data::new(workers.for_this_worker()))
+                .app_data(web::Data::from(workers.lifecycle.worker_requests()))
                 .app_data(pace.clone())
                 .configure(routes::configure)
                 .wrap(from_fn(request_context))
@@ -70,6 +80,10 @@ impl Application {
         // future, which cancels that handler's work (upstream calls, queries). Allowing
         // half-closed connections would keep such handlers running to their end.
         .h1_allow_half_closed(false)
+        // `run` handles the signals and times the shutdown itself; actix's own timeout is
+        // only a backstop past it.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs() + 2)
         .listen(listener)
         .map_err(|e| StartError::Io(e.to_string()))?
         .run();
@@ -84,6 +98,11 @@ impl Application {
             server,
             shared,
             pool,
+            signals,
+            timings: Timings {
+                drain: config.drain,
+                timeout: config.shutdown_timeout,
+            },
         })
     }
 
@@ -102,13 +121,25 @@ impl Application {
         &self.pool
     }
 
-    /// A handle that stops the server.
+    /// A handle that stops the server (then `run` shuts the actors down and ends).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGINT/SIGTERM, or [`ServerHandle::stop`]).
+    /// Serves until SIGTERM or SIGINT and shuts down gracefully (`shutdown`), or until
+    /// stopped through [`Application::handle`], and then shuts the actors down.
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let Self {
+            server,
+            shared,
+            pool,
+            signals,
+            timings,
+            ..
+        } = self;
+        // The actors hold the pool; this handle would only keep its connections open past
+        // the database actor's end.
+        drop(pool);
+        crate::shutdown::serve(server, shared, signals, timings).await
     }
 }

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::supervise::{ask, guard_sync, is_alive, Probe};
+use super::supervise::{ask, guard_sync, is_alive, Drained, Probe};
 use crate::digest::{digest_file, digest_hex, Algorithm, Hasher};
 use crate::error::AppError;
 
@@ -151,6 +151,29 @@ impl CpuPool {
     /// Whether the threads answer within `timeout`.
     pub async fn is_alive(&self, timeout: Duration) -> bool {
         is_alive(&self.addr, timeout).await
+    }
+
+    /// Shuts the pool down: admits no new job (each gets 503) and waits up to `within` for
+    /// the jobs in flight. The threads themselves end when the last handle is dropped
+    /// (`SyncArbiter` threads serve until their queue closes).
+    pub async fn shut_down(&self, within: Duration) -> Drained {
+        let places = self.threads * 2;
+        let in_progress = places.saturating_sub(self.places.available_permits());
+        let all = u32::try_from(places).unwrap_or(u32::MAX);
+        // Every place taken back means every job has ended; the permits are then kept.
+        let idle = tokio::time::timeout(within, self.places.acquire_many(all)).await;
+        let unfinished = match idle {
+            Ok(Ok(permits)) => {
+                permits.forget();
+                0
+            }
+            _ => places.saturating_sub(self.places.available_permits()),
+        };
+        self.places.close();
+        Drained {
+            in_progress,
+            unfinished,
+        }
     }
 
     /// How many threads serve.

@@ -12,7 +12,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::NaiveDateTime;
 
-use super::supervise::{ask, is_alive, respond, InFlight};
+use super::supervise::{
+    ask, is_alive, respond, shut_down, wait_until, Drained, InFlight, OwnArbiter, Shutdown,
+};
 use crate::config::Config;
 use crate::db::page::PageRequest;
 use crate::db::uploads::{self, Upload, UploadPage};
@@ -162,6 +164,24 @@ impl Handler<CheckDatabase> for DbActor {
     }
 }
 
+impl Handler<Shutdown> for DbActor {
+    type Result = ResponseActFuture<Self, Result<Drained, AppError>>;
+    /// Admits no new query (each gets 503) and waits for the queries in flight.
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        self.max_in_flight = 0;
+        let in_progress = self.in_flight.get();
+        let idle = |act: &Self| act.in_flight.get() == 0;
+        Box::pin(
+            wait_until(idle, std::time::Instant::now() + msg.within).map(move |_, act, _| {
+                Ok(Drained {
+                    in_progress,
+                    unfinished: act.in_flight.get(),
+                })
+            }),
+        )
+    }
+}
+
 crate::supervised_async_actor!(DbActor);
 
 /// Inserts an upload's row.
@@ -302,6 +322,8 @@ impl Handler<ListWholeUploads> for DbActor {
 pub struct Db {
     addr: Addr<DbActor>,
     timeout: Duration,
+    /// The arbiter `start` made for the actor, stopped by `shut_down`.
+    arbiter: OwnArbiter,
 }
 
 impl Db {
@@ -326,13 +348,35 @@ impl Db {
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             DbActor::new(actor_pool, max_in_flight)
         });
+        let arbiter = OwnArbiter::new(arbiter);
         let timeout = config.db_timeout + Duration::from_millis(500);
-        Ok((Self { addr, timeout }, pool))
+        Ok((
+            Self {
+                addr,
+                timeout,
+                arbiter,
+            },
+            pool,
+        ))
     }
 
     /// A handle to an actor already started (actor tests start their own).
     pub fn new(addr: Addr<DbActor>, timeout: Duration) -> Self {
-        Self { addr, timeout }
+        Self {
+            addr,
+            timeout,
+            arbiter: OwnArbiter::default(),
+        }
+    }
+
+    /// Shuts the actor down: the queries in flight get up to `within` to finish, then the
+    /// arbiter `start` made stops, and the actor goes with its share of the pool (the
+    /// connections close with the pool's last handle; an SQLite file is checkpointed as its
+    /// last connection closes). Call it last: the other actors write through it.
+    pub async fn shut_down(&self, within: Duration) -> Drained {
+        let drained = shut_down(&self.addr, within).await;
+        self.arbiter.stop().await;
+        drained
     }
 
     /// The actor's address (actor tests, fault injection).

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use tokio::sync::oneshot;
 
-use super::supervise::{ask, is_alive, respond, InFlight};
+use super::supervise::{
+    ask, is_alive, respond, shut_down, wait_until, Drained, InFlight, Shutdown,
+};
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
 use crate::fetch::{FanOut, SourceFailure, SourceId, SourceResult, Upstreams};
@@ -163,6 +165,24 @@ impl Handler<CallAllSources> for FetchActor {
     }
 }
 
+impl Handler<Shutdown> for FetchActor {
+    type Result = ResponseActFuture<Self, Result<Drained, AppError>>;
+    /// Admits no new fan-out (each gets 503) and waits for those in flight.
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        self.max_in_flight = 0;
+        let in_progress = self.in_flight.get();
+        let idle = |act: &Self| act.in_flight.get() == 0;
+        Box::pin(
+            wait_until(idle, std::time::Instant::now() + msg.within).map(move |_, act, _| {
+                Ok(Drained {
+                    in_progress,
+                    unfinished: act.in_flight.get(),
+                })
+            }),
+        )
+    }
+}
+
 crate::supervised_async_actor!(FetchActor);
 
 /// How much longer than a fan-out's own deadline a caller waits for the actor.
@@ -197,6 +217,12 @@ impl Fetch {
     /// Whether the actor answers within `timeout`.
     pub async fn is_alive(&self, timeout: Duration) -> bool {
         is_alive(&self.addr, timeout).await
+    }
+
+    /// Shuts the actor down: the fan-outs in flight get up to `within`. An actor whose HTTP
+    /// worker has stopped is gone already (it ran on that worker's arbiter): nothing is left.
+    pub async fn shut_down(&self, within: Duration) -> Drained {
+        shut_down(&self.addr, within).await
     }
 
     /// Calls `sources` at once and keeps every outcome. Dropping the future cancels the calls.

@@ -10,8 +10,11 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -23,6 +26,121 @@ use crate::error::{panic_text, AppError};
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Probe;
+
+/// The last message of a shutdown: finish the work in progress, waiting at most `within`,
+/// and take no new work where the actor can refuse it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Drained, AppError>")]
+pub struct Shutdown {
+    /// The longest the actor waits for its work in progress.
+    pub within: Duration,
+}
+
+/// What an actor had in progress when it was asked to shut down, and how much of that was
+/// still unfinished when it stopped waiting (0: it all finished).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Work in progress when the shutdown began (queries, sessions, fan-outs, jobs).
+    pub in_progress: usize,
+    /// Of that, what had not finished when the wait ended.
+    pub unfinished: usize,
+}
+
+/// How often [`wait_until`] looks at its actor.
+const WAIT_TICK: Duration = Duration::from_millis(10);
+
+/// An actor future that ends once `done(actor)` holds, or at `deadline`; answers whether it
+/// holds. Other messages are served meanwhile (the handler returning it does not serialise
+/// the mailbox).
+pub fn wait_until<A, F>(done: F, deadline: Instant) -> WaitUntil<A, F>
+where
+    A: Actor,
+    F: Fn(&A) -> bool,
+{
+    WaitUntil {
+        done,
+        deadline,
+        tick: Box::pin(actix_web::rt::time::sleep(Duration::ZERO)),
+        actor: std::marker::PhantomData,
+    }
+}
+
+/// See [`wait_until`].
+pub struct WaitUntil<A, F> {
+    done: F,
+    deadline: Instant,
+    tick: Pin<Box<actix_web::rt::time::Sleep>>,
+    actor: std::marker::PhantomData<fn(&A)>,
+}
+
+impl<A: Actor, F: Fn(&A) -> bool + Unpin> ActorFuture<A> for WaitUntil<A, F> {
+    type Output = bool;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        act: &mut A,
+        _ctx: &mut A::Context,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<bool> {
+        loop {
+            if (self.done)(act) {
+                return Poll::Ready(true);
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Poll::Ready(false);
+            }
+            if self.tick.as_mut().poll(task).is_pending() {
+                return Poll::Pending;
+            }
+            let next = (now + WAIT_TICK).min(self.deadline);
+            self.tick.as_mut().reset(next.into());
+        }
+    }
+}
+
+/// Sends [`Shutdown`] to `addr`, and waits for the answer a little longer than `within`. An
+/// actor that is already gone (its arbiter stopped, its mailbox closed) has nothing left.
+pub async fn shut_down<A>(addr: &Addr<A>, within: Duration) -> Drained
+where
+    A: Actor + Handler<Shutdown>,
+    A::Context: ToEnvelope<A, Shutdown>,
+{
+    let answer = addr
+        .send(Shutdown { within })
+        .timeout(within + Duration::from_secs(1))
+        .await;
+    match answer {
+        Ok(Ok(drained)) => drained,
+        Ok(Err(_)) | Err(MailboxError::Closed) => Drained::default(),
+        Err(MailboxError::Timeout) => Drained {
+            in_progress: 1,
+            unfinished: 1,
+        },
+    }
+}
+
+/// The arbiter (thread) a handle started its actor on, stopped and joined once at
+/// shutdown. Cheap to clone; handles over actors started elsewhere (tests) hold none.
+#[derive(Clone, Default)]
+pub struct OwnArbiter(Arc<Mutex<Option<Arbiter>>>);
+
+impl OwnArbiter {
+    /// Owns `arbiter`.
+    pub fn new(arbiter: Arbiter) -> Self {
+        Self(Arc::new(Mutex::new(Some(arbiter))))
+    }
+
+    /// Stops the arbiter and waits for its thread to end: what ran on it is dropped, and the
+    /// blocking work it started (file writes) has finished. Later calls do nothing.
+    pub async fn stop(&self) {
+        let taken = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(arbiter) = taken {
+            arbiter.stop();
+            let _ = actix_web::rt::task::spawn_blocking(move || arbiter.join()).await;
+        }
+    }
+}
 
 /// Test-only faults, to prove the supervision above (compiled with `fault-injection` only,
 /// which release builds never enable).

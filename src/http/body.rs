@@ -13,7 +13,6 @@ use std::io;
 
 use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::error::PayloadError;
-use actix_web::http::header;
 use actix_web::rt::time::{sleep_until, Instant, Sleep};
 use actix_web::HttpMessage as _;
 use bytes::Bytes;
@@ -25,12 +24,7 @@ use crate::error::AppError;
 /// with a [`PayloadError`] that [`AppError`] turns into 408 `request_timeout`. Requests
 /// without a body (most GETs) are left as they are, at no cost.
 pub fn hold_to_deadline(req: &mut ServiceRequest, timeout: Duration) {
-    let headers = req.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
+    if !matches!(req.parts().1, Payload::None) {
         let body: BoxedPayloadStream = Box::pin(Body::new(req.take_payload(), timeout));
         req.set_payload(Payload::from(body));
     }

@@ -1,21 +1,35 @@
 //! The request context every response passes through: request id, access log, panic
-//! catching, the JSON error shape for every failure whichever layer produced it, and the one
-//! log line of every 5xx's cause.
+//! catching, the JSON error shape for every failure whichever layer produced it, the one
+//! log line of every 5xx's cause, and `Connection: close` on every response once the process
+//! is shutting down (`lifecycle`).
+//!
+//! Every request gets its access-log line, also one whose handler never answered: a client
+//! that went away (its connection dropped, and the handler's future with it) or a request cut
+//! by the shutdown timeout is logged when its future is dropped, with status `499`, an
+//! `outcome=` and the body bytes the handler had read. Only requests that have a body pay for
+//! counting them (a wrapper around the payload); the others cost one counter increment.
 
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, Uri};
+use actix_web::http::{ConnectionType, Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
-use futures::FutureExt;
+use bytes::Bytes;
+use futures::{FutureExt, Stream};
 
 use super::body::hold_to_deadline;
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
 use crate::bulk::{is_interactive, Pace};
 use crate::error::{AppError, ShapedError};
+use crate::lifecycle::WorkerRequests;
 use crate::services::Services;
 
 /// What the log lines of one request share.
@@ -24,6 +38,8 @@ struct Context {
     id: HeaderValue,
     method: Method,
     uri: Uri,
+    /// The body bytes the handler has read, for requests that have a body.
+    body: Option<Rc<Cell<u64>>>,
 }
 
 /// The middleware itself (`actix_web::middleware::from_fn`).
@@ -38,14 +54,23 @@ pub async fn request_context(
         let timeout = services.limits.body_timeout;
         hold_to_deadline(&mut req, timeout);
     }
-    // Kept for the log line of a request whose handler panicked (routing needs the request
-    // itself unshared, so it cannot be cloned here).
-    let cx = Context {
-        started,
-        id,
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-    };
+    let requests = req.app_data::<web::Data<WorkerRequests>>().cloned();
+    let body = count_body(&mut req);
+    // Kept for the log line of a request whose handler panicked or was dropped (routing
+    // needs the request itself unshared, so it cannot be cloned here). Declared before the
+    // handler's future, so that a dropped request drops its handler first (a tus PATCH's
+    // session sends its last bytes on) and is counted out after.
+    let mut flight = Flight::begin(
+        Context {
+            started,
+            id,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            body,
+        },
+        requests,
+    );
+    let cx = &flight.cx;
     // Uploads yield to the requests noted here (`bulk`).
     if is_interactive(&cx.method, cx.uri.path()) {
         if let Some(pace) = req.app_data::<web::Data<Pace>>() {
@@ -58,11 +83,19 @@ pub async fn request_context(
         std::panic::AssertUnwindSafe(super::request_id::scope(cx.id.clone(), next.call(req)))
             .catch_unwind()
             .await;
+    let cx = &flight.cx;
+    let close = flight.closing_connections();
     let failure = match outcome {
         Ok(Ok(res)) => {
-            let mut res = render_error(res.map_into_boxed_body(), &cx);
+            let mut res = render_error(res.map_into_boxed_body(), cx);
             res.headers_mut().insert(REQUEST_ID.clone(), cx.id.clone());
+            if close {
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+            }
             cx.access_log(res.status().as_u16());
+            flight.answered = true;
             return Ok(res);
         }
         // An error that escaped the service (middleware-level failures).
@@ -76,23 +109,134 @@ pub async fn request_context(
     };
     cx.log_failure(&failure);
     cx.access_log(failure.status().as_u16());
+    flight.answered = true;
     Err(Rendered {
         error: failure,
-        id: cx.id,
+        id: cx.id.clone(),
+        close,
     }
     .into())
 }
 
+/// Wraps the payload of a request that has one in a byte counter; answers the count. A
+/// request without a body is left as it is: nothing allocated, nothing counted.
+fn count_body(req: &mut ServiceRequest) -> Option<Rc<Cell<u64>>> {
+    if matches!(req.parts().1, Payload::None) {
+        return None;
+    }
+    let seen = Rc::new(Cell::new(0));
+    let inner = req.take_payload();
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(Counted {
+            inner,
+            seen: seen.clone(),
+        }),
+    });
+    Some(seen)
+}
+
+/// A request body that counts the bytes read from it.
+struct Counted {
+    inner: Payload,
+    seen: Rc<Cell<u64>>,
+}
+
+impl Stream for Counted {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.seen.set(self.seen.get() + chunk.len() as u64);
+        }
+        polled
+    }
+}
+
+/// One request from its start until it is answered or dropped: counted in its worker's
+/// requests in flight, and logged when dropped unanswered.
+struct Flight {
+    cx: Context,
+    requests: Option<web::Data<WorkerRequests>>,
+    answered: bool,
+}
+
+impl Flight {
+    fn begin(cx: Context, requests: Option<web::Data<WorkerRequests>>) -> Self {
+        if let Some(requests) = &requests {
+            requests.begin();
+        }
+        Self {
+            cx,
+            requests,
+            answered: false,
+        }
+    }
+
+    fn closing_connections(&self) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|r| r.closing_connections())
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let cut = self.requests.as_ref().is_some_and(|r| r.end(self.answered));
+        if !self.answered {
+            // The future was dropped before an answer: no response was sent.
+            let outcome = if cut {
+                "cut_by_shutdown"
+            } else {
+                "client_gone"
+            };
+            self.cx.access_log_unanswered(outcome);
+        }
+    }
+}
+
 impl Context {
     fn access_log(&self, status: u16) {
+        match &self.body {
+            None => log::info!(
+                target: "troupe::access",
+                "{} {} {status} {:.3}ms request_id={}",
+                self.method,
+                self.uri.path(),
+                self.elapsed_ms(),
+                id_str(&self.id),
+            ),
+            Some(seen) => log::info!(
+                target: "troupe::access",
+                "{} {} {status} {:.3}ms body_bytes={} request_id={}",
+                self.method,
+                self.uri.path(),
+                self.elapsed_ms(),
+                seen.get(),
+                id_str(&self.id),
+            ),
+        }
+    }
+
+    /// The access-log line of a request that got no answer: `499` (nginx's "client closed
+    /// request"), why, and the body bytes read before it ended.
+    fn access_log_unanswered(&self, outcome: &str) {
         log::info!(
             target: "troupe::access",
-            "{} {} {status} {:.3}ms request_id={}",
+            "{} {} 499 {:.3}ms outcome={outcome} body_bytes={} request_id={}",
             self.method,
             self.uri.path(),
-            self.started.elapsed().as_secs_f64() * 1000.0,
+            self.elapsed_ms(),
+            self.body.as_ref().map_or(0, |seen| seen.get()),
             id_str(&self.id),
         );
+    }
+
+    fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
     }
 
     /// The one log line of a 5xx: its code and cause (hidden from the client or not), with
@@ -127,6 +271,8 @@ impl Context {
 struct Rendered {
     error: AppError,
     id: HeaderValue,
+    /// Whether the answer closes its connection (the process is shutting down).
+    close: bool,
 }
 
 impl actix_web::ResponseError for Rendered {
@@ -138,6 +284,9 @@ impl actix_web::ResponseError for Rendered {
         let mut res = self.error.to_response(id_str(&self.id));
         res.headers_mut()
             .insert(REQUEST_ID.clone(), self.id.clone());
+        if self.close {
+            res.head_mut().set_connection_type(ConnectionType::Close);
+        }
         res
     }
 }

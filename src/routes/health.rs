@@ -24,10 +24,13 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Readiness: 200 when the database answers and every actor is alive, else 503; the body
-/// gives each component's state.
+/// gives each component's state. While troupe shuts down, 503 `draining` at once.
 /// Upstream sources are listed (breaker, latency) but never make it 503: readiness is about
 /// this service, and an upstream's failures are answered per source.
 pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
+    if services.lifecycle.is_shutting_down() {
+        return draining();
+    }
     let db_timeout = PROBE_TIMEOUT.min(services.db.timeout());
     let (db_actor, cpu_actor, fetch_actor, upload_actor, database) = futures::join!(
         services.db.is_alive(PROBE_TIMEOUT),
@@ -100,6 +103,15 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
     };
     ShapedError::attach(err, &mut res);
     res
+}
+
+/// `/readyz` once a shutdown has begun: 503 before any probe, so that a load balancer takes
+/// this process out of rotation while it still serves. Not logged as a failure: the
+/// shutdown logs itself.
+fn draining() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()))
+        .json(json!({"status": "draining", "code": "draining"}))
 }
 
 /// Test-only: makes an actor panic or block (`fault-injection` builds only).

@@ -26,7 +26,9 @@ use uuid::Uuid;
 
 use super::cpu::CpuPool;
 use super::db::Db;
-use super::supervise::{ask, is_alive, respond};
+use super::supervise::{
+    ask, is_alive, respond, shut_down, wait_until, Drained, OwnArbiter, Shutdown,
+};
 use crate::bulk::Pace;
 use crate::config::Limits;
 use crate::db::uploads::Upload;
@@ -70,6 +72,10 @@ pub struct Deps {
 pub struct UploadActor {
     deps: Deps,
     sessions: HashMap<Uuid, Session>,
+    /// Every session's file still held anywhere (the session, a write, its end): a session
+    /// lets its file go only after its last write and its offset are recorded, so the
+    /// shutdown waits for these.
+    files: Vec<std::sync::Weak<Mutex<OpenFile>>>,
 }
 
 struct Session {
@@ -109,6 +115,7 @@ impl UploadActor {
                 holders,
             },
             sessions: HashMap::new(),
+            files: Vec::new(),
         }
     }
 
@@ -127,6 +134,8 @@ impl UploadActor {
 
     fn open_session(&mut self, key: Uuid, target: Target) -> SharedFile {
         let file: SharedFile = Arc::new(Mutex::new(OpenFile::default()));
+        self.files.retain(|f| f.strong_count() > 0);
+        self.files.push(Arc::downgrade(&file));
         self.sessions.insert(
             key,
             Session {
@@ -506,6 +515,31 @@ impl Handler<SweepExpired> for UploadActor {
     }
 }
 
+impl Handler<Shutdown> for UploadActor {
+    type Result = ResponseActFuture<Self, Result<Drained, AppError>>;
+    /// Waits until every session has ended and its work is done. Those whose request was
+    /// cut end through the [`DropSession`] or [`EndSession`] their guard sent, ahead of this
+    /// message in the mailbox; a session's file is let go only after its last write and its
+    /// offset are recorded, so once every file is gone a cut PATCH's bytes are on disk and
+    /// counted.
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let held = |act: &Self| act.files.iter().filter(|f| f.strong_count() > 0).count();
+        let in_progress = held(self);
+        Box::pin(
+            wait_until(
+                move |act: &Self| held(act) == 0,
+                std::time::Instant::now() + msg.within,
+            )
+            .map(move |_, act, _| {
+                Ok(Drained {
+                    in_progress,
+                    unfinished: held(act),
+                })
+            }),
+        )
+    }
+}
+
 crate::supervised_async_actor!(UploadActor);
 
 /// The handle to the `UploadActor`: its address, the CPU pool that digests as bytes arrive,
@@ -513,6 +547,7 @@ crate::supervised_async_actor!(UploadActor);
 #[derive(Clone)]
 pub struct Uploads {
     addr: Addr<UploadActor>,
+    arbiter: OwnArbiter,
     cpu: CpuPool,
     pace: Arc<Pace>,
     limits: Limits,
@@ -546,6 +581,7 @@ impl Uploads {
         };
         Self {
             addr,
+            arbiter: OwnArbiter::new(arbiter),
             cpu,
             pace,
             limits,
@@ -585,6 +621,15 @@ impl Uploads {
     /// it reads the offset.
     pub async fn hand_over(&self, id: UploadId) {
         tus::hand_over(&self.holders, id).await;
+    }
+
+    /// Shuts the actor down: every session still open ends first (within `within`; a cut
+    /// PATCH keeps its bytes), then the actor's arbiter stops, once its file writes are done.
+    /// Send it after the HTTP workers have stopped and before the `Db` shuts down.
+    pub async fn shut_down(&self, within: Duration) -> Drained {
+        let drained = shut_down(&self.addr, within).await;
+        self.arbiter.stop().await;
+        drained
     }
 
     /// The actor's address (actor tests, fault injection).

@@ -1,7 +1,9 @@
-//! The real binary, running: its port, and every line it writes to stderr (its log).
+//! The real binary, running: its port, every line it writes to stderr (its log), the
+//! signals it is sent and how it exits.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,53 @@ impl RunningBinary {
     /// Every log line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// The address it listens on, for raw sockets.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.address
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a socket address")
+    }
+
+    /// Sends it a real signal (`libc::SIGTERM`, `libc::SIGINT`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// How it exited, waiting up to `wait`; `None` while it still runs.
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Where in the log the first line containing each needle is, in order; the test fails
+    /// naming a needle no line contains.
+    pub fn line_positions(&self, needles: &[&str]) -> Vec<usize> {
+        let lines = self.lines();
+        needles
+            .iter()
+            .map(|needle| {
+                lines
+                    .iter()
+                    .position(|l| l.contains(needle))
+                    .unwrap_or_else(|| {
+                        panic!("no log line with {needle:?} in:\n{}", lines.join("\n"))
+                    })
+            })
+            .collect()
     }
 }
 
