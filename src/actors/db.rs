@@ -4,6 +4,10 @@
 //! Handlers return a `ResponseFuture`, so queries run concurrently up to the pool's size;
 //! the actor's own thread only starts them. An admission limit caps the queries waiting
 //! for a connection, so a burst answers 503 instead of queueing without bound.
+//!
+//! The handle waits longer than the pool's whole budget for an operation
+//! ([`DbPool::answer_within`]): the actor always answers first, with what happened, so a
+//! 503 on a write means it was not made.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -308,8 +312,9 @@ impl Db {
     /// Starts a supervised `DbActor` on an arbiter of its own, over a pool built on that
     /// arbiter's thread (the database must be migrated already): its connections' sockets
     /// are then driven where the actor runs, so a query's answer wakes one thread, not the
-    /// main one first. It admits 32 queries per pooled connection; callers wait the pool's
-    /// timeout, plus a margin for the hop to the actor. Answers the handle and the pool.
+    /// main one first. It admits 32 queries per pooled connection; callers wait
+    /// [`DbPool::answer_within`], longer than any operation may take. Answers the handle
+    /// and the pool.
     pub async fn start(config: &Config) -> std::io::Result<(Self, DbPool)> {
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -326,7 +331,7 @@ impl Db {
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             DbActor::new(actor_pool, max_in_flight)
         });
-        let timeout = config.db_timeout + Duration::from_millis(500);
+        let timeout = pool.answer_within();
         Ok((Self { addr, timeout }, pool))
     }
 

@@ -2,17 +2,25 @@
 //!
 //! [`with_conn!`](crate::with_conn) checks a connection out of whichever pool is configured and runs the same
 //! diesel expression against it, so every query in `db::*` is written once for both backends.
+//!
+//! Every operation runs within a [`Budget`]: its wait for a connection
+//! (`TROUPE_DB_TIMEOUT_MS`), then its statement (`TROUPE_DB_STATEMENT_TIMEOUT_MS`), which
+//! the database itself ends when it runs over (PostgreSQL's `statement_timeout` and
+//! SQLite's `busy_timeout`, set on every connection). Whoever asks waits longer than the
+//! whole budget ([`DbPool::answer_within`]), so the answer it gets is what happened: a 503
+//! on a write means the write was not made.
 
 pub mod page;
 pub mod schema;
 pub mod uploads;
 pub mod users;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection as _;
 use diesel_async::pooled_connection::bb8::Pool;
@@ -20,7 +28,7 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
@@ -33,11 +41,22 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How long past its budget an operation waits for the database's own answer (the error
+/// that ended its statement) before it gives up on the connection.
+const GUARD_MARGIN: Duration = Duration::from_millis(250);
+
+/// What the caller adds to [`GUARD_MARGIN`] for the hop to the actor and back.
+const CALLER_MARGIN: Duration = Duration::from_millis(250);
+
 /// The connection pool, over whichever backend `DATABASE_URL` picked.
 #[derive(Clone)]
 pub struct DbPool {
     backend: Backend,
     health: Arc<PoolHealth>,
+    /// `TROUPE_DB_TIMEOUT_MS`: the longest wait for a connection.
+    checkout_timeout: Duration,
+    /// `TROUPE_DB_STATEMENT_TIMEOUT_MS`: the longest a statement runs, lock waits included.
+    statement_timeout: Duration,
 }
 
 /// The pool of one backend; `with_conn!` matches on it.
@@ -47,6 +66,27 @@ pub enum Backend {
     Pg(Pool<AsyncPgConnection>),
     /// SQLite through the sync connection on blocking threads.
     Sqlite(Pool<SqliteConn>),
+}
+
+/// The time one operation has: a connection wait, then a statement that the database ends
+/// by `end` at the latest.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    end: Instant,
+}
+
+impl Budget {
+    /// A budget starting now: at most `checkout` waiting for a connection, then `statement`.
+    pub fn new(checkout: Duration, statement: Duration) -> Self {
+        Self {
+            end: Instant::now() + checkout + statement,
+        }
+    }
+
+    /// When troupe stops waiting for the database's answer.
+    pub fn guard_until(&self) -> Instant {
+        self.end + GUARD_MARGIN
+    }
 }
 
 /// When the pool last failed to open a connection: tells "the database is down" apart from
@@ -75,24 +115,32 @@ impl bb8::ErrorSink<PoolError> for ErrorLog {
     }
 }
 
-/// Runs `$body` with `$conn` bound to a `&mut` connection of whichever backend is configured.
-/// The body is compiled once per backend, so it must be backend-neutral diesel.
+/// Runs `$body` with `$conn` bound to a `&mut` connection of whichever backend is configured,
+/// within the pool's [`Budget`]. The body is compiled once per backend, so it must be
+/// backend-neutral diesel.
 #[macro_export]
 macro_rules! with_conn {
-    ($pool:expr, |$conn:ident| $body:expr) => {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let budget = $pool.budget();
         match $pool.backend() {
-            $crate::db::Backend::Pg(pool) => {
-                let mut guard = $pool.checkout(pool).await?;
-                let $conn = &mut *guard;
-                $body
+            $crate::db::Backend::Pg(backend) => {
+                $crate::with_conn!(@attempt $pool, backend, budget, |$conn| $body)
             }
-            $crate::db::Backend::Sqlite(pool) => {
-                let mut guard = $pool.checkout(pool).await?;
-                let $conn = &mut *guard;
-                $body
+            $crate::db::Backend::Sqlite(backend) => {
+                $crate::with_conn!(@attempt $pool, backend, budget, |$conn| $body)
             }
         }
-    };
+    }};
+    (@attempt $pool:expr, $backend:ident, $budget:ident, |$conn:ident| $body:expr) => {{
+        let mut guard = $pool.checkout($backend).await?;
+        let outcome = $pool
+            .guarded(&$budget, async {
+                let $conn = &mut *guard;
+                $body
+            })
+            .await;
+        $crate::db::settle(&mut *guard, outcome)?
+    }};
 }
 
 impl DbPool {
@@ -121,6 +169,8 @@ impl DbPool {
             started: Instant::now(),
             last_connect_error_ms: AtomicU64::new(0),
         });
+        let (checkout_timeout, statement_timeout) =
+            (config.db_timeout, config.db_statement_timeout);
         fn builder<C>(
             config: &Config,
             health: &Arc<PoolHealth>,
@@ -143,6 +193,16 @@ impl DbPool {
             DatabaseUrl::Postgres(url) => {
                 let mut manager_config = ManagerConfig::default();
                 manager_config.recycling_method = RecyclingMethod::Fast;
+                manager_config.custom_setup = Box::new(move |url| {
+                    let attempt =
+                        connect_postgres(url.to_owned(), statement_timeout, checkout_timeout);
+                    async move {
+                        attempt
+                            .await
+                            .map_err(diesel::ConnectionError::BadConnection)
+                    }
+                    .boxed()
+                });
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
                     url,
                     manager_config,
@@ -152,14 +212,12 @@ impl DbPool {
             DatabaseUrl::Sqlite(path) => {
                 let mut manager_config = ManagerConfig::<SqliteConn>::default();
                 manager_config.recycling_method = RecyclingMethod::Fast;
-                manager_config.custom_setup = Box::new(|url| {
-                    let url = url.to_owned();
+                manager_config.custom_setup = Box::new(move |url| {
+                    let attempt = connect_sqlite(url.to_owned(), statement_timeout);
                     async move {
-                        let mut conn = SqliteConn::establish(&url).await?;
-                        conn.batch_execute(SQLITE_PRAGMAS)
+                        attempt
                             .await
-                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
+                            .map_err(diesel::ConnectionError::BadConnection)
                     }
                     .boxed()
                 });
@@ -171,7 +229,12 @@ impl DbPool {
                 Backend::Sqlite(builder(config, &health).build_unchecked(manager))
             }
         };
-        Self { backend, health }
+        Self {
+            backend,
+            health,
+            checkout_timeout,
+            statement_timeout,
+        }
     }
 
     /// The backend's pool, for `with_conn!`.
@@ -185,6 +248,35 @@ impl DbPool {
             Backend::Pg(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// The budget of one operation starting now.
+    pub fn budget(&self) -> Budget {
+        Budget::new(self.checkout_timeout, self.statement_timeout)
+    }
+
+    /// How long a caller must be ready to wait for an operation's answer: its budget, the
+    /// wait for the database's own answer, and the hop to the actor. A caller that gave up
+    /// sooner could not tell a write that was made from one that was not.
+    pub fn answer_within(&self) -> Duration {
+        self.checkout_timeout + self.statement_timeout + GUARD_MARGIN + CALLER_MARGIN
+    }
+
+    /// Runs `query` until the budget's guard: past it, the database has not even answered
+    /// that it ended the statement, and the operation fails as unavailable.
+    pub async fn guarded<T>(
+        &self,
+        budget: &Budget,
+        query: impl Future<Output = QueryResult<T>>,
+    ) -> Result<QueryResult<T>, AppError> {
+        tokio::time::timeout_at(budget.guard_until().into(), query)
+            .await
+            .map_err(|_| {
+                AppError::database_unavailable(
+                    "a database statement",
+                    "no answer from the database within the statement timeout",
+                )
+            })
     }
 
     /// Checks a connection out of `pool`, mapping a timed-out wait to 503: `overloaded` when
@@ -219,19 +311,76 @@ impl DbPool {
     /// Answers whether the database takes a query now.
     pub async fn check(&self) -> Result<(), AppError> {
         with_conn!(self, |conn| {
-            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn)
-                .await
-                .map_err(db_error)?;
-        });
+            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn).await
+        })
+        .map_err(db_error)?;
         Ok(())
     }
 }
 
-/// Per-connection SQLite settings: WAL for readers beside a writer, a busy timeout instead
-/// of instant `database is locked`, foreign keys enforced.
+/// What an attempt left on its connection: one that did not answer in time is marked
+/// broken, so that bb8 discards it when it is returned.
+pub fn settle<C: AsyncConnection, T>(
+    conn: &mut C,
+    outcome: Result<QueryResult<T>, AppError>,
+) -> Result<QueryResult<T>, AppError> {
+    if outcome.is_err() {
+        C::TransactionManager::transaction_manager_status_mut(conn).set_in_error();
+    }
+    outcome
+}
+
+/// Opens a PostgreSQL connection whose statements the server ends after
+/// `statement_timeout`, giving up after `within`; the error keeps the driver's cause chain
+/// ("error connecting to server: Connection refused"), where diesel-async keeps only the
+/// first line.
+async fn connect_postgres(
+    url: String,
+    statement_timeout: Duration,
+    within: Duration,
+) -> Result<AsyncPgConnection, String> {
+    let attempt = async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+            .await
+            .map_err(|err| err.to_string())?;
+        let set = format!("SET statement_timeout = {}", statement_timeout.as_millis());
+        conn.batch_execute(&set)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(conn)
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
+}
+
+/// Opens an SQLite connection with troupe's pragmas, waiting at most `busy` for a lock.
+async fn connect_sqlite(path: String, busy: Duration) -> Result<SqliteConn, String> {
+    let mut conn = SqliteConn::establish(&path)
+        .await
+        .map_err(|err| err.to_string())?;
+    conn.batch_execute(&sqlite_pragmas(busy))
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(conn)
+}
+
+/// Per-connection SQLite settings: WAL for readers beside a writer, a busy timeout (`busy`)
+/// instead of instant `database is locked`, foreign keys enforced.
 /// `busy_timeout` comes first so that the pragmas after it wait for a lock too.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+fn sqlite_pragmas(busy: Duration) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        busy.as_millis()
+    )
+}
+
+/// Migrations wait this long for a lock another process holds.
+const MIGRATION_BUSY: Duration = Duration::from_secs(5);
 
 /// Why the database could not be reached or migrated at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -285,8 +434,11 @@ async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), C
                 }
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(|e| e.to_string())?;
-                diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
-                    .map_err(|e| e.to_string())?;
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    &sqlite_pragmas(MIGRATION_BUSY),
+                )
+                .map_err(|e| e.to_string())?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map(|v| v.len())
                     .map_err(|e| e.to_string())
@@ -317,6 +469,9 @@ pub fn db_error(err: DieselError) -> AppError {
         DieselError::DatabaseError(_, ref info) if is_busy(info.message()) => {
             AppError::overloaded("the database is busy", info.message())
         }
+        DieselError::DatabaseError(_, ref info) if is_cancelled(info.message()) => {
+            AppError::overloaded("the database ended a statement", info.message())
+        }
         DieselError::DatabaseError(_, ref info) if is_lost(info.message()) => {
             AppError::database_unavailable("the database went away", info.message())
         }
@@ -324,8 +479,15 @@ pub fn db_error(err: DieselError) -> AppError {
     }
 }
 
+/// SQLite's answer when `busy_timeout` ran out: the statement did nothing.
 fn is_busy(message: &str) -> bool {
     message.contains("database is locked") || message.contains("database is busy")
+}
+
+/// PostgreSQL's answer when it ended a statement (`statement_timeout`, a lock timeout, a
+/// cancel): the statement and its implicit transaction did nothing.
+fn is_cancelled(message: &str) -> bool {
+    message.starts_with("canceling statement due to")
 }
 
 /// PostgreSQL going away mid-query (shutdown, restart, a killed backend) is an outage,

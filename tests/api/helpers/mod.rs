@@ -12,6 +12,7 @@ mod pg;
 mod requests;
 mod small_disk;
 mod upstream_stub;
+mod write_lock;
 
 pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
@@ -25,6 +26,7 @@ pub use pg::PgTestDb;
 pub use requests::Reply;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
+pub use write_lock::WriteLock;
 
 /// Declares one test per backend: `both_backends!(name, async_fn)` makes `name::sqlite`
 /// and `name::postgres`, each calling `async_fn(Backend)`.
