@@ -361,7 +361,8 @@ impl Db {
         is_alive(&self.addr, timeout).await
     }
 
-    /// Whether the database answers a query within `timeout`.
+    /// Whether the database answers a query; the actor answers within 750 ms (`timeout`
+    /// should be longer, or a slow answer reads as an overloaded actor).
     pub async fn check(&self, timeout: Duration) -> Result<(), AppError> {
         ask(&self.addr, CheckDatabase, timeout).await
     }

@@ -22,7 +22,7 @@ pub use clients::{client_source, run_client, tus_client_required};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
-pub use pg::PgTestDb;
+pub use pg::{PgTestDb, PrivateCluster};
 pub use requests::Reply;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
