@@ -1,7 +1,8 @@
 //! The database failing under a running troupe: a write that outlives its statement timeout
 //! is ended by the database before troupe answers 503, so the retry the 503 invites is a
 //! first try; connections the server ended cost no request; while the database is down,
-//! requests fail at once with `database_unavailable` and succeed again once it is back.
+//! requests fail at once with `database_unavailable` and succeed again once it is back; the
+//! database side's log lines name the request they serve.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,8 @@ use awc::http::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    read_json, spawn_app, spawn_app_with, Backend, PrivateCluster, Reply, RunningBinary, TestApp,
-    WriteLock,
+    read_json, spawn_app, spawn_app_with, Backend, PgTestDb, PrivateCluster, Reply, RunningBinary,
+    TestApp, WriteLock,
 };
 
 /// The emails of the users `app` lists, in id order.
@@ -288,4 +289,56 @@ async fn while_postgres_is_down_requests_fail_at_once_and_succeed_once_it_is_bac
     assert!(bin
         .wait_for_line("database reachable again", Duration::from_secs(5))
         .is_some());
+}
+
+#[actix_web::test]
+async fn the_database_sides_log_lines_name_the_request_they_serve() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = RunningBinary::start(dir.path(), &[("DATABASE_URL", &pg.url)]);
+    let at = bin.address.clone();
+    let body = Some(json!({"name": "Logged", "email": "logged@example.com"}));
+    let (status, _, user) = call(&at, Method::POST, "/users", body, "first").await;
+    assert_eq!(status, 201);
+
+    // A read the server cuts off runs again: the line saying so names its request.
+    let locker = pg.lock_users().await;
+    let path = format!("/users/{}", user["id"]);
+    let read =
+        actix_web::rt::spawn(
+            async move { call(&at, Method::GET, &path, None, "cut-read-1").await },
+        );
+    pg.terminate_a_waiting_session().await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(read.await.unwrap().0, 200);
+    let line = bin
+        .wait_for_line("reading again on a fresh one", Duration::from_secs(5))
+        .expect("no line about the read that ran again");
+    assert!(line.ends_with("request_id=cut-read-1"), "{line}");
+
+    // A pooled connection the server ended: whichever request meets it names itself.
+    assert!(pg.terminate_sessions().await >= 1);
+    assert_eq!(
+        call(&bin.address, Method::GET, "/users", None, "stale-1")
+            .await
+            .0,
+        200
+    );
+    bin.wait_for_line("request_id=stale-1", Duration::from_secs(5))
+        .expect("no access-log line");
+    let lines: Vec<_> = bin
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.contains("closed by the server") || l.contains("lost its database connection")
+        })
+        .filter(|l| !l.contains("cut-read-1"))
+        .collect();
+    assert!(!lines.is_empty(), "no line about the closed connection");
+    for line in lines {
+        assert!(line.ends_with("request_id=stale-1"), "{line}");
+    }
 }
