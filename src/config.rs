@@ -71,6 +71,11 @@ pub const DEFAULT_DRAIN_MS: u64 = 3_000;
 /// `TROUPE_SHUTDOWN_TIMEOUT_MS` is unset.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 
+/// The default `TROUPE_DB_STATEMENT_TIMEOUT_MS`: a statement of troupe's own takes
+/// milliseconds; one that takes seconds is waiting on a lock, and its client would rather
+/// hear 503 and retry.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT_MS: u64 = 2000;
+
 /// What requests may be, as the routes and the upload actor hold them to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -99,6 +104,10 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `TROUPE_DB_TIMEOUT_MS`, default 2000: the longest a request waits for a connection.
     pub db_timeout: Duration,
+    /// `TROUPE_DB_STATEMENT_TIMEOUT_MS`, default 2000: the longest one statement runs, lock
+    /// waits included; past it the database ends it (PostgreSQL's `statement_timeout`,
+    /// SQLite's `busy_timeout`), nothing of it is kept, and the request gets 503.
+    pub db_statement_timeout: Duration,
     /// `TROUPE_CPU_THREADS`, default: the number of cores.
     pub cpu_threads: usize,
     /// `TROUPE_UPSTREAMS` and the `TROUPE_UPSTREAM_*` bounds.
@@ -172,6 +181,13 @@ impl Config {
                 get("TROUPE_DB_TIMEOUT_MS"),
                 "TROUPE_DB_TIMEOUT_MS",
                 2000,
+                10,
+                600_000,
+            )?),
+            db_statement_timeout: Duration::from_millis(parse_int(
+                get("TROUPE_DB_STATEMENT_TIMEOUT_MS"),
+                "TROUPE_DB_STATEMENT_TIMEOUT_MS",
+                DEFAULT_DB_STATEMENT_TIMEOUT_MS,
                 10,
                 600_000,
             )?),
@@ -259,7 +275,8 @@ impl Config {
         let ms = |d: Duration| d.as_millis();
         format!(
             "DATABASE_URL={database} TROUPE_BIND={} TROUPE_WORKERS={} TROUPE_DB_POOL_SIZE={} \
-             TROUPE_DB_TIMEOUT_MS={} TROUPE_CPU_THREADS={} TROUPE_UPLOAD_DIR={} \
+             TROUPE_DB_TIMEOUT_MS={} TROUPE_DB_STATEMENT_TIMEOUT_MS={} TROUPE_CPU_THREADS={} \
+             TROUPE_UPLOAD_DIR={} \
              TROUPE_MAX_UPLOAD_BYTES={} TROUPE_TUS_EXPIRY_SECS={} \
              TROUPE_BODY_TIMEOUT_MS={} TROUPE_MAX_ACTIVE_UPLOADS={} \
              TROUPE_UPLOAD_SHARED_RATE_MIB={} TROUPE_DRAIN_MS={} TROUPE_SHUTDOWN_TIMEOUT_MS={} \
@@ -271,6 +288,7 @@ impl Config {
             self.workers,
             self.db_pool_size,
             ms(self.db_timeout),
+            ms(self.db_statement_timeout),
             self.cpu_threads,
             self.upload_dir.display(),
             self.max_upload_bytes,
@@ -595,6 +613,16 @@ mod tests {
         );
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.db_pool_size, 10);
+    }
+
+    #[test]
+    fn statements_end_after_two_seconds_unless_told_otherwise() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.db_statement_timeout, Duration::from_millis(2000));
+        let short = Config::from_vars(vars(&[("TROUPE_DB_STATEMENT_TIMEOUT_MS", "250")])).unwrap();
+        assert_eq!(short.db_statement_timeout, Duration::from_millis(250));
+        let err = Config::from_vars(vars(&[("TROUPE_DB_STATEMENT_TIMEOUT_MS", "5")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_DB_STATEMENT_TIMEOUT_MS");
     }
 
     #[test]

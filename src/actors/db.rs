@@ -4,12 +4,18 @@
 //! Handlers return a `ResponseFuture`, so queries run concurrently up to the pool's size;
 //! the actor's own thread only starts them. An admission limit caps the queries waiting
 //! for a connection, so a burst answers 503 instead of queueing without bound.
+//!
+//! The handle sends each message inside a [`ForRequest`] carrying the caller's request id,
+//! and waits longer than the pool's whole budget for an operation
+//! ([`DbPool::answer_within`]): the actor always answers first, with what happened, so a
+//! 503 on a write means it was not made.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_web::http::header::HeaderValue;
 use chrono::NaiveDateTime;
 
 use super::supervise::{
@@ -21,6 +27,7 @@ use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::DbPool;
 use crate::error::AppError;
+use crate::http::request_id;
 use crate::ids::{UploadId, UserId};
 
 /// Owns the pool; restarted by its `Supervisor` after a panic.
@@ -184,6 +191,67 @@ impl Handler<Shutdown> for DbActor {
 
 crate::supervised_async_actor!(DbActor);
 
+/// A message sent on behalf of a request: the actor serves `msg` with `request_id` as the
+/// current request id (its future runs on the actor's thread, not in the handler's task),
+/// so every log line written meanwhile, the pool's included, names the request.
+#[derive(Debug)]
+pub struct ForRequest<M> {
+    /// The message itself.
+    pub msg: M,
+    /// The request it serves, if any.
+    pub request_id: Option<HeaderValue>,
+}
+
+impl<M> ForRequest<M> {
+    /// `msg` for the request being served on this task (none outside a request).
+    pub fn current(msg: M) -> Self {
+        Self {
+            msg,
+            request_id: request_id::current(),
+        }
+    }
+}
+
+impl<M: Message> Message for ForRequest<M> {
+    type Result = M::Result;
+}
+
+/// Serves `msg.msg` as `DbActor` serves it alone, within `msg.request_id`'s scope: the
+/// handler's own part, and then the future it returns, wherever that runs.
+fn serve_for_request<M, T>(
+    actor: &mut DbActor,
+    msg: ForRequest<M>,
+    ctx: &mut Context<DbActor>,
+) -> ResponseFuture<Result<T, AppError>>
+where
+    M: Message<Result = Result<T, AppError>>,
+    DbActor: Handler<M, Result = ResponseFuture<Result<T, AppError>>>,
+    T: 'static,
+{
+    let ForRequest { msg, request_id } = msg;
+    let fut = request_id::sync_scope(request_id.clone(), || {
+        <DbActor as Handler<M>>::handle(actor, msg, ctx)
+    });
+    match request_id {
+        Some(id) => Box::pin(request_id::scope(id, fut)),
+        None => fut,
+    }
+}
+
+/// `Handler<ForRequest<M>>` for each message `M`, one by one: a blanket impl over every
+/// `M` that `DbActor` handles would send the trait solver looking for
+/// `ForRequest<ForRequest<..>>` without end.
+macro_rules! for_request {
+    ($($msg:ty => $answer:ty),* $(,)?) => {
+        $(impl Handler<ForRequest<$msg>> for DbActor {
+            type Result = ResponseFuture<Result<$answer, AppError>>;
+            fn handle(&mut self, msg: ForRequest<$msg>, ctx: &mut Self::Context) -> Self::Result {
+                serve_for_request(self, msg, ctx)
+            }
+        })*
+    };
+}
+
 /// Inserts an upload's row.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Upload, AppError>")]
@@ -316,6 +384,23 @@ impl Handler<ListWholeUploads> for DbActor {
     }
 }
 
+for_request!(
+    CreateUser => User,
+    GetUser => User,
+    ListUsers => UserPage,
+    UpdateUser => User,
+    DeleteUser => (),
+    CheckDatabase => (),
+    CreateUpload => Upload,
+    GetUpload => Upload,
+    ListUploads => UploadPage,
+    DeleteUpload => (),
+    AdvanceUpload => bool,
+    CompleteUpload => Upload,
+    ListExpiredUploads => Vec<UploadId>,
+    ListWholeUploads => Vec<UploadId>,
+);
+
 /// The handle to a `DbActor`: its address, how long a caller waits, one method per message.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -330,8 +415,9 @@ impl Db {
     /// Starts a supervised `DbActor` on an arbiter of its own, over a pool built on that
     /// arbiter's thread (the database must be migrated already): its connections' sockets
     /// are then driven where the actor runs, so a query's answer wakes one thread, not the
-    /// main one first. It admits 32 queries per pooled connection; callers wait the pool's
-    /// timeout, plus a margin for the hop to the actor. Answers the handle and the pool.
+    /// main one first. It admits 32 queries per pooled connection; callers wait
+    /// [`DbPool::answer_within`], longer than any operation may take. Answers the handle
+    /// and the pool.
     pub async fn start(config: &Config) -> std::io::Result<(Self, DbPool)> {
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -349,7 +435,7 @@ impl Db {
             DbActor::new(actor_pool, max_in_flight)
         });
         let arbiter = OwnArbiter::new(arbiter);
-        let timeout = config.db_timeout + Duration::from_millis(500);
+        let timeout = pool.answer_within();
         Ok((
             Self {
                 addr,
@@ -400,54 +486,65 @@ impl Db {
         is_alive(&self.addr, timeout).await
     }
 
-    /// Whether the database answers a query within `timeout`.
+    /// Whether the database answers a query; the actor answers within 750 ms (`timeout`
+    /// should be longer, or a slow answer reads as an overloaded actor).
     pub async fn check(&self, timeout: Duration) -> Result<(), AppError> {
-        ask(&self.addr, CheckDatabase, timeout).await
+        ask(&self.addr, ForRequest::current(CheckDatabase), timeout).await
+    }
+
+    /// Sends `msg` for the current request and waits for its answer.
+    async fn call<M, T>(&self, msg: M) -> Result<T, AppError>
+    where
+        M: Message<Result = Result<T, AppError>> + Send + 'static,
+        DbActor: Handler<ForRequest<M>>,
+        T: Send + 'static,
+    {
+        ask(&self.addr, ForRequest::current(msg), self.timeout).await
     }
 
     /// Inserts a user.
     pub async fn create_user(&self, new: NewUser) -> Result<User, AppError> {
-        ask(&self.addr, CreateUser(new), self.timeout).await
+        self.call(CreateUser(new)).await
     }
 
     /// One user.
     pub async fn user(&self, id: UserId) -> Result<User, AppError> {
-        ask(&self.addr, GetUser(id), self.timeout).await
+        self.call(GetUser(id)).await
     }
 
     /// A page of users.
     pub async fn users(&self, page: PageRequest<UserId>) -> Result<UserPage, AppError> {
-        ask(&self.addr, ListUsers(page), self.timeout).await
+        self.call(ListUsers(page)).await
     }
 
     /// Changes a user.
     pub async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, AppError> {
-        ask(&self.addr, UpdateUser { id, changes }, self.timeout).await
+        self.call(UpdateUser { id, changes }).await
     }
 
     /// Deletes a user.
     pub async fn delete_user(&self, id: UserId) -> Result<(), AppError> {
-        ask(&self.addr, DeleteUser(id), self.timeout).await
+        self.call(DeleteUser(id)).await
     }
 
     /// Inserts an upload's row.
     pub async fn create_upload(&self, row: Upload) -> Result<Upload, AppError> {
-        ask(&self.addr, CreateUpload(row), self.timeout).await
+        self.call(CreateUpload(row)).await
     }
 
     /// One upload's row, complete or not.
     pub async fn upload(&self, id: UploadId) -> Result<Upload, AppError> {
-        ask(&self.addr, GetUpload(id), self.timeout).await
+        self.call(GetUpload(id)).await
     }
 
     /// A page of complete uploads.
     pub async fn uploads(&self, page: PageRequest<String>) -> Result<UploadPage, AppError> {
-        ask(&self.addr, ListUploads(page), self.timeout).await
+        self.call(ListUploads(page)).await
     }
 
     /// Deletes an upload's row.
     pub async fn delete_upload(&self, id: UploadId) -> Result<(), AppError> {
-        ask(&self.addr, DeleteUpload(id), self.timeout).await
+        self.call(DeleteUpload(id)).await
     }
 
     /// Moves an unfinished upload's offset from `from` to `to`, if it is still at `from`.
@@ -464,12 +561,12 @@ impl Db {
             to,
             expires_at,
         };
-        ask(&self.addr, msg, self.timeout).await
+        self.call(msg).await
     }
 
     /// Marks an upload complete.
     pub async fn complete_upload(&self, id: UploadId, sha256: String) -> Result<Upload, AppError> {
-        ask(&self.addr, CompleteUpload { id, sha256 }, self.timeout).await
+        self.call(CompleteUpload { id, sha256 }).await
     }
 
     /// Unfinished uploads expired before `before`.
@@ -478,16 +575,11 @@ impl Db {
         before: NaiveDateTime,
         limit: i64,
     ) -> Result<Vec<UploadId>, AppError> {
-        ask(
-            &self.addr,
-            ListExpiredUploads { before, limit },
-            self.timeout,
-        )
-        .await
+        self.call(ListExpiredUploads { before, limit }).await
     }
 
     /// Unfinished uploads whose every byte is stored.
     pub async fn whole_uploads(&self, limit: i64) -> Result<Vec<UploadId>, AppError> {
-        ask(&self.addr, ListWholeUploads { limit }, self.timeout).await
+        self.call(ListWholeUploads { limit }).await
     }
 }

@@ -2,30 +2,44 @@
 //!
 //! [`with_conn!`](crate::with_conn) checks a connection out of whichever pool is configured and runs the same
 //! diesel expression against it, so every query in `db::*` is written once for both backends.
+//!
+//! Every operation runs within a [`Budget`]: its wait for a connection
+//! (`TROUPE_DB_TIMEOUT_MS`), then its statement (`TROUPE_DB_STATEMENT_TIMEOUT_MS`), which
+//! the database itself ends when it runs over (PostgreSQL's `statement_timeout` and
+//! SQLite's `busy_timeout`, set on every connection). Whoever asks waits longer than the
+//! whole budget ([`DbPool::answer_within`]), so the answer it gets is what happened: a 503
+//! on a write means the write was not made.
+//!
+//! Connections: one found closed at checkout is dropped and another taken (no round trip:
+//! its driver already knows); a read that loses its connection runs once more on a fresh one;
+//! a write is never sent twice. While the database is known to be down ([`circuit`]), a
+//! checkout that would wait for a new connection fails at once with `database_unavailable`.
 
+pub mod circuit;
 pub mod page;
 pub mod schema;
 pub mod uploads;
 pub mod users;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection as _;
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::error::{error_chain, AppError};
+use circuit::{Circuit, Probe};
 
 /// The SQLite connection type the pool holds: diesel's sync connection on blocking threads.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -33,11 +47,27 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How long past its budget an operation waits for the database's own answer (the error
+/// that ended its statement) before it gives up on the connection.
+const GUARD_MARGIN: Duration = Duration::from_millis(250);
+
+/// What the caller adds to [`GUARD_MARGIN`] for the hop to the actor and back.
+const CALLER_MARGIN: Duration = Duration::from_millis(250);
+
+/// Readiness checks wait this long for a connection, and this long for `SELECT 1`: well
+/// inside `/readyz`'s one second, so the check itself says why it failed.
+const CHECK_CHECKOUT: Duration = Duration::from_millis(300);
+const CHECK_STATEMENT: Duration = Duration::from_millis(200);
+
 /// The connection pool, over whichever backend `DATABASE_URL` picked.
 #[derive(Clone)]
 pub struct DbPool {
     backend: Backend,
-    health: Arc<PoolHealth>,
+    circuit: Arc<Circuit>,
+    /// `TROUPE_DB_TIMEOUT_MS`: the longest wait for a connection.
+    checkout_timeout: Duration,
+    /// `TROUPE_DB_STATEMENT_TIMEOUT_MS`: the longest a statement runs, lock waits included.
+    statement_timeout: Duration,
 }
 
 /// The pool of one backend; `with_conn!` matches on it.
@@ -49,50 +79,106 @@ pub enum Backend {
     Sqlite(Pool<SqliteConn>),
 }
 
-/// When the pool last failed to open a connection: tells "the database is down" apart from
-/// "every connection is busy" when a checkout times out (bb8 reports both as a timeout).
-#[derive(Debug)]
-struct PoolHealth {
-    started: Instant,
-    /// Milliseconds after `started` of the last failed connect, 0 if none.
-    last_connect_error_ms: AtomicU64,
+/// Whether an operation may run twice: a read may, a write must not (it may have been made
+/// the first time, for all troupe can tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Runs once more on a fresh connection when its connection is lost under it.
+    Read,
+    /// Sent once, and only on a connection not known to be closed.
+    Write,
 }
 
-#[derive(Debug, Clone)]
-struct ErrorLog(Arc<PoolHealth>);
+/// The time one operation has: a connection wait, then a statement that the database ends
+/// by `end` at the latest.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    end: Instant,
+    statement: Duration,
+}
 
-impl bb8::ErrorSink<PoolError> for ErrorLog {
-    fn sink(&self, err: PoolError) {
-        log::warn!("database connection failed: {err}");
-        let ms = self.0.started.elapsed().as_millis() as u64;
-        self.0
-            .last_connect_error_ms
-            .store(ms.max(1), Ordering::Relaxed);
+impl Budget {
+    /// A budget starting now: at most `checkout` waiting for a connection, then `statement`.
+    pub fn new(checkout: Duration, statement: Duration) -> Self {
+        Self {
+            end: Instant::now() + checkout + statement,
+            statement,
+        }
     }
 
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
-        Box::new(self.clone())
+    /// The last moment to wait for a connection: the rest is the statement's.
+    pub fn checkout_until(&self) -> Instant {
+        self.end.checked_sub(self.statement).unwrap_or(self.end)
+    }
+
+    /// When troupe stops waiting for the database's answer.
+    pub fn guard_until(&self) -> Instant {
+        self.end + GUARD_MARGIN
+    }
+
+    /// Whether one more attempt still has its statement's whole time ahead.
+    pub fn can_retry(&self) -> bool {
+        Instant::now() < self.checkout_until()
     }
 }
 
-/// Runs `$body` with `$conn` bound to a `&mut` connection of whichever backend is configured.
-/// The body is compiled once per backend, so it must be backend-neutral diesel.
+/// Runs `$body` with `$conn` bound to a `&mut` connection of whichever backend is configured,
+/// within the pool's [`Budget`]. `read` bodies run once more on a fresh connection when theirs
+/// is lost under them; `write` bodies run at most once. The body is compiled once per
+/// backend, so it must be backend-neutral diesel; a `read` body must not move its values.
 #[macro_export]
 macro_rules! with_conn {
-    ($pool:expr, |$conn:ident| $body:expr) => {
+    ($pool:expr, read, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@run $pool, $pool.budget(), read, |$conn| $body)
+    };
+    ($pool:expr, write, |$conn:ident| $body:expr) => {
+        $crate::with_conn!(@run $pool, $pool.budget(), write, |$conn| $body)
+    };
+    (@run $pool:expr, $budget:expr, $access:ident, |$conn:ident| $body:expr) => {{
+        let budget = $budget;
         match $pool.backend() {
-            $crate::db::Backend::Pg(pool) => {
-                let mut guard = $pool.checkout(pool).await?;
-                let $conn = &mut *guard;
-                $body
+            $crate::db::Backend::Pg(backend) => {
+                $crate::with_conn!(@$access $pool, backend, budget, |$conn| $body)
             }
-            $crate::db::Backend::Sqlite(pool) => {
-                let mut guard = $pool.checkout(pool).await?;
-                let $conn = &mut *guard;
-                $body
+            $crate::db::Backend::Sqlite(backend) => {
+                $crate::with_conn!(@$access $pool, backend, budget, |$conn| $body)
             }
         }
-    };
+    }};
+    (@write $pool:expr, $backend:ident, $budget:ident, |$conn:ident| $body:expr) => {{
+        let mut guard = $pool
+            .checkout($backend, &$budget, $crate::db::Access::Write)
+            .await?;
+        let outcome = $pool
+            .guarded(&$budget, async {
+                let $conn = &mut *guard;
+                $body
+            })
+            .await;
+        $crate::db::settle(&mut *guard, outcome)?
+    }};
+    (@read $pool:expr, $backend:ident, $budget:ident, |$conn:ident| $body:expr) => {{
+        let mut retried = false;
+        loop {
+            let mut guard = $pool
+                .checkout($backend, &$budget, $crate::db::Access::Read)
+                .await?;
+            let outcome = $pool
+                .guarded(&$budget, async {
+                    let $conn = &mut *guard;
+                    $body
+                })
+                .await;
+            match $crate::db::settle(&mut *guard, outcome)? {
+                Err(err) if !retried && $budget.can_retry() && $crate::db::is_connection_lost(&err) => {
+                    drop(guard);
+                    $crate::db::note_retry(&err);
+                    retried = true;
+                }
+                outcome => break outcome,
+            }
+        }
+    }};
 }
 
 impl DbPool {
@@ -117,61 +203,29 @@ impl DbPool {
     /// that asks for one (a PostgreSQL connection's socket is then driven by a task on that
     /// thread). No migrations.
     pub fn build(config: &Config) -> Self {
-        let health = Arc::new(PoolHealth {
-            started: Instant::now(),
-            last_connect_error_ms: AtomicU64::new(0),
-        });
-        fn builder<C>(
-            config: &Config,
-            health: &Arc<PoolHealth>,
-        ) -> bb8::Builder<AsyncDieselConnectionManager<C>>
-        where
-            C: diesel_async::pooled_connection::PoolableConnection + 'static,
-            AsyncDieselConnectionManager<C>: bb8::ManageConnection<Error = PoolError>,
-        {
-            bb8::Pool::builder()
-                .max_size(config.db_pool_size)
-                .min_idle(Some(config.db_pool_size.min(2)))
-                .connection_timeout(config.db_timeout)
-                // Connections are checked by `is_broken` when returned; a per-checkout
-                // `SELECT 1` would double every request's round trips.
-                .test_on_check_out(false)
-                .idle_timeout(Some(Duration::from_secs(300)))
-                .error_sink(Box::new(ErrorLog(health.clone())))
-        }
-        let backend = match &config.database {
+        let (checkout_timeout, statement_timeout) =
+            (config.db_timeout, config.db_statement_timeout);
+        let (backend, circuit) = match &config.database {
             DatabaseUrl::Postgres(url) => {
-                let mut manager_config = ManagerConfig::default();
-                manager_config.recycling_method = RecyclingMethod::Fast;
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-                    url,
-                    manager_config,
-                );
-                Backend::Pg(builder(config, &health).build_unchecked(manager))
+                let (pool, circuit) = pool_over(config, url, move |url| {
+                    connect_postgres(url, statement_timeout, checkout_timeout)
+                });
+                (Backend::Pg(pool), circuit)
             }
             DatabaseUrl::Sqlite(path) => {
-                let mut manager_config = ManagerConfig::<SqliteConn>::default();
-                manager_config.recycling_method = RecyclingMethod::Fast;
-                manager_config.custom_setup = Box::new(|url| {
-                    let url = url.to_owned();
-                    async move {
-                        let mut conn = SqliteConn::establish(&url).await?;
-                        conn.batch_execute(SQLITE_PRAGMAS)
-                            .await
-                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
-                    }
-                    .boxed()
+                let url = path.to_string_lossy();
+                let (pool, circuit) = pool_over(config, &url, move |url| {
+                    connect_sqlite(url, statement_timeout)
                 });
-                let url = path.to_string_lossy().into_owned();
-                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
-                    url,
-                    manager_config,
-                );
-                Backend::Sqlite(builder(config, &health).build_unchecked(manager))
+                (Backend::Sqlite(pool), circuit)
             }
         };
-        Self { backend, health }
+        Self {
+            backend,
+            circuit,
+            checkout_timeout,
+            statement_timeout,
+        }
     }
 
     /// The backend's pool, for `with_conn!`.
@@ -187,51 +241,245 @@ impl DbPool {
         }
     }
 
-    /// Checks a connection out of `pool`, mapping a timed-out wait to 503: `overloaded` when
-    /// the connections are merely busy, `database_unavailable` when connecting has failed.
+    /// The budget of one operation starting now.
+    pub fn budget(&self) -> Budget {
+        Budget::new(self.checkout_timeout, self.statement_timeout)
+    }
+
+    /// How long a caller must be ready to wait for an operation's answer: its budget, the
+    /// wait for the database's own answer, and the hop to the actor. A caller that gave up
+    /// sooner could not tell a write that was made from one that was not.
+    pub fn answer_within(&self) -> Duration {
+        self.checkout_timeout + self.statement_timeout + GUARD_MARGIN + CALLER_MARGIN
+    }
+
+    /// Checks a connection out of `pool` by the budget's `checkout_until`. A connection
+    /// whose server has closed it is dropped and another taken. Fails with 503:
+    /// `database_unavailable` at once while the database is known to be down (unless a
+    /// connection is idle), `overloaded` when every connection stays busy.
     pub async fn checkout<'a, C>(
         &self,
         pool: &'a Pool<C>,
+        budget: &Budget,
+        access: Access,
     ) -> Result<bb8::PooledConnection<'a, AsyncDieselConnectionManager<C>>, AppError>
     where
-        C: diesel_async::pooled_connection::PoolableConnection + 'static,
+        C: PoolableConnection + 'static,
         AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
-        pool.get().await.map_err(|err| match err {
-            bb8::RunError::User(err) => {
-                AppError::database_unavailable("connecting to the database", err)
+        loop {
+            let opened = self.circuit.opened();
+            if self.circuit.is_down() && pool.state().idle_connections == 0 {
+                return Err(self.unreachable());
             }
-            bb8::RunError::TimedOut if self.recently_failed() => AppError::database_unavailable(
-                "connecting to the database",
-                "every recent attempt failed",
-            ),
-            bb8::RunError::TimedOut => {
-                AppError::overloaded("the database pool", "no connection free in time")
+            let got = tokio::select! {
+                biased;
+                got = pool.get() => got,
+                () = opened => return Err(self.unreachable()),
+                () = tokio::time::sleep_until(budget.checkout_until().into()) => {
+                    Err(bb8::RunError::TimedOut)
+                }
+            };
+            let mut conn = match got {
+                Ok(conn) => conn,
+                Err(_) if self.circuit.is_down() => return Err(self.unreachable()),
+                Err(bb8::RunError::User(err)) => {
+                    return Err(AppError::database_unavailable(
+                        "connecting to the database",
+                        err,
+                    ))
+                }
+                Err(bb8::RunError::TimedOut) => {
+                    return Err(AppError::overloaded(
+                        "the database pool",
+                        "no connection free in time",
+                    ))
+                }
+            };
+            if access == Access::Write {
+                // A write goes out once, so not on a connection the server has already
+                // closed: this lets the connection's driver read whatever arrived first
+                // (a termination notice), so that `is_broken` below knows of it.
+                tokio::task::yield_now().await;
             }
-        })
+            if PoolableConnection::is_broken(&mut *conn) {
+                // Dropped here, bb8 sees it broken and discards it.
+                log::info!("a pooled database connection was closed by the server; taking another");
+                continue;
+            }
+            return Ok(conn);
+        }
     }
 
-    fn recently_failed(&self) -> bool {
-        let last = self.health.last_connect_error_ms.load(Ordering::Relaxed);
-        last != 0 && self.health.started.elapsed().as_millis() as u64 <= last + 10_000
+    /// Runs `query` until the budget's guard: past it, the database has not even answered
+    /// that it ended the statement, and the operation fails as unavailable.
+    pub async fn guarded<T>(
+        &self,
+        budget: &Budget,
+        query: impl Future<Output = QueryResult<T>>,
+    ) -> Result<QueryResult<T>, AppError> {
+        tokio::time::timeout_at(budget.guard_until().into(), query)
+            .await
+            .map_err(|_| {
+                AppError::database_unavailable(
+                    "a database statement",
+                    "no answer from the database within the statement timeout",
+                )
+            })
     }
 
-    /// Answers whether the database takes a query now.
+    fn unreachable(&self) -> AppError {
+        self.circuit.ensure_probe();
+        AppError::database_unavailable("the database is unreachable", self.circuit.cause())
+    }
+
+    /// Answers whether the database takes a query now, within well under a second.
     pub async fn check(&self) -> Result<(), AppError> {
-        with_conn!(self, |conn| {
-            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn)
-                .await
-                .map_err(db_error)?;
-        });
+        let budget = Budget::new(
+            self.checkout_timeout.min(CHECK_CHECKOUT),
+            self.statement_timeout.min(CHECK_STATEMENT),
+        );
+        with_conn!(@run self, budget, read, |conn| {
+            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn).await
+        })
+        .map_err(db_error)?;
         Ok(())
     }
 }
 
-/// Per-connection SQLite settings: WAL for readers beside a writer, a busy timeout instead
-/// of instant `database is locked`, foreign keys enforced.
+/// What an attempt left on its connection: one that is lost or did not answer in time is
+/// marked broken, so that bb8 discards it when it is returned.
+pub fn settle<C: AsyncConnection, T>(
+    conn: &mut C,
+    outcome: Result<QueryResult<T>, AppError>,
+) -> Result<QueryResult<T>, AppError> {
+    let broken = match &outcome {
+        Err(_) => true,
+        Ok(Err(err)) => is_connection_lost(err),
+        Ok(Ok(_)) => false,
+    };
+    if broken {
+        C::TransactionManager::transaction_manager_status_mut(conn).set_in_error();
+    }
+    outcome
+}
+
+/// Whether `err` says the connection itself is gone (closed, reset, ended by the server),
+/// as opposed to the statement failing on a working connection.
+pub fn is_connection_lost(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        DieselError::DatabaseError(_, info) => is_lost(info.message()),
+        _ => false,
+    }
+}
+
+/// The log line of a read that runs again (within the request's scope: it names the request).
+pub fn note_retry(err: &DieselError) {
+    log::info!("a read lost its database connection ({err}); reading again on a fresh one");
+}
+
+/// A bb8 pool of `C` whose connections `connect` opens, each attempt reported to the
+/// circuit it answers with; the circuit's probe is `connect` too.
+fn pool_over<C, F, Fut>(config: &Config, url: &str, connect: F) -> (Pool<C>, Arc<Circuit>)
+where
+    C: PoolableConnection + 'static,
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<C, String>> + Send + 'static,
+{
+    let connect = Arc::new(connect);
+    let probe: Probe = {
+        let (connect, url) = (connect.clone(), url.to_owned());
+        Arc::new(move || {
+            let attempt = connect(url.clone());
+            Box::pin(async move { attempt.await.map(drop) })
+        })
+    };
+    // The probe's own attempts are bounded inside `connect`; this is a backstop.
+    let circuit = Circuit::new(probe, config.db_timeout + Duration::from_secs(1));
+    let mut manager_config = ManagerConfig::<C>::default();
+    manager_config.recycling_method = RecyclingMethod::Fast;
+    let setup_circuit = circuit.clone();
+    manager_config.custom_setup = Box::new(move |url| {
+        let (circuit, attempt) = (setup_circuit.clone(), connect(url.to_owned()));
+        async move {
+            let attempt = attempt.await;
+            circuit.record(&attempt);
+            attempt.map_err(diesel::ConnectionError::BadConnection)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<C>::new_with_config(url, manager_config);
+    let pool = bb8::Pool::builder()
+        .max_size(config.db_pool_size)
+        .min_idle(Some(config.db_pool_size.min(2)))
+        .connection_timeout(config.db_timeout)
+        // A failed connect opens the circuit, whose probe finds out when the database is
+        // back; bb8 retrying by itself would only hold the waiting requests longer.
+        .retry_connection(false)
+        // Connections are checked by `is_broken` at checkout and when returned; a
+        // per-checkout `SELECT 1` would double every request's round trips.
+        .test_on_check_out(false)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .build_unchecked(manager);
+    (pool, circuit)
+}
+
+/// Opens a PostgreSQL connection whose statements the server ends after
+/// `statement_timeout`, giving up after `within`; the error keeps the driver's cause chain
+/// ("error connecting to server: Connection refused"), where diesel-async keeps only the
+/// first line.
+async fn connect_postgres(
+    url: String,
+    statement_timeout: Duration,
+    within: Duration,
+) -> Result<AsyncPgConnection, String> {
+    let attempt = async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+            .await
+            .map_err(|err| err.to_string())?;
+        let set = format!("SET statement_timeout = {}", statement_timeout.as_millis());
+        conn.batch_execute(&set)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(conn)
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
+}
+
+/// Opens an SQLite connection with troupe's pragmas, waiting at most `busy` for a lock.
+async fn connect_sqlite(path: String, busy: Duration) -> Result<SqliteConn, String> {
+    let mut conn = SqliteConn::establish(&path)
+        .await
+        .map_err(|err| err.to_string())?;
+    conn.batch_execute(&sqlite_pragmas(busy))
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(conn)
+}
+
+/// Per-connection SQLite settings: WAL for readers beside a writer, a busy timeout (`busy`)
+/// instead of instant `database is locked`, foreign keys enforced.
 /// `busy_timeout` comes first so that the pragmas after it wait for a lock too.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+fn sqlite_pragmas(busy: Duration) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        busy.as_millis()
+    )
+}
+
+/// Migrations wait this long for a lock another process holds.
+const MIGRATION_BUSY: Duration = Duration::from_secs(5);
 
 /// Why the database could not be reached or migrated at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -285,8 +533,11 @@ async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), C
                 }
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(|e| e.to_string())?;
-                diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
-                    .map_err(|e| e.to_string())?;
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    &sqlite_pragmas(MIGRATION_BUSY),
+                )
+                .map_err(|e| e.to_string())?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map(|v| v.len())
                     .map_err(|e| e.to_string())
@@ -317,6 +568,9 @@ pub fn db_error(err: DieselError) -> AppError {
         DieselError::DatabaseError(_, ref info) if is_busy(info.message()) => {
             AppError::overloaded("the database is busy", info.message())
         }
+        DieselError::DatabaseError(_, ref info) if is_cancelled(info.message()) => {
+            AppError::overloaded("the database ended a statement", info.message())
+        }
         DieselError::DatabaseError(_, ref info) if is_lost(info.message()) => {
             AppError::database_unavailable("the database went away", info.message())
         }
@@ -324,8 +578,15 @@ pub fn db_error(err: DieselError) -> AppError {
     }
 }
 
+/// SQLite's answer when `busy_timeout` ran out: the statement did nothing.
 fn is_busy(message: &str) -> bool {
     message.contains("database is locked") || message.contains("database is busy")
+}
+
+/// PostgreSQL's answer when it ended a statement (`statement_timeout`, a lock timeout, a
+/// cancel): the statement and its implicit transaction did nothing.
+fn is_cancelled(message: &str) -> bool {
+    message.starts_with("canceling statement due to")
 }
 
 /// PostgreSQL going away mid-query (shutdown, restart, a killed backend) is an outage,

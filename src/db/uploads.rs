@@ -156,7 +156,7 @@ pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
         uploads::created_at.eq(row.created_at),
         uploads::updated_at.eq(row.updated_at),
     );
-    with_conn!(pool, |conn| {
+    with_conn!(pool, write, |conn| {
         diesel::insert_into(uploads::table)
             .values(values)
             .returning(Upload::as_returning())
@@ -169,7 +169,7 @@ pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
 /// One upload by id, complete or not; 404 when there is none.
 pub async fn get(pool: &DbPool, id: UploadId) -> Result<Upload, AppError> {
     let id = id.to_string();
-    with_conn!(pool, |conn| {
+    with_conn!(pool, read, |conn| {
         uploads::table
             .find(&id)
             .select(Upload::as_select())
@@ -182,7 +182,7 @@ pub async fn get(pool: &DbPool, id: UploadId) -> Result<Upload, AppError> {
 
 /// A page of complete uploads in id order.
 pub async fn list(pool: &DbPool, page: PageRequest<String>) -> Result<UploadPage, AppError> {
-    let rows = with_conn!(pool, |conn| {
+    let rows = with_conn!(pool, read, |conn| {
         uploads::table
             .filter(uploads::complete.eq(true))
             .filter(uploads::id.gt(&page.after))
@@ -204,7 +204,7 @@ pub async fn list(pool: &DbPool, page: PageRequest<String>) -> Result<UploadPage
 /// Deletes one upload's row; 404 when there is none.
 pub async fn delete(pool: &DbPool, id: UploadId) -> Result<(), AppError> {
     let id = id.to_string();
-    let deleted = with_conn!(pool, |conn| {
+    let deleted = with_conn!(pool, write, |conn| {
         diesel::delete(uploads::table.find(&id)).execute(conn).await
     })
     .map_err(db_error)?;
@@ -225,7 +225,7 @@ pub async fn advance(
     expires_at: NaiveDateTime,
 ) -> Result<bool, AppError> {
     let (id, from, to, at) = (id.to_string(), db_size(from)?, db_size(to)?, now());
-    let changed = with_conn!(pool, |conn| {
+    let changed = with_conn!(pool, write, |conn| {
         diesel::update(
             uploads::table
                 .find(&id)
@@ -247,7 +247,7 @@ pub async fn advance(
 /// Marks an upload complete with its digest; it then appears under `/uploads`.
 pub async fn complete(pool: &DbPool, id: UploadId, sha256: String) -> Result<Upload, AppError> {
     let (id, at) = (id.to_string(), now());
-    with_conn!(pool, |conn| {
+    with_conn!(pool, write, |conn| {
         diesel::update(uploads::table.find(&id))
             .set((
                 uploads::complete.eq(true),
@@ -283,7 +283,7 @@ pub async fn expired(
     before: NaiveDateTime,
     limit: i64,
 ) -> Result<Vec<UploadId>, AppError> {
-    with_conn!(pool, |conn| {
+    with_conn!(pool, read, |conn| {
         uploads::table
             .filter(uploads::complete.eq(false))
             .filter(uploads::expires_at.lt(before))
@@ -300,7 +300,7 @@ pub async fn expired(
 /// Ids of unfinished uploads whose every byte is stored: a crash came between the last
 /// PATCH's offset and the upload's completion; they are finished, never expired.
 pub async fn whole_unfinished(pool: &DbPool, limit: i64) -> Result<Vec<UploadId>, AppError> {
-    with_conn!(pool, |conn| {
+    with_conn!(pool, read, |conn| {
         uploads::table
             .filter(uploads::complete.eq(false))
             .filter(uploads::upload_offset.eq(uploads::size))

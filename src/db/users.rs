@@ -199,7 +199,7 @@ pub async fn create(pool: &DbPool, new: NewUser) -> Result<User, AppError> {
         users::created_at.eq(at),
         users::updated_at.eq(at),
     );
-    with_conn!(pool, |conn| {
+    with_conn!(pool, write, |conn| {
         diesel::insert_into(users::table)
             .values(row)
             .returning(User::as_returning())
@@ -212,7 +212,7 @@ pub async fn create(pool: &DbPool, new: NewUser) -> Result<User, AppError> {
 
 /// One user by id; 404 when there is none.
 pub async fn get(pool: &DbPool, id: UserId) -> Result<User, AppError> {
-    with_conn!(pool, |conn| {
+    with_conn!(pool, read, |conn| {
         users::table
             .find(id.get())
             .select(User::as_select())
@@ -225,7 +225,7 @@ pub async fn get(pool: &DbPool, id: UserId) -> Result<User, AppError> {
 
 /// A page of users in id order.
 pub async fn list(pool: &DbPool, page: PageRequest<UserId>) -> Result<UserPage, AppError> {
-    let rows = with_conn!(pool, |conn| {
+    let rows = with_conn!(pool, read, |conn| {
         users::table
             .filter(users::id.gt(page.after.get()))
             .order(users::id.asc())
@@ -245,7 +245,7 @@ pub async fn list(pool: &DbPool, page: PageRequest<UserId>) -> Result<UserPage, 
 /// Applies `changes` to one user; 404 when there is none, 409 when the email is taken.
 pub async fn update(pool: &DbPool, id: UserId, changes: UserChanges) -> Result<User, AppError> {
     let at = now();
-    with_conn!(pool, |conn| {
+    with_conn!(pool, write, |conn| {
         diesel::update(users::table.find(id.get()))
             .set((&changes, users::updated_at.eq(at)))
             .returning(User::as_returning())
@@ -259,7 +259,7 @@ pub async fn update(pool: &DbPool, id: UserId, changes: UserChanges) -> Result<U
 
 /// Deletes one user; 404 when there is none.
 pub async fn delete(pool: &DbPool, id: UserId) -> Result<(), AppError> {
-    let deleted = with_conn!(pool, |conn| {
+    let deleted = with_conn!(pool, write, |conn| {
         diesel::delete(users::table.find(id.get()))
             .execute(conn)
             .await

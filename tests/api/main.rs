@@ -5,6 +5,7 @@ mod helpers;
 
 mod actors;
 mod backpressure;
+mod db_faults;
 mod errors;
 mod fetch;
 mod health;

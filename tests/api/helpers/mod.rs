@@ -13,6 +13,7 @@ mod raw_http;
 mod requests;
 mod small_disk;
 mod upstream_stub;
+mod write_lock;
 
 pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
@@ -22,11 +23,12 @@ pub use clients::{client_source, run_client, tus_client_required};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
-pub use pg::PgTestDb;
+pub use pg::{PgTestDb, PrivateCluster};
 pub use raw_http::{ends_unanswered, send_partial, Failure, KeepAlive};
 pub use requests::Reply;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
+pub use write_lock::WriteLock;
 
 /// Declares one test per backend: `both_backends!(name, async_fn)` makes `name::sqlite`
 /// and `name::postgres`, each calling `async_fn(Backend)`.

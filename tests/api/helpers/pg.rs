@@ -144,3 +144,201 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres
     });
     Ok(client)
 }
+
+impl PgTestDb {
+    /// Ends every session on this database (troupe's pooled connections) and waits until
+    /// each has exited; answers how many there were. The database stays open to new ones.
+    pub async fn terminate_sessions(&self) -> i64 {
+        let admin = connect(&pg_admin_url())
+            .await
+            .expect("connect to admin database");
+        admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+                 FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.name],
+            )
+            .await
+            .expect("terminate sessions")
+            .get(0)
+    }
+
+    /// Waits until a session on this database waits for a lock, ends it, and waits until it
+    /// has exited: a statement cut off by the server after it was sent.
+    pub async fn terminate_a_waiting_session(&self) {
+        let admin = connect(&pg_admin_url())
+            .await
+            .expect("connect to admin database");
+        for _ in 0..100 {
+            let ended: i64 = admin
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+                     FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    &[&self.name],
+                )
+                .await
+                .expect("terminate a waiting session")
+                .get(0);
+            if ended > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no session on {} ever waited for a lock", self.name);
+    }
+}
+
+/// A PostgreSQL server of the test's own (`initdb` + `pg_ctl` from
+/// `/usr/lib/postgresql/*/bin`) on a free port in a temp dir, for tests that stop and start
+/// the database itself; stopped and removed when dropped. As root, it runs as `postgres`
+/// (initdb refuses root).
+pub struct PrivateCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a cluster, or `None` (with one line on stderr) when the server's
+    /// binaries are not installed and PostgreSQL is not required.
+    pub fn start() -> Option<Self> {
+        let Some(bin) = pg_bin_dir() else {
+            if postgres_required() {
+                panic!("PostgreSQL required but no /usr/lib/postgresql/*/bin/initdb");
+            }
+            eprintln!("skipping private-cluster case: no /usr/lib/postgresql/*/bin/initdb");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        if as_root() {
+            let owner = std::ffi::CString::new(dir.path().to_string_lossy().as_bytes()).unwrap();
+            let user = postgres_ids().expect("running as root, but no postgres user");
+            // SAFETY: a valid NUL-terminated path; chown has no other preconditions.
+            assert_eq!(unsafe { libc::chown(owner.as_ptr(), user.0, user.1) }, 0);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = Self {
+            bin,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+        };
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            cluster.dir.path().display()
+        );
+        std::fs::write(cluster.dir.path().join("options"), &options).unwrap();
+        cluster.start_again();
+        Some(cluster)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: every session is ended), waiting until it is.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the stopped server again, waiting until it accepts connections.
+    pub fn start_again(&self) {
+        let options = std::fs::read_to_string(self.dir.path().join("options")).unwrap();
+        let log = self.dir.path().join("log").to_string_lossy().into_owned();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    fn command(&self, tool: &str) -> std::process::Command {
+        let tool = self.bin.join(tool);
+        let mut cmd = if as_root() {
+            let mut cmd = std::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(tool);
+            cmd
+        } else {
+            std::process::Command::new(tool)
+        };
+        cmd.stdout(std::process::Stdio::null());
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool)
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The newest `/usr/lib/postgresql/*/bin` with an `initdb`.
+fn pg_bin_dir() -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| Some(entry.ok()?.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    dirs.sort_by_key(|bin| {
+        bin.parent()
+            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+}
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The `postgres` user's uid and gid.
+fn postgres_ids() -> Option<(libc::uid_t, libc::gid_t)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let mut fields = line.split(':').skip(2);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
