@@ -19,7 +19,7 @@ use actix_web::http::header::HeaderValue;
 use chrono::NaiveDateTime;
 
 use super::supervise::{
-    ask, is_alive, respond, shut_down, wait_until, Drained, InFlight, OwnArbiter, Shutdown,
+    ask, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, OwnArbiter, Shutdown,
 };
 use crate::config::Config;
 use crate::db::page::PageRequest;
@@ -171,21 +171,21 @@ impl Handler<CheckDatabase> for DbActor {
     }
 }
 
+impl Admits for DbActor {
+    fn in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    fn close_admission(&mut self) {
+        self.max_in_flight = 0;
+    }
+}
+
 impl Handler<Shutdown> for DbActor {
     type Result = ResponseActFuture<Self, Result<Drained, AppError>>;
-    /// Admits no new query (each gets 503) and waits for the queries in flight.
+    /// Admits no new query (each gets 503) and waits for those in flight.
     fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        self.max_in_flight = 0;
-        let in_progress = self.in_flight.get();
-        let idle = |act: &Self| act.in_flight.get() == 0;
-        Box::pin(
-            wait_until(idle, std::time::Instant::now() + msg.within).map(move |_, act, _| {
-                Ok(Drained {
-                    in_progress,
-                    unfinished: act.in_flight.get(),
-                })
-            }),
-        )
+        drain(self, msg.within)
     }
 }
 

@@ -19,7 +19,7 @@ use futures::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::supervise::{
-    ask, is_alive, respond, shut_down, wait_until, Drained, InFlight, Shutdown,
+    ask, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, Shutdown,
 };
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
@@ -165,21 +165,21 @@ impl Handler<CallAllSources> for FetchActor {
     }
 }
 
+impl Admits for FetchActor {
+    fn in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    fn close_admission(&mut self) {
+        self.max_in_flight = 0;
+    }
+}
+
 impl Handler<Shutdown> for FetchActor {
     type Result = ResponseActFuture<Self, Result<Drained, AppError>>;
     /// Admits no new fan-out (each gets 503) and waits for those in flight.
     fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        self.max_in_flight = 0;
-        let in_progress = self.in_flight.get();
-        let idle = |act: &Self| act.in_flight.get() == 0;
-        Box::pin(
-            wait_until(idle, std::time::Instant::now() + msg.within).map(move |_, act, _| {
-                Ok(Drained {
-                    in_progress,
-                    unfinished: act.in_flight.get(),
-                })
-            }),
-        )
+        drain(self, msg.within)
     }
 }
 

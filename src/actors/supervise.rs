@@ -46,6 +46,37 @@ pub struct Drained {
     pub unfinished: usize,
 }
 
+/// An actor that admits work against a limit and counts the work in flight: its
+/// [`Shutdown`] is [`drain`].
+pub trait Admits: Actor + Unpin {
+    /// Work in flight now.
+    fn in_flight(&self) -> usize;
+    /// Admits no more work (each further message gets 503).
+    fn close_admission(&mut self);
+}
+
+/// The [`Shutdown`] of an [`Admits`] actor: admits no new work and waits (up to `within`)
+/// for the work in flight.
+pub fn drain<A: Admits>(
+    act: &mut A,
+    within: Duration,
+) -> ResponseActFuture<A, Result<Drained, AppError>>
+where
+    A::Context: actix::AsyncContext<A>,
+{
+    act.close_admission();
+    let in_progress = act.in_flight();
+    let idle = |act: &A| act.in_flight() == 0;
+    Box::pin(
+        wait_until(idle, Instant::now() + within).map(move |_, act: &mut A, _| {
+            Ok(Drained {
+                in_progress,
+                unfinished: act.in_flight(),
+            })
+        }),
+    )
+}
+
 /// How often [`wait_until`] looks at its actor.
 const WAIT_TICK: Duration = Duration::from_millis(10);
 
