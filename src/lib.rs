@@ -3,6 +3,7 @@
 //! for the contract and the README's "How it is built" for the layers.
 
 pub mod actors;
+pub mod auth;
 pub mod bulk;
 pub mod config;
 pub mod db;
