@@ -91,6 +91,11 @@ pub enum AppError {
     },
     /// A valid key without the scope the route needs; the message names the scope.
     Forbidden(String),
+    /// The client is over its rate limit.
+    RateLimited {
+        /// Whole seconds until it may send again (at least 1), for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// A unique value is already taken.
     Conflict(String),
     /// The request body delivered no byte for `TROUPE_BODY_TIMEOUT_MS`.
@@ -184,6 +189,7 @@ impl AppError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Conflict(_) => "conflict",
             Self::RequestTimeout(_) => "request_timeout",
             Self::UploadInterrupted => "upload_interrupted",
@@ -229,6 +235,7 @@ impl AppError {
             Self::Unauthorized {
                 invalid_token: true,
             } => "the API key is not valid",
+            Self::RateLimited { .. } => "too many requests: retry after Retry-After seconds",
             Self::UploadInterrupted => {
                 "another request for this upload took it over; the bytes received are kept"
             }
@@ -271,6 +278,7 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UploadInterrupted => StatusCode::BAD_REQUEST,
@@ -323,20 +331,26 @@ impl AppError {
         serde_json::json!({ "error": error })
     }
 
-    /// The full response: status, JSON body, `Retry-After` on 503, and
+    /// The full response: status, JSON body, `Retry-After` on 503 and 429, and
     /// `WWW-Authenticate` on 401.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let mut res = HttpResponse::build(self.status());
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
-        if let Self::Unauthorized { invalid_token } = self {
-            let challenge = if *invalid_token {
-                WWW_AUTHENTICATE_INVALID_TOKEN
-            } else {
-                WWW_AUTHENTICATE_BEARER
-            };
-            res.insert_header((header::WWW_AUTHENTICATE, challenge));
+        match self {
+            Self::Unauthorized { invalid_token } => {
+                let challenge = if *invalid_token {
+                    WWW_AUTHENTICATE_INVALID_TOKEN
+                } else {
+                    WWW_AUTHENTICATE_BEARER
+                };
+                res.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(self.body(request_id))
@@ -456,6 +470,9 @@ mod tests {
                 invalid_token: false,
             },
             AppError::Forbidden(String::new()),
+            AppError::RateLimited {
+                retry_after_secs: 1,
+            },
             AppError::Conflict(String::new()),
             AppError::RequestTimeout(String::new()),
             AppError::UploadInterrupted,
@@ -483,6 +500,7 @@ mod tests {
                 | AppError::MethodNotAllowed
                 | AppError::Unauthorized { .. }
                 | AppError::Forbidden(_)
+                | AppError::RateLimited { .. }
                 | AppError::Conflict(_)
                 | AppError::RequestTimeout(_)
                 | AppError::UploadInterrupted

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod http;
 pub mod ids;
 pub mod logging;
+pub mod rate_limit;
 pub mod routes;
 pub mod services;
 pub mod startup;
