@@ -2,6 +2,7 @@
 //! bodies held to a deadline and the streaming `multipart/form-data` reader.
 
 pub mod body;
+pub mod client_ip;
 pub mod middleware;
 pub mod multipart;
 pub mod request_id;
