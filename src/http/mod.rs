@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod cors;
 pub mod middleware;
 pub mod multipart;
 pub mod request_id;
