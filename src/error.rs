@@ -235,7 +235,9 @@ impl AppError {
             Self::Unauthorized {
                 invalid_token: true,
             } => "the API key is not valid",
-            Self::RateLimited { .. } => "too many requests: retry after Retry-After seconds",
+            Self::RateLimited { .. } => {
+                "too many requests; retry after the number of seconds in Retry-After"
+            }
             Self::UploadInterrupted => {
                 "another request for this upload took it over; the bytes received are kept"
             }
