@@ -64,6 +64,12 @@ impl fmt::Display for Hidden {
 /// Seconds a client is asked to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// `WWW-Authenticate` on a 401 for a request without a key.
+pub const WWW_AUTHENTICATE_BEARER: &str = r#"Bearer realm="troupe""#;
+
+/// `WWW-Authenticate` on a 401 for a key that is not valid (RFC 6750's `invalid_token`).
+pub const WWW_AUTHENTICATE_INVALID_TOKEN: &str = r#"Bearer realm="troupe", error="invalid_token""#;
+
 /// Every error troupe answers with. `code()` is the stable string clients match on,
 /// `message()` what they read.
 #[derive(Debug, Clone)]
@@ -76,6 +82,20 @@ pub enum AppError {
     NotFound(String),
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// A protected route without a key (`invalid_token: false`), or with one that is not
+    /// valid (`true`).
+    Unauthorized {
+        /// Whether a key was sent but is not one of the configured keys (or the
+        /// `Authorization` header is not `Bearer KEY`).
+        invalid_token: bool,
+    },
+    /// A valid key without the scope the route needs; the message names the scope.
+    Forbidden(String),
+    /// The client is over its rate limit.
+    RateLimited {
+        /// Whole seconds until it may send again (at least 1), for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// A unique value is already taken.
     Conflict(String),
     /// The request body delivered no byte for `TROUPE_BODY_TIMEOUT_MS`.
@@ -167,6 +187,9 @@ impl AppError {
             Self::Validation(_) => "validation_failed",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Conflict(_) => "conflict",
             Self::RequestTimeout(_) => "request_timeout",
             Self::UploadInterrupted => "upload_interrupted",
@@ -195,6 +218,7 @@ impl AppError {
             Self::BadRequest(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
+            | Self::Forbidden(m)
             | Self::RequestTimeout(m)
             | Self::PayloadTooLarge(m)
             | Self::UnsupportedMediaType(m)
@@ -205,6 +229,15 @@ impl AppError {
             | Self::Gone(m) => m,
             Self::Validation(_) => "the request has invalid fields",
             Self::MethodNotAllowed => "method not allowed",
+            Self::Unauthorized {
+                invalid_token: false,
+            } => "this route needs an API key: send Authorization: Bearer KEY",
+            Self::Unauthorized {
+                invalid_token: true,
+            } => "the API key is not valid",
+            Self::RateLimited { .. } => {
+                "too many requests; retry after the number of seconds in Retry-After"
+            }
             Self::UploadInterrupted => {
                 "another request for this upload took it over; the bytes received are kept"
             }
@@ -245,6 +278,9 @@ impl AppError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UploadInterrupted => StatusCode::BAD_REQUEST,
@@ -297,11 +333,26 @@ impl AppError {
         serde_json::json!({ "error": error })
     }
 
-    /// The full response: status, JSON body, and `Retry-After` on 503.
+    /// The full response: status, JSON body, `Retry-After` on 503 and 429, and
+    /// `WWW-Authenticate` on 401.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let mut res = HttpResponse::build(self.status());
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        }
+        match self {
+            Self::Unauthorized { invalid_token } => {
+                let challenge = if *invalid_token {
+                    WWW_AUTHENTICATE_INVALID_TOKEN
+                } else {
+                    WWW_AUTHENTICATE_BEARER
+                };
+                res.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(self.body(request_id))
@@ -417,6 +468,13 @@ mod tests {
             AppError::Validation(Vec::new()),
             AppError::NotFound(String::new()),
             AppError::MethodNotAllowed,
+            AppError::Unauthorized {
+                invalid_token: false,
+            },
+            AppError::Forbidden(String::new()),
+            AppError::RateLimited {
+                retry_after_secs: 1,
+            },
             AppError::Conflict(String::new()),
             AppError::RequestTimeout(String::new()),
             AppError::UploadInterrupted,
@@ -442,6 +500,9 @@ mod tests {
                 | AppError::Validation(_)
                 | AppError::NotFound(_)
                 | AppError::MethodNotAllowed
+                | AppError::Unauthorized { .. }
+                | AppError::Forbidden(_)
+                | AppError::RateLimited { .. }
                 | AppError::Conflict(_)
                 | AppError::RequestTimeout(_)
                 | AppError::UploadInterrupted

@@ -3,6 +3,7 @@
 //! for the contract and the README's "How it is built" for the layers.
 
 pub mod actors;
+pub mod auth;
 pub mod bulk;
 pub mod config;
 pub mod db;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod lifecycle;
 pub mod logging;
+pub mod rate_limit;
 pub mod routes;
 pub mod services;
 pub mod shutdown;

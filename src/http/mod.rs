@@ -2,6 +2,8 @@
 //! bodies held to a deadline and the streaming `multipart/form-data` reader.
 
 pub mod body;
+pub mod client_ip;
+pub mod cors;
 pub mod middleware;
 pub mod multipart;
 pub mod request_id;
