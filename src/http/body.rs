@@ -105,25 +105,26 @@ where
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        // The deadline only moves forward: the timer, armed for an earlier one, is moved on
+        // only when it fires, not on every chunk.
         loop {
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
             ready!(timer.as_mut().poll(cx));
             if Instant::now() >= deadline {
-                this.ended = true;
-                log::warn!(
-                    "a request body sent no byte for {} ms: aborted",
-                    this.timeout.as_millis()
-                );
-                let cause = format!(
-                    "no byte of the body arrived for {} ms",
-                    this.timeout.as_millis()
-                );
-                let err = io::Error::new(io::ErrorKind::TimedOut, cause);
-                return Poll::Ready(Some(Err(PayloadError::Io(err))));
+                break;
             }
+            timer.as_mut().reset(deadline);
         }
+        this.ended = true;
+        log::warn!(
+            "a request body sent no byte for {} ms: aborted",
+            this.timeout.as_millis()
+        );
+        let cause = format!(
+            "no byte of the body arrived for {} ms",
+            this.timeout.as_millis()
+        );
+        let err = io::Error::new(io::ErrorKind::TimedOut, cause);
+        Poll::Ready(Some(Err(PayloadError::Io(err))))
     }
 }
 
