@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{ApiKeys, API_KEYS_VAR};
+
 /// Where the data lives, chosen by `DATABASE_URL`'s scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -135,6 +137,9 @@ pub struct Config {
     /// `TROUPE_SHUTDOWN_TIMEOUT_MS`, default 30000: once the listener is closed, how long
     /// the requests in flight have to finish before they are cut.
     pub shutdown_timeout: Duration,
+    /// `TROUPE_API_KEYS`: the keys requests may present (names, scopes, digests); none by
+    /// default (open mode, loopback only).
+    pub api_keys: ApiKeys,
 }
 
 impl Config {
@@ -249,6 +254,7 @@ impl Config {
                 0,
                 3_600_000,
             )?),
+            api_keys: ApiKeys::parse(get(API_KEYS_VAR).unwrap_or(""))?,
         })
     }
 }
@@ -283,7 +289,7 @@ impl Config {
              TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
              TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
              TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
-             TROUPE_UPSTREAM_CA_FILE={}",
+             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={}",
             self.bind,
             self.workers,
             self.db_pool_size,
@@ -307,7 +313,17 @@ impl Config {
                 0 => "none".to_owned(),
                 n => format!("{n}_certificates"),
             },
+            keys_summary(&self.api_keys),
         )
+    }
+}
+
+/// The configured keys as the start-up line shows them: their names only (`none` without).
+fn keys_summary(keys: &ApiKeys) -> String {
+    if keys.is_empty() {
+        "none".to_owned()
+    } else {
+        keys.names().collect::<Vec<_>>().join(",")
     }
 }
 
@@ -785,6 +801,17 @@ mod tests {
         }
     }
 
+    const DIGEST: &str = "a3f1c2d4e5f60718293a4b5c6d7e8f90a3f1c2d4e5f60718293a4b5c6d7e8f90";
+
+    #[test]
+    fn a_malformed_key_entry_names_its_variable_and_entry() {
+        let err =
+            Config::from_vars(vars(&[("TROUPE_API_KEYS", "ci:users:read:nothex")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_API_KEYS");
+        assert!(err.problem.contains("ci"), "{err}");
+        assert!(Config::from_vars(vars(&[])).unwrap().api_keys.is_empty());
+    }
+
     #[test]
     fn the_summary_is_one_line_naming_every_setting_without_secrets() {
         let config = Config::from_vars(vars(&[
@@ -794,6 +821,10 @@ mod tests {
                 "a=http://h/a?token=t0ps3cret,b=http://h/b",
             ),
             ("TROUPE_DRAIN_MS", "1500"),
+            (
+                "TROUPE_API_KEYS",
+                &format!("ci:users:read:{DIGEST},root:admin:{}", "b".repeat(64)),
+            ),
         ]))
         .unwrap();
         let line = config.summary();
@@ -802,13 +833,15 @@ mod tests {
             !line.contains("hunter2") && !line.contains("t0ps3cret"),
             "{line}"
         );
+        assert!(!line.contains(DIGEST) && !line.contains("bbbb"), "{line}");
         for part in [
             "DATABASE_URL=postgres://troupe:***@db/troupe ",
             "TROUPE_BIND=127.0.0.1:8080 ",
             "TROUPE_DRAIN_MS=1500 ",
             "TROUPE_SHUTDOWN_TIMEOUT_MS=30000 ",
             "TROUPE_UPSTREAMS=a=http://h/a?token=***,b=http://h/b ",
-            "TROUPE_UPSTREAM_CA_FILE=none",
+            "TROUPE_UPSTREAM_CA_FILE=none ",
+            "TROUPE_API_KEYS=ci,root",
         ] {
             assert!(line.contains(part), "{part} not in {line}");
         }

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::db::Db;
 use crate::config::Config;
 use crate::db::{ConnectError, DbPool};
+use crate::http::auth::Guard;
 use crate::http::middleware::request_context;
 use crate::routes;
 use crate::services::Shared;
@@ -65,6 +66,14 @@ impl Application {
             .port();
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
+        let guard = Guard::new(&config.api_keys);
+        if guard.is_some() {
+            log::info!(
+                "access control: {} API keys ({})",
+                config.api_keys.len(),
+                config.api_keys.names().collect::<Vec<_>>().join(", ")
+            );
+        }
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: its FetchActor (and awc client) lives there, and
             // its count of requests in flight.
@@ -72,7 +81,7 @@ impl Application {
                 .app_data(web::Data::new(workers.for_this_worker()))
                 .app_data(web::Data::from(workers.lifecycle.worker_requests()))
                 .app_data(pace.clone())
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, guard.as_ref()))
                 .wrap(from_fn(request_context))
         })
         .workers(config.workers)

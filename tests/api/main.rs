@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod actors;
 mod backpressure;
 mod db_faults;
