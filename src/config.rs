@@ -140,6 +140,9 @@ pub struct Config {
     /// `TROUPE_API_KEYS`: the keys requests may present (names, scopes, digests); none by
     /// default (open mode, loopback only).
     pub api_keys: ApiKeys,
+    /// `TROUPE_AUTH=off`: serve open on a non-loopback address on purpose (no keys may be
+    /// set then); logged as a warning at start.
+    pub auth_off: bool,
 }
 
 impl Config {
@@ -165,7 +168,7 @@ impl Config {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        let config = Self {
             database: parse_database(get("DATABASE_URL"))?,
             bind: match get("TROUPE_BIND") {
                 None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -255,9 +258,56 @@ impl Config {
                 3_600_000,
             )?),
             api_keys: ApiKeys::parse(get(API_KEYS_VAR).unwrap_or(""))?,
-        })
+            auth_off: match get(AUTH_VAR) {
+                None | Some("on") => false,
+                Some("off") => true,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: AUTH_VAR,
+                        problem: format!("expected off (or on, the default), got {v:?}"),
+                    })
+                }
+            },
+        };
+        config.check_access()?;
+        Ok(config)
+    }
+
+    /// Secure by default: without keys, open only on a loopback address, unless
+    /// `TROUPE_AUTH=off` says so (and then no keys may be set, which would say otherwise).
+    fn check_access(&self) -> Result<(), ConfigError> {
+        if self.auth_off {
+            if !self.api_keys.is_empty() {
+                return Err(ConfigError {
+                    var: AUTH_VAR,
+                    problem: "off serves every route to anyone, yet TROUPE_API_KEYS is set: \
+                              unset one of them"
+                        .into(),
+                });
+            }
+            return Ok(());
+        }
+        if self.api_keys.is_empty() && !self.bind.ip().is_loopback() {
+            return Err(ConfigError {
+                var: API_KEYS_VAR,
+                problem: format!(
+                    "unset, and TROUPE_BIND={} is not a loopback address: set keys (troupe \
+                     hash-key NAME SCOPES makes one), or TROUPE_AUTH=off to serve open on purpose",
+                    self.bind
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether every route is served to anyone (no keys configured).
+    pub fn is_open(&self) -> bool {
+        self.api_keys.is_empty()
     }
 }
+
+/// The variable that lets troupe serve open on a non-loopback address.
+pub const AUTH_VAR: &str = "TROUPE_AUTH";
 
 impl Config {
     /// The effective configuration as one log line of `VARIABLE=value` pairs, defaults
@@ -289,7 +339,7 @@ impl Config {
              TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
              TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
              TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
-             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={}",
+             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={}",
             self.bind,
             self.workers,
             self.db_pool_size,
@@ -314,6 +364,7 @@ impl Config {
                 n => format!("{n}_certificates"),
             },
             keys_summary(&self.api_keys),
+            if self.auth_off { "off" } else { "on" },
         )
     }
 }
@@ -802,6 +853,33 @@ mod tests {
     }
 
     const DIGEST: &str = "a3f1c2d4e5f60718293a4b5c6d7e8f90a3f1c2d4e5f60718293a4b5c6d7e8f90";
+
+    #[test]
+    fn without_keys_only_loopback_serves_open_unless_auth_is_off() {
+        for bind in ["127.0.0.1:0", "[::1]:8080", "127.0.0.2:80"] {
+            let config = Config::from_vars(vars(&[("TROUPE_BIND", bind)])).unwrap();
+            assert!(config.is_open() && !config.auth_off, "{bind}");
+        }
+        for bind in ["0.0.0.0:8080", "[::]:8080", "192.168.1.4:80"] {
+            let err = Config::from_vars(vars(&[("TROUPE_BIND", bind)])).unwrap_err();
+            assert_eq!(err.var, "TROUPE_API_KEYS", "{bind}");
+            assert!(err.problem.contains("TROUPE_AUTH=off"), "{err}");
+            let config =
+                Config::from_vars(vars(&[("TROUPE_BIND", bind), ("TROUPE_AUTH", "off")])).unwrap();
+            assert!(config.auth_off && config.is_open(), "{bind}");
+            let keys = format!("ci:admin:{DIGEST}");
+            let config =
+                Config::from_vars(vars(&[("TROUPE_BIND", bind), ("TROUPE_API_KEYS", &keys)]))
+                    .unwrap();
+            assert!(!config.is_open(), "{bind}");
+        }
+        let keys = format!("ci:admin:{DIGEST}");
+        let err = Config::from_vars(vars(&[("TROUPE_AUTH", "off"), ("TROUPE_API_KEYS", &keys)]))
+            .unwrap_err();
+        assert_eq!(err.var, "TROUPE_AUTH");
+        let err = Config::from_vars(vars(&[("TROUPE_AUTH", "no")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_AUTH");
+    }
 
     #[test]
     fn a_malformed_key_entry_names_its_variable_and_entry() {

@@ -67,7 +67,12 @@ impl Application {
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
         let guard = Guard::new(&config.api_keys);
-        if guard.is_some() {
+        if config.auth_off {
+            log::warn!(
+                "TROUPE_AUTH=off: every route is served to anyone who reaches {}",
+                config.bind
+            );
+        } else if guard.is_some() {
             log::info!(
                 "access control: {} API keys ({})",
                 config.api_keys.len(),

@@ -394,3 +394,47 @@ fn a_malformed_key_entry_stops_start_up_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_keys_it_refuses_a_non_loopback_address_naming_troupe_api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::helpers::troupe()
+        .current_dir(dir.path())
+        .env("TROUPE_BIND", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("TROUPE_API_KEYS"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "it started anyway");
+}
+
+#[actix::test]
+async fn auth_off_serves_open_on_any_address_with_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = RunningBinary::start(
+        dir.path(),
+        &[("TROUPE_BIND", "0.0.0.0:0"), ("TROUPE_AUTH", "off")],
+    );
+    let client = awc::Client::default();
+    let res = client
+        .get(format!("{}/users", bin.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let lines = bin.lines();
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("TROUPE_AUTH=off"))
+        .collect();
+    // The warning, and the configuration line that lists TROUPE_AUTH=off among the rest.
+    assert_eq!(warnings.len(), 2, "{lines:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("anyone")),
+        "{lines:#?}"
+    );
+}
