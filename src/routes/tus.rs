@@ -12,7 +12,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use super::uploads::{declared_length, parse_id};
+use super::uploads::{access_of, authorize, declared_length, owner_of, parse_id};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -198,7 +198,7 @@ pub async fn create(
         size: length,
     };
     let metadata = raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned);
-    let row = Upload::tus(file, metadata, services.limits.tus_expiry);
+    let row = Upload::tus(file, metadata, services.limits.tus_expiry).owned_by(owner_of(&req));
     let mut upload = services.uploads.create_tus(row).await?;
     let mut res = HttpResponse::Created();
     res.insert_header((header::LOCATION, format!("/files/{}", upload.id)));
@@ -214,10 +214,13 @@ pub async fn create(
 /// A PATCH of this process writing the upload is asked to stop first, so the offset answered
 /// covers every byte it had read (a client resuming after a dropped link finds its bytes).
 pub async fn head(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
+    // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
+    authorize(&services, access_of(&req).as_ref(), id).await?;
     services.uploads.hand_over(id).await;
     let upload = services.db.upload(id).await?;
     if upload.is_expired(now()) {
@@ -254,6 +257,7 @@ pub async fn patch(
         .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = checksum_header(headers)?;
     let id = parse_id(&id)?;
+    authorize(&services, access_of(&req).as_ref(), id).await?;
     let upload = append(&services, id, offset, checksum, &req, payload).await?;
     let mut res = HttpResponse::NoContent();
     res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()));
@@ -285,9 +289,12 @@ async fn append(
 /// `DELETE /files/{id}` (termination): the upload, finished or not, and its bytes → 204;
 /// 423 while a PATCH writes it.
 pub async fn terminate(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    services.uploads.remove(parse_id(&id)?, true).await?;
+    let id = parse_id(&id)?;
+    authorize(&services, access_of(&req).as_ref(), id).await?;
+    services.uploads.remove(id, true).await?;
     Ok(HttpResponse::NoContent().finish())
 }

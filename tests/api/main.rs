@@ -13,6 +13,7 @@ mod health;
 mod http_semantics;
 mod log_lines;
 mod logs;
+mod ownership;
 mod shutdown;
 mod stalled;
 mod startup;
