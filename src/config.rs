@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{ApiKeys, API_KEYS_VAR};
+use crate::http::cors::{CorsConfig, CORS_ORIGINS_VAR};
 
 /// Where the data lives, chosen by `DATABASE_URL`'s scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +144,9 @@ pub struct Config {
     /// `TROUPE_AUTH=off`: serve open on a non-loopback address on purpose (no keys may be
     /// set then); logged as a warning at start.
     pub auth_off: bool,
+    /// `TROUPE_CORS_ORIGINS`: the browser origins that may call troupe (`*`, or exact
+    /// origins); none by default (no CORS headers at all).
+    pub cors: CorsConfig,
 }
 
 impl Config {
@@ -268,6 +272,7 @@ impl Config {
                     })
                 }
             },
+            cors: CorsConfig::parse(get(CORS_ORIGINS_VAR).unwrap_or(""))?,
         };
         config.check_access()?;
         Ok(config)
@@ -339,7 +344,8 @@ impl Config {
              TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
              TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
              TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
-             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={}",
+             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={} \
+             TROUPE_CORS_ORIGINS={}",
             self.bind,
             self.workers,
             self.db_pool_size,
@@ -365,6 +371,11 @@ impl Config {
             },
             keys_summary(&self.api_keys),
             if self.auth_off { "off" } else { "on" },
+            match &self.cors {
+                CorsConfig::Off => "none".to_owned(),
+                CorsConfig::AnyOrigin => "*".to_owned(),
+                CorsConfig::Origins(origins) => origins.join(","),
+            },
         )
     }
 }

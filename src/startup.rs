@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::db::Db;
@@ -66,6 +66,7 @@ impl Application {
             .port();
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
+        let cors = config.cors.clone();
         let guard = Guard::new(&config.api_keys);
         if config.auth_off {
             log::warn!(
@@ -87,6 +88,13 @@ impl Application {
                 .app_data(web::Data::from(workers.lifecycle.worker_requests()))
                 .app_data(pace.clone())
                 .configure(|cfg| routes::configure(cfg, guard.as_ref()))
+                // Outside every route's key check: a preflight is answered before it, and a
+                // 401 or 403 leaves with the CORS headers a browser needs to read it. Inside
+                // the request context, so its answers get a request id and a log line.
+                .wrap({
+                    let layer = cors.cors();
+                    Condition::new(layer.is_some(), layer.unwrap_or_default())
+                })
                 .wrap(from_fn(request_context))
         })
         .workers(config.workers)

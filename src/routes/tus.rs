@@ -31,12 +31,11 @@ const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
 /// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
 /// OPTIONS excepted), routes a POST by its `X-HTTP-Method-Override`, and marks every answer
-/// with `Tus-Resumable` and, for browsers, the CORS headers that let them read the tus headers.
+/// with `Tus-Resumable`. CORS is the app's (`TROUPE_CORS_ORIGINS`), as on every route.
 pub async fn protocol(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let cors = req.headers().contains_key(header::ORIGIN);
     let speaks_tus = req.method() == Method::OPTIONS
         || req
             .headers()
@@ -58,18 +57,8 @@ pub async fn protocol(
             .insert(HeaderName::from_static(TUS_VERSION), version());
         res
     };
-    let headers = res.headers_mut();
-    headers.insert(HeaderName::from_static(TUS_RESUMABLE), version());
-    if cors {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(tus::EXPOSE_HEADERS),
-        );
-    }
+    res.headers_mut()
+        .insert(HeaderName::from_static(TUS_RESUMABLE), version());
     Ok(res)
 }
 
@@ -89,20 +78,15 @@ fn version() -> HeaderValue {
     HeaderValue::from_static(tus::VERSION)
 }
 
-/// `OPTIONS /files/` and `/files/{id}`: what this server speaks; with `Origin`, a CORS
-/// preflight answer too.
-pub async fn options(req: HttpRequest, services: web::Data<Services>) -> HttpResponse {
-    let mut res = HttpResponse::NoContent();
-    res.insert_header((TUS_VERSION, tus::VERSION))
+/// `OPTIONS /files/` and `/files/{id}`: what this server speaks. A browser's CORS preflight
+/// never gets here: the app's CORS middleware answers it.
+pub async fn options(services: web::Data<Services>) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((TUS_VERSION, tus::VERSION))
         .insert_header(("tus-extension", tus::EXTENSIONS))
         .insert_header(("tus-max-size", services.limits.max_upload_bytes.to_string()))
-        .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS));
-    if req.headers().contains_key(header::ORIGIN) {
-        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, tus::ALLOW_METHODS))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, tus::ALLOW_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"));
-    }
-    res.finish()
+        .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS))
+        .finish()
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AppError> {

@@ -9,7 +9,7 @@ use awc::http::Method;
 use troupe::auth::{entry_line, Scope, Scopes};
 
 use crate::both_backends;
-use crate::helpers::{header, spawn_app_with, Backend, RunningBinary, TestApp};
+use crate::helpers::{header, spawn_app_with, Backend, Reply, RunningBinary, TestApp};
 
 /// The key of the test key holding only `scope` (its name is the scope's, `:` as `-`).
 fn key_for(scope: Scope) -> String {
@@ -438,3 +438,119 @@ async fn auth_off_serves_open_on_any_address_with_one_warning() {
         "{lines:#?}"
     );
 }
+
+const APP_ORIGIN: &str = "https://app.example.com";
+
+async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str, headers: &str) -> Reply {
+    app.send(
+        Method::OPTIONS,
+        path,
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", method),
+            ("Access-Control-Request-Headers", headers),
+        ],
+        vec![],
+    )
+    .await
+}
+
+async fn cors_comes_before_the_key_check(backend: Backend) {
+    let keys = one_key_per_scope();
+    let vars = [
+        ("TROUPE_API_KEYS", keys.as_str()),
+        ("TROUPE_CORS_ORIGINS", APP_ORIGIN),
+    ];
+    let Some(app) = spawn_app_with(backend, &vars).await else {
+        return;
+    };
+    // Preflights from the allowed origin are answered without a key.
+    for (path, method, headers) in [
+        ("/users", "POST", "authorization, content-type"),
+        (
+            "/files/",
+            "POST",
+            "authorization, tus-resumable, upload-length, upload-metadata",
+        ),
+        (
+            "/files/0b5f1f5e-8d4c-4a3b-9b7e-1c2d3e4f5a6b",
+            "PATCH",
+            "authorization, tus-resumable, upload-offset, content-type",
+        ),
+    ] {
+        let (status, h, json) = preflight(&app, path, APP_ORIGIN, method, headers).await;
+        assert_eq!(status, 200, "{path}: {json}");
+        assert_eq!(
+            header(&h, "access-control-allow-origin"),
+            APP_ORIGIN,
+            "{path}"
+        );
+        assert!(
+            header(&h, "access-control-allow-methods").contains(method),
+            "{path}"
+        );
+        let allowed = header(&h, "access-control-allow-headers").to_ascii_lowercase();
+        assert!(allowed.contains("authorization"), "{path}: {allowed}");
+        assert!(
+            h.get("access-control-allow-credentials").is_none(),
+            "{path}"
+        );
+    }
+    // From another origin: refused, and nothing a browser could act on.
+    for path in ["/users", "/files/"] {
+        let (status, h, _) = preflight(
+            &app,
+            path,
+            "https://evil.example.com",
+            "POST",
+            "authorization",
+        )
+        .await;
+        assert_ne!(status, 200, "{path}");
+        assert!(h.get("access-control-allow-origin").is_none(), "{path}");
+    }
+    // A 401 and a 403 carry the CORS headers, so the page can read why.
+    let origin = [("Origin", APP_ORIGIN)];
+    let (status, h, _) = app.send(Method::GET, "/users", &origin, vec![]).await;
+    assert_eq!(status, 401);
+    assert_eq!(header(&h, "access-control-allow-origin"), APP_ORIGIN);
+    let exposed = header(&h, "access-control-expose-headers").to_ascii_lowercase();
+    assert!(
+        exposed.contains("www-authenticate") && exposed.contains("x-request-id"),
+        "{exposed}"
+    );
+    let other = format!("Bearer {}", key_for(Scope::Fetch));
+    let with_key = [("Origin", APP_ORIGIN), ("Authorization", other.as_str())];
+    let (status, h, _) = app.send(Method::GET, "/users", &with_key, vec![]).await;
+    assert_eq!(status, 403);
+    assert_eq!(header(&h, "access-control-allow-origin"), APP_ORIGIN);
+    // Another origin's plain request is answered, without CORS headers.
+    let (status, h, _) = app
+        .send(
+            Method::GET,
+            "/ping",
+            &[("Origin", "https://evil.example.com")],
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+}
+
+async fn no_cors_headers_unless_origins_are_set(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, &[]).await else {
+        return;
+    };
+    for path in ["/ping", "/users"] {
+        let (status, h, _) = app
+            .send(Method::GET, path, &[("Origin", APP_ORIGIN)], vec![])
+            .await;
+        assert_eq!(status, 200, "{path}");
+        assert!(h.get("access-control-allow-origin").is_none(), "{path}");
+    }
+}
+
+both_backends!(
+    cors_before_keys => cors_comes_before_the_key_check,
+    cors_off_by_default => no_cors_headers_unless_origins_are_set,
+);
