@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{ApiKeys, API_KEYS_VAR};
+use crate::http::client_ip::{TrustedProxies, TRUSTED_PROXIES_VAR};
 use crate::http::cors::{CorsConfig, CORS_ORIGINS_VAR};
+use crate::rate_limit::{Per, RateSpec, RATE_BURST_VAR, RATE_LIMIT_VAR};
 
 /// Where the data lives, chosen by `DATABASE_URL`'s scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,12 @@ pub struct Config {
     /// `TROUPE_CORS_ORIGINS`: the browser origins that may call troupe (`*`, or exact
     /// origins); none by default (no CORS headers at all).
     pub cors: CorsConfig,
+    /// `TROUPE_RATE_LIMIT` and `TROUPE_RATE_BURST`: requests per client; `None` (the
+    /// default, or `0`) is no limit.
+    pub rate_limit: Option<RateSpec>,
+    /// `TROUPE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the client for
+    /// the rate limit; none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -273,6 +281,11 @@ impl Config {
                 }
             },
             cors: CorsConfig::parse(get(CORS_ORIGINS_VAR).unwrap_or(""))?,
+            rate_limit: RateSpec::parse(
+                get(RATE_LIMIT_VAR).unwrap_or(""),
+                get(RATE_BURST_VAR).unwrap_or(""),
+            )?,
+            trusted_proxies: TrustedProxies::parse(get(TRUSTED_PROXIES_VAR).unwrap_or(""))?,
         };
         config.check_access()?;
         Ok(config)
@@ -345,7 +358,8 @@ impl Config {
              TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
              TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
              TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={} \
-             TROUPE_CORS_ORIGINS={}",
+             TROUPE_CORS_ORIGINS={} TROUPE_RATE_LIMIT={} TROUPE_RATE_BURST={} \
+             TROUPE_TRUSTED_PROXIES={}",
             self.bind,
             self.workers,
             self.db_pool_size,
@@ -375,6 +389,20 @@ impl Config {
                 CorsConfig::Off => "none".to_owned(),
                 CorsConfig::AnyOrigin => "*".to_owned(),
                 CorsConfig::Origins(origins) => origins.join(","),
+            },
+            self.rate_limit.map_or_else(
+                || "off".to_owned(),
+                |r| match r.per {
+                    Per::Second => format!("{}/s", r.requests),
+                    Per::Minute => format!("{}/m", r.requests),
+                }
+            ),
+            self.rate_limit
+                .map_or_else(|| "none".to_owned(), |r| r.burst.to_string()),
+            if self.trusted_proxies.is_empty() {
+                "none"
+            } else {
+                "set"
             },
         )
     }

@@ -67,13 +67,23 @@ impl Application {
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
         let cors = config.cors.clone();
-        let guard = Guard::new(&config.api_keys);
+        let guard = Guard::new(&config.api_keys, config.rate_limit, &config.trusted_proxies);
+        if let Some(limiter) = guard.as_ref().and_then(Guard::limiter) {
+            // Clients whose bucket is full again are forgotten: memory stays bounded.
+            actix_web::rt::spawn(async move {
+                let mut every = actix_web::rt::time::interval(crate::rate_limit::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    limiter.forget_idle(std::time::Instant::now());
+                }
+            });
+        }
         if config.auth_off {
             log::warn!(
                 "TROUPE_AUTH=off: every route is served to anyone who reaches {}",
                 config.bind
             );
-        } else if guard.is_some() {
+        } else if !config.api_keys.is_empty() {
             log::info!(
                 "access control: {} API keys ({})",
                 config.api_keys.len(),

@@ -1,13 +1,19 @@
-//! The access check of every protected route: the route's [`Scope`] required of the
-//! request's `Authorization: Bearer KEY` before its handler runs.
+//! The access check of every protected route: the rate limit (`TROUPE_RATE_LIMIT`) and the
+//! route's [`Scope`] required of the request's `Authorization: Bearer KEY`, before its
+//! handler runs.
 //!
 //! [`Guard`] wraps each protected resource (`routes::configure`). Public routes (`/ping`,
-//! `/healthz`, `/readyz`) are not wrapped, and in open mode (no keys) no route is: there the
-//! check costs nothing at all. A request let through carries its key's [`Access`] in its
+//! `/healthz`, `/readyz`) are not wrapped, and with neither keys nor a rate limit no route
+//! is: there the check costs nothing at all. A request is counted against its key's name
+//! when it sent a configured key, else against its address (the peer, or behind a trusted
+//! proxy the client `X-Forwarded-For` names); over the limit it is answered 429 before its
+//! key's scope is looked at. A request let through carries its key's [`Access`] in its
 //! extensions: the access log names it (`key=NAME`), and the upload routes hold it to its
 //! own uploads.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -16,7 +22,10 @@ use actix_web::HttpMessage as _;
 use futures::future::{ready, Either, Map, Ready};
 use futures::FutureExt as _;
 
-use crate::auth::{Access, ApiKeys, Scope};
+use super::client_ip::TrustedProxies;
+use crate::auth::{Access, ApiKeys, Authentication, Scope};
+use crate::error::AppError;
+use crate::rate_limit::{Client, RateLimiter, RateSpec, DEFAULT_MAX_CLIENTS};
 
 /// The scopes one resource needs: `read` for GET and HEAD, `write` for every other method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,25 +60,44 @@ impl Needs {
     }
 }
 
-/// The configured keys, shared by every worker; `routes::configure` wraps each protected
-/// resource in [`Guard::require`].
+/// The rate limit and whose `X-Forwarded-For` to believe.
+#[derive(Debug)]
+struct Limits {
+    limiter: Arc<RateLimiter>,
+    proxies: TrustedProxies,
+}
+
+/// The configured keys and rate limit, shared by every worker (one limiter for the whole
+/// process); `routes::configure` wraps each protected resource in [`Guard::require`].
 #[derive(Debug, Clone)]
 pub struct Guard {
-    keys: Arc<ApiKeys>,
+    keys: Option<Arc<ApiKeys>>,
+    limits: Option<Arc<Limits>>,
 }
 
 impl Guard {
-    /// A guard over `keys`; `None` when there are none (open mode: nothing is wrapped).
-    pub fn new(keys: &ApiKeys) -> Option<Self> {
-        (!keys.is_empty()).then(|| Self {
-            keys: Arc::new(keys.clone()),
-        })
+    /// A guard over `keys` and the rate `rate`; `None` when there are no keys and no limit
+    /// (nothing is wrapped).
+    pub fn new(keys: &ApiKeys, rate: Option<RateSpec>, proxies: &TrustedProxies) -> Option<Self> {
+        let keys = (!keys.is_empty()).then(|| Arc::new(keys.clone()));
+        let limits = rate.map(|spec| {
+            Arc::new(Limits {
+                limiter: Arc::new(RateLimiter::new(spec, DEFAULT_MAX_CLIENTS)),
+                proxies: proxies.clone(),
+            })
+        });
+        (keys.is_some() || limits.is_some()).then_some(Self { keys, limits })
+    }
+
+    /// The rate limiter, when there is one (the server sweeps its idle clients).
+    pub fn limiter(&self) -> Option<Arc<RateLimiter>> {
+        self.limits.as_ref().map(|l| Arc::clone(&l.limiter))
     }
 
     /// The middleware that requires `needs` of every request to the resource it wraps.
     pub fn require(&self, needs: Needs) -> RequireScope {
         RequireScope {
-            keys: Arc::clone(&self.keys),
+            guard: self.clone(),
             needs,
         }
     }
@@ -77,7 +105,7 @@ impl Guard {
 
 /// The middleware factory (`Resource::wrap`, `Scope::wrap`).
 pub struct RequireScope {
-    keys: Arc<ApiKeys>,
+    guard: Guard,
     needs: Needs,
 }
 
@@ -95,7 +123,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequireScopeService {
             service,
-            keys: Arc::clone(&self.keys),
+            guard: self.guard.clone(),
             needs: self.needs,
         }))
     }
@@ -104,7 +132,7 @@ where
 /// The middleware itself.
 pub struct RequireScopeService<S> {
     service: S,
-    keys: Arc<ApiKeys>,
+    guard: Guard,
     needs: Needs,
 }
 
@@ -127,24 +155,46 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let scope = self.needs.of(req.method());
-        let auth = self.keys.authenticate(req.headers());
-        match auth.require(scope) {
-            Ok(access) => {
-                req.extensions_mut().insert(access.clone());
-                Either::Left(self.service.call(req).map(left))
-            }
-            Err(err) => {
-                // A known key without the scope is still named in the access log.
-                if let Some(access) = auth.access() {
-                    req.extensions_mut().insert(access.clone());
+        let auth = self
+            .guard
+            .keys
+            .as_ref()
+            .map(|keys| keys.authenticate(req.headers()));
+        // A configured key is named in the access log, whatever the answer.
+        if let Some(access) = auth.as_ref().and_then(Authentication::access) {
+            req.extensions_mut().insert(access.clone());
+        }
+        if let Some(limits) = &self.guard.limits {
+            let client = match auth.as_ref().and_then(Authentication::access) {
+                Some(access) => Client::key(access.shared_name()),
+                None => {
+                    let peer = req
+                        .peer_addr()
+                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                    Client::ip(limits.proxies.client_ip(peer, req.headers()))
                 }
-                // Rendered by the request context as the JSON error, with its request id.
-                let res = req.error_response(err);
-                Either::Right(ready(Ok(res.map_into_right_body())))
+            };
+            if let Err(limited) = limits.limiter.check(&client, Instant::now()) {
+                return refuse(req, limited.into());
             }
         }
+        if let Some(auth) = &auth {
+            if let Err(err) = auth.require(self.needs.of(req.method())) {
+                return refuse(req, err);
+            }
+        }
+        Either::Left(self.service.call(req).map(left))
     }
+}
+
+/// The 401, 403 or 429 for `req`, rendered by the request context as the JSON error with its
+/// request id.
+#[allow(clippy::type_complexity)]
+fn refuse<F, B>(
+    req: ServiceRequest,
+    err: AppError,
+) -> Either<F, Ready<Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>> {
+    Either::Right(ready(Ok(req.error_response(err).map_into_right_body())))
 }
 
 /// A response of the resource, in the middleware's body type.
