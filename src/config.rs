@@ -8,6 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{ApiKeys, API_KEYS_VAR};
+use crate::http::client_ip::{TrustedProxies, TRUSTED_PROXIES_VAR};
+use crate::http::cors::{CorsConfig, CORS_ORIGINS_VAR};
+use crate::rate_limit::{Per, RateSpec, RATE_BURST_VAR, RATE_LIMIT_VAR};
+
 /// Where the data lives, chosen by `DATABASE_URL`'s scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -135,6 +140,21 @@ pub struct Config {
     /// `TROUPE_SHUTDOWN_TIMEOUT_MS`, default 30000: once the listener is closed, how long
     /// the requests in flight have to finish before they are cut.
     pub shutdown_timeout: Duration,
+    /// `TROUPE_API_KEYS`: the keys requests may present (names, scopes, digests); none by
+    /// default (open mode, loopback only).
+    pub api_keys: ApiKeys,
+    /// `TROUPE_AUTH=off`: serve open on a non-loopback address on purpose (no keys may be
+    /// set then); logged as a warning at start.
+    pub auth_off: bool,
+    /// `TROUPE_CORS_ORIGINS`: the browser origins that may call troupe (`*`, or exact
+    /// origins); none by default (no CORS headers at all).
+    pub cors: CorsConfig,
+    /// `TROUPE_RATE_LIMIT` and `TROUPE_RATE_BURST`: requests per client; `None` (the
+    /// default, or `0`) is no limit.
+    pub rate_limit: Option<RateSpec>,
+    /// `TROUPE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the client for
+    /// the rate limit; none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -160,7 +180,7 @@ impl Config {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        let config = Self {
             database: parse_database(get("DATABASE_URL"))?,
             bind: match get("TROUPE_BIND") {
                 None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -249,9 +269,63 @@ impl Config {
                 0,
                 3_600_000,
             )?),
-        })
+            api_keys: ApiKeys::parse(get(API_KEYS_VAR).unwrap_or(""))?,
+            auth_off: match get(AUTH_VAR) {
+                None | Some("on") => false,
+                Some("off") => true,
+                Some(v) => {
+                    return Err(ConfigError {
+                        var: AUTH_VAR,
+                        problem: format!("expected off (or on, the default), got {v:?}"),
+                    })
+                }
+            },
+            cors: CorsConfig::parse(get(CORS_ORIGINS_VAR).unwrap_or(""))?,
+            rate_limit: RateSpec::parse(
+                get(RATE_LIMIT_VAR).unwrap_or(""),
+                get(RATE_BURST_VAR).unwrap_or(""),
+            )?,
+            trusted_proxies: TrustedProxies::parse(get(TRUSTED_PROXIES_VAR).unwrap_or(""))?,
+        };
+        config.check_access()?;
+        Ok(config)
+    }
+
+    /// Secure by default: without keys, open only on a loopback address, unless
+    /// `TROUPE_AUTH=off` says so (and then no keys may be set, which would say otherwise).
+    fn check_access(&self) -> Result<(), ConfigError> {
+        if self.auth_off {
+            if !self.api_keys.is_empty() {
+                return Err(ConfigError {
+                    var: AUTH_VAR,
+                    problem: "off serves every route to anyone, yet TROUPE_API_KEYS is set: \
+                              unset one of them"
+                        .into(),
+                });
+            }
+            return Ok(());
+        }
+        if self.api_keys.is_empty() && !self.bind.ip().is_loopback() {
+            return Err(ConfigError {
+                var: API_KEYS_VAR,
+                problem: format!(
+                    "unset, and TROUPE_BIND={} is not a loopback address: set keys (troupe \
+                     hash-key NAME SCOPES makes one), or TROUPE_AUTH=off to serve open on purpose",
+                    self.bind
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether every route is served to anyone (no keys configured).
+    pub fn is_open(&self) -> bool {
+        self.api_keys.is_empty()
     }
 }
+
+/// The variable that lets troupe serve open on a non-loopback address.
+pub const AUTH_VAR: &str = "TROUPE_AUTH";
 
 impl Config {
     /// The effective configuration as one log line of `VARIABLE=value` pairs, defaults
@@ -283,7 +357,9 @@ impl Config {
              TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
              TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
              TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
-             TROUPE_UPSTREAM_CA_FILE={}",
+             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={} \
+             TROUPE_CORS_ORIGINS={} TROUPE_RATE_LIMIT={} TROUPE_RATE_BURST={} \
+             TROUPE_TRUSTED_PROXIES={}",
             self.bind,
             self.workers,
             self.db_pool_size,
@@ -307,7 +383,37 @@ impl Config {
                 0 => "none".to_owned(),
                 n => format!("{n}_certificates"),
             },
+            keys_summary(&self.api_keys),
+            if self.auth_off { "off" } else { "on" },
+            match &self.cors {
+                CorsConfig::Off => "none".to_owned(),
+                CorsConfig::AnyOrigin => "*".to_owned(),
+                CorsConfig::Origins(origins) => origins.join(","),
+            },
+            self.rate_limit.map_or_else(
+                || "off".to_owned(),
+                |r| match r.per {
+                    Per::Second => format!("{}/s", r.requests),
+                    Per::Minute => format!("{}/m", r.requests),
+                }
+            ),
+            self.rate_limit
+                .map_or_else(|| "none".to_owned(), |r| r.burst.to_string()),
+            if self.trusted_proxies.is_empty() {
+                "none"
+            } else {
+                "set"
+            },
         )
+    }
+}
+
+/// The configured keys as the start-up line shows them: their names only (`none` without).
+fn keys_summary(keys: &ApiKeys) -> String {
+    if keys.is_empty() {
+        "none".to_owned()
+    } else {
+        keys.names().collect::<Vec<_>>().join(",")
     }
 }
 
@@ -785,6 +891,44 @@ mod tests {
         }
     }
 
+    const DIGEST: &str = "a3f1c2d4e5f60718293a4b5c6d7e8f90a3f1c2d4e5f60718293a4b5c6d7e8f90";
+
+    #[test]
+    fn without_keys_only_loopback_serves_open_unless_auth_is_off() {
+        for bind in ["127.0.0.1:0", "[::1]:8080", "127.0.0.2:80"] {
+            let config = Config::from_vars(vars(&[("TROUPE_BIND", bind)])).unwrap();
+            assert!(config.is_open() && !config.auth_off, "{bind}");
+        }
+        for bind in ["0.0.0.0:8080", "[::]:8080", "192.168.1.4:80"] {
+            let err = Config::from_vars(vars(&[("TROUPE_BIND", bind)])).unwrap_err();
+            assert_eq!(err.var, "TROUPE_API_KEYS", "{bind}");
+            assert!(err.problem.contains("TROUPE_AUTH=off"), "{err}");
+            let config =
+                Config::from_vars(vars(&[("TROUPE_BIND", bind), ("TROUPE_AUTH", "off")])).unwrap();
+            assert!(config.auth_off && config.is_open(), "{bind}");
+            let keys = format!("ci:admin:{DIGEST}");
+            let config =
+                Config::from_vars(vars(&[("TROUPE_BIND", bind), ("TROUPE_API_KEYS", &keys)]))
+                    .unwrap();
+            assert!(!config.is_open(), "{bind}");
+        }
+        let keys = format!("ci:admin:{DIGEST}");
+        let err = Config::from_vars(vars(&[("TROUPE_AUTH", "off"), ("TROUPE_API_KEYS", &keys)]))
+            .unwrap_err();
+        assert_eq!(err.var, "TROUPE_AUTH");
+        let err = Config::from_vars(vars(&[("TROUPE_AUTH", "no")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_AUTH");
+    }
+
+    #[test]
+    fn a_malformed_key_entry_names_its_variable_and_entry() {
+        let err =
+            Config::from_vars(vars(&[("TROUPE_API_KEYS", "ci:users:read:nothex")])).unwrap_err();
+        assert_eq!(err.var, "TROUPE_API_KEYS");
+        assert!(err.problem.contains("ci"), "{err}");
+        assert!(Config::from_vars(vars(&[])).unwrap().api_keys.is_empty());
+    }
+
     #[test]
     fn the_summary_is_one_line_naming_every_setting_without_secrets() {
         let config = Config::from_vars(vars(&[
@@ -794,6 +938,10 @@ mod tests {
                 "a=http://h/a?token=t0ps3cret,b=http://h/b",
             ),
             ("TROUPE_DRAIN_MS", "1500"),
+            (
+                "TROUPE_API_KEYS",
+                &format!("ci:users:read:{DIGEST},root:admin:{}", "b".repeat(64)),
+            ),
         ]))
         .unwrap();
         let line = config.summary();
@@ -802,13 +950,15 @@ mod tests {
             !line.contains("hunter2") && !line.contains("t0ps3cret"),
             "{line}"
         );
+        assert!(!line.contains(DIGEST) && !line.contains("bbbb"), "{line}");
         for part in [
             "DATABASE_URL=postgres://troupe:***@db/troupe ",
             "TROUPE_BIND=127.0.0.1:8080 ",
             "TROUPE_DRAIN_MS=1500 ",
             "TROUPE_SHUTDOWN_TIMEOUT_MS=30000 ",
             "TROUPE_UPSTREAMS=a=http://h/a?token=***,b=http://h/b ",
-            "TROUPE_UPSTREAM_CA_FILE=none",
+            "TROUPE_UPSTREAM_CA_FILE=none ",
+            "TROUPE_API_KEYS=ci,root",
         ] {
             assert!(line.contains(part), "{part} not in {line}");
         }

@@ -5,12 +5,13 @@
 use std::net::TcpListener;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::db::Db;
 use crate::config::Config;
 use crate::db::{ConnectError, DbPool};
+use crate::http::auth::Guard;
 use crate::http::middleware::request_context;
 use crate::routes;
 use crate::services::Shared;
@@ -65,6 +66,30 @@ impl Application {
             .port();
         let pace = web::Data::from(shared.pace().clone());
         let workers = shared.clone();
+        let cors = config.cors.clone();
+        let guard = Guard::new(&config.api_keys, config.rate_limit, &config.trusted_proxies);
+        if let Some(limiter) = guard.as_ref().and_then(Guard::limiter) {
+            // Clients whose bucket is full again are forgotten: memory stays bounded.
+            actix_web::rt::spawn(async move {
+                let mut every = actix_web::rt::time::interval(crate::rate_limit::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    limiter.forget_idle(std::time::Instant::now());
+                }
+            });
+        }
+        if config.auth_off {
+            log::warn!(
+                "TROUPE_AUTH=off: every route is served to anyone who reaches {}",
+                config.bind
+            );
+        } else if !config.api_keys.is_empty() {
+            log::info!(
+                "access control: {} API keys ({})",
+                config.api_keys.len(),
+                config.api_keys.names().collect::<Vec<_>>().join(", ")
+            );
+        }
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: its FetchActor (and awc client) lives there, and
             // its count of requests in flight.
@@ -72,7 +97,14 @@ impl Application {
                 .app_data(web::Data::new(workers.for_this_worker()))
                 .app_data(web::Data::from(workers.lifecycle.worker_requests()))
                 .app_data(pace.clone())
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, guard.as_ref()))
+                // Outside every route's key check: a preflight is answered before it, and a
+                // 401 or 403 leaves with the CORS headers a browser needs to read it. Inside
+                // the request context, so its answers get a request id and a log line.
+                .wrap({
+                    let layer = cors.cors();
+                    Condition::new(layer.is_some(), layer.unwrap_or_default())
+                })
                 .wrap(from_fn(request_context))
         })
         .workers(config.workers)

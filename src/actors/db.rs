@@ -262,10 +262,10 @@ pub struct CreateUpload(pub Upload);
 #[rtype(result = "Result<Upload, AppError>")]
 pub struct GetUpload(pub UploadId);
 
-/// Reads a page of complete uploads in id order.
+/// Reads a page of complete uploads in id order; with an owner, only that key's.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<UploadPage, AppError>")]
-pub struct ListUploads(pub PageRequest<String>);
+pub struct ListUploads(pub PageRequest<String>, pub Option<String>);
 
 /// Deletes one upload's row.
 #[derive(Debug, Message)]
@@ -326,7 +326,9 @@ impl Handler<GetUpload> for DbActor {
 impl Handler<ListUploads> for DbActor {
     type Result = ResponseFuture<Result<UploadPage, AppError>>;
     fn handle(&mut self, msg: ListUploads, ctx: &mut Self::Context) -> Self::Result {
-        self.run(ctx, |pool| async move { uploads::list(&pool, msg.0).await })
+        self.run(ctx, |pool| async move {
+            uploads::list(&pool, msg.0, msg.1).await
+        })
     }
 }
 
@@ -537,9 +539,13 @@ impl Db {
         self.call(GetUpload(id)).await
     }
 
-    /// A page of complete uploads.
-    pub async fn uploads(&self, page: PageRequest<String>) -> Result<UploadPage, AppError> {
-        self.call(ListUploads(page)).await
+    /// A page of complete uploads; with `owner`, only the uploads that key created.
+    pub async fn uploads(
+        &self,
+        page: PageRequest<String>,
+        owner: Option<String>,
+    ) -> Result<UploadPage, AppError> {
+        self.call(ListUploads(page, owner)).await
     }
 
     /// Deletes an upload's row.

@@ -23,5 +23,6 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        owner -> Nullable<Text>,
     }
 }

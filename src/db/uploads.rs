@@ -44,6 +44,8 @@ pub struct Upload {
     pub created_at: NaiveDateTime,
     /// When the row last changed (UTC).
     pub updated_at: NaiveDateTime,
+    /// The name of the key that created it; `None` in open mode or before keys existed.
+    pub owner: Option<String>,
 }
 
 /// One page of complete uploads in id order.
@@ -84,7 +86,13 @@ impl Upload {
             expires_at: None,
             created_at: at,
             updated_at: at,
+            owner: None,
         }
+    }
+
+    /// The same row, created by the key named `owner` (`None`: no key, open mode).
+    pub fn owned_by(self, owner: Option<String>) -> Self {
+        Self { owner, ..self }
     }
 
     /// A `POST /upload` file, complete: every byte written and digested.
@@ -155,6 +163,7 @@ pub async fn create(pool: &DbPool, row: Upload) -> Result<Upload, AppError> {
         uploads::expires_at.eq(row.expires_at),
         uploads::created_at.eq(row.created_at),
         uploads::updated_at.eq(row.updated_at),
+        uploads::owner.eq(row.owner),
     );
     with_conn!(pool, write, |conn| {
         diesel::insert_into(uploads::table)
@@ -180,12 +189,21 @@ pub async fn get(pool: &DbPool, id: UploadId) -> Result<Upload, AppError> {
     .map_err(upload_not_found)
 }
 
-/// A page of complete uploads in id order.
-pub async fn list(pool: &DbPool, page: PageRequest<String>) -> Result<UploadPage, AppError> {
+/// A page of complete uploads in id order; with `owner`, only the uploads of that key.
+pub async fn list(
+    pool: &DbPool,
+    page: PageRequest<String>,
+    owner: Option<String>,
+) -> Result<UploadPage, AppError> {
     let rows = with_conn!(pool, read, |conn| {
-        uploads::table
+        let mut query = uploads::table
             .filter(uploads::complete.eq(true))
             .filter(uploads::id.gt(&page.after))
+            .into_boxed();
+        if let Some(owner) = &owner {
+            query = query.filter(uploads::owner.eq(owner));
+        }
+        query
             .order(uploads::id.asc())
             .limit(page.rows_to_read())
             .select(Upload::as_select())

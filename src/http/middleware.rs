@@ -27,6 +27,7 @@ use futures::{FutureExt, Stream};
 
 use super::body::hold_to_deadline;
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
+use crate::auth::Access;
 use crate::bulk::{is_interactive, Pace};
 use crate::error::{AppError, ShapedError};
 use crate::lifecycle::WorkerRequests;
@@ -94,7 +95,8 @@ pub async fn request_context(
                     .head_mut()
                     .set_connection_type(ConnectionType::Close);
             }
-            cx.access_log(res.status().as_u16());
+            let key = res.request().extensions().get::<Access>().cloned();
+            cx.access_log(res.status().as_u16(), key.as_ref().map(Access::name));
             flight.answered = true;
             return Ok(res);
         }
@@ -108,7 +110,7 @@ pub async fn request_context(
         ),
     };
     cx.log_failure(&failure);
-    cx.access_log(failure.status().as_u16());
+    cx.access_log(failure.status().as_u16(), None);
     flight.answered = true;
     Err(Rendered {
         error: failure,
@@ -199,11 +201,15 @@ impl Drop for Flight {
 }
 
 impl Context {
-    fn access_log(&self, status: u16) {
+    /// The access-log line: method, path, status, time, the body bytes read (requests with
+    /// a body), the key's name when one was presented (`key=NAME`, never the key) and the
+    /// request id.
+    fn access_log(&self, status: u16, key: Option<&str>) {
+        let key = KeyField(key);
         match &self.body {
             None => log::info!(
                 target: "troupe::access",
-                "{} {} {status} {:.3}ms request_id={}",
+                "{} {} {status} {:.3}ms {key}request_id={}",
                 self.method,
                 self.uri.path(),
                 self.elapsed_ms(),
@@ -211,7 +217,7 @@ impl Context {
             ),
             Some(seen) => log::info!(
                 target: "troupe::access",
-                "{} {} {status} {:.3}ms body_bytes={} request_id={}",
+                "{} {} {status} {:.3}ms body_bytes={} {key}request_id={}",
                 self.method,
                 self.uri.path(),
                 self.elapsed_ms(),
@@ -261,6 +267,18 @@ impl Context {
             err.code(),
             id_str(&self.id),
         );
+    }
+}
+
+/// `key=NAME ` in an access-log line, or nothing (open mode, no key, or an unknown one).
+struct KeyField<'a>(Option<&'a str>);
+
+impl std::fmt::Display for KeyField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, "key={name} "),
+            None => Ok(()),
+        }
     }
 }
 

@@ -6,13 +6,16 @@ pub mod tus;
 pub mod uploads;
 pub mod users;
 
-use actix_web::dev::fn_service;
+use actix_web::body::MessageBody;
+use actix_web::dev::{fn_service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::middleware::Compress;
 use actix_web::{guard, web, FromRequest, Handler, HttpRequest, Resource, Responder};
 
+use crate::auth::Scope;
 use crate::error::AppError;
+use crate::http::auth::{Guard, Needs};
 
 /// Rows shown as a JSON array of their answers `A`, each built as it is written.
 pub struct Each<'a, T, A>(&'a [T], std::marker::PhantomData<fn() -> A>);
@@ -36,7 +39,10 @@ where
 /// Largest JSON body the JSON routes take.
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 
-/// Registers every route, the extractor error handlers and the JSON 404 for the rest.
+/// Registers every route, the extractor error handlers and the JSON 404 for the rest;
+/// with `guard` (keys configured), each protected route behind the scope it needs
+/// (`http::auth`): users `users:read` (GET, HEAD) and `users:write`; uploads `uploads:read`
+/// and `uploads:write`; every tus request `uploads:write`; the fan-out `fetch`.
 /// Every path is one resource holding all its methods, so that a method it lacks gets
 /// actix-web's 405 with `Allow` (rendered as the JSON error by the request context), and
 /// every GET route answers HEAD too: the same handler runs, and the server sends its
@@ -45,59 +51,121 @@ pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 /// Only the routes whose answers grow with the data (lists, fan-out) negotiate compression:
 /// on every other route it would cost each request a content-type parse and a body wrapper
 /// for nothing (`/ping`, small objects, file bytes that are streamed as they are).
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
+    use Scope::{Fetch, UploadsRead, UploadsWrite, UsersRead, UsersWrite};
+    let users = Needs::split(UsersRead, UsersWrite);
+    let uploads = Needs::split(UploadsRead, UploadsWrite);
     cfg.app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
+        // Public: no key asked for.
         .service(get_and_head("/ping", health::ping))
         .service(get_and_head("/healthz", health::healthz))
-        .service(get_and_head("/readyz", health::readyz))
+        .service(get_and_head("/readyz", health::readyz));
+    protect(
+        cfg,
+        guard,
+        users,
+        get_and_head("/users", users::list)
+            .wrap(Compress::default())
+            .route(web::post().to(users::create)),
+    );
+    protect(
+        cfg,
+        guard,
+        users,
+        get_and_head("/users/{id}", users::get)
+            .route(web::patch().to(users::update))
+            .route(web::delete().to(users::delete)),
+    );
+    protect(
+        cfg,
+        guard,
+        Needs::all(Fetch),
+        get_and_head("/aggregate", fetch::aggregate).wrap(Compress::default()),
+    );
+    protect(
+        cfg,
+        guard,
+        Needs::all(Fetch),
+        get_and_head("/parallel", fetch::parallel).wrap(Compress::default()),
+    );
+    protect(
+        cfg,
+        guard,
+        uploads,
+        web::resource("/upload").route(web::post().to(uploads::create)),
+    );
+    protect(
+        cfg,
+        guard,
+        uploads,
+        get_and_head("/uploads", uploads::list).wrap(Compress::default()),
+    );
+    protect(
+        cfg,
+        guard,
+        uploads,
+        get_and_head("/uploads/{id}", uploads::get).route(web::delete().to(uploads::delete)),
+    );
+    protect(
+        cfg,
+        guard,
+        uploads,
+        web::resource("/uploads/{id}/content").route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .service(fn_service(uploads::content)),
+        ),
+    );
+    let files = web::scope("/files")
+        .wrap(actix_web::middleware::from_fn(tus::protocol))
         .service(
-            get_and_head("/users", users::list)
-                .wrap(Compress::default())
-                .route(web::post().to(users::create)),
+            web::resource(["", "/"])
+                .route(web::post().to(tus::create))
+                .route(web::method(Method::OPTIONS).to(tus::options)),
         )
         .service(
-            get_and_head("/users/{id}", users::get)
-                .route(web::patch().to(users::update))
-                .route(web::delete().to(users::delete)),
-        )
-        .service(get_and_head("/aggregate", fetch::aggregate).wrap(Compress::default()))
-        .service(get_and_head("/parallel", fetch::parallel).wrap(Compress::default()))
-        .service(web::resource("/upload").route(web::post().to(uploads::create)))
-        .service(get_and_head("/uploads", uploads::list).wrap(Compress::default()))
-        .service(
-            get_and_head("/uploads/{id}", uploads::get).route(web::delete().to(uploads::delete)),
-        )
-        .service(
-            web::resource("/uploads/{id}/content").route(
-                web::route()
-                    .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .service(fn_service(uploads::content)),
-            ),
-        )
-        .service(
-            web::scope("/files")
-                .wrap(actix_web::middleware::from_fn(tus::protocol))
-                .service(
-                    web::resource(["", "/"])
-                        .route(web::post().to(tus::create))
-                        .route(web::method(Method::OPTIONS).to(tus::options)),
-                )
-                .service(
-                    web::resource("/{id}")
-                        .route(web::head().to(tus::head))
-                        .route(web::patch().to(tus::patch))
-                        .route(web::delete().to(tus::terminate))
-                        .route(web::method(Method::OPTIONS).to(tus::options)),
-                ),
+            web::resource("/{id}")
+                .route(web::head().to(tus::head))
+                .route(web::patch().to(tus::patch))
+                .route(web::delete().to(tus::terminate))
+                .route(web::method(Method::OPTIONS).to(tus::options)),
         );
+    // Every tus request, HEAD included, writes or may lead to writing.
+    match guard {
+        Some(keys) => cfg.service(files.wrap(keys.require(Needs::all(UploadsWrite)))),
+        None => cfg.service(files),
+    };
     #[cfg(feature = "fault-injection")]
     cfg.route(
         "/_test/fault/{actor}/{kind}",
         web::post().to(health::inject_fault),
     );
     cfg.default_service(web::to(not_found));
+}
+
+/// Registers `resource`, behind `needs` when keys are configured; as it is in open mode, so
+/// that there the check costs nothing.
+fn protect<T, B>(
+    cfg: &mut web::ServiceConfig,
+    guard: Option<&Guard>,
+    needs: Needs,
+    resource: Resource<T>,
+) where
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    match guard {
+        Some(keys) => cfg.service(resource.wrap(keys.require(needs))),
+        None => cfg.service(resource),
+    };
 }
 
 /// A resource at `path` whose `handler` answers GET and HEAD.

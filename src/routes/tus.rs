@@ -12,7 +12,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use super::uploads::{declared_length, parse_id};
+use super::uploads::{access_of, authorize, declared_length, owner_of, parse_id};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -31,12 +31,11 @@ const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
 /// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
 /// OPTIONS excepted), routes a POST by its `X-HTTP-Method-Override`, and marks every answer
-/// with `Tus-Resumable` and, for browsers, the CORS headers that let them read the tus headers.
+/// with `Tus-Resumable`. CORS is the app's (`TROUPE_CORS_ORIGINS`), as on every route.
 pub async fn protocol(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let cors = req.headers().contains_key(header::ORIGIN);
     let speaks_tus = req.method() == Method::OPTIONS
         || req
             .headers()
@@ -58,18 +57,8 @@ pub async fn protocol(
             .insert(HeaderName::from_static(TUS_VERSION), version());
         res
     };
-    let headers = res.headers_mut();
-    headers.insert(HeaderName::from_static(TUS_RESUMABLE), version());
-    if cors {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(tus::EXPOSE_HEADERS),
-        );
-    }
+    res.headers_mut()
+        .insert(HeaderName::from_static(TUS_RESUMABLE), version());
     Ok(res)
 }
 
@@ -89,20 +78,15 @@ fn version() -> HeaderValue {
     HeaderValue::from_static(tus::VERSION)
 }
 
-/// `OPTIONS /files/` and `/files/{id}`: what this server speaks; with `Origin`, a CORS
-/// preflight answer too.
-pub async fn options(req: HttpRequest, services: web::Data<Services>) -> HttpResponse {
-    let mut res = HttpResponse::NoContent();
-    res.insert_header((TUS_VERSION, tus::VERSION))
+/// `OPTIONS /files/` and `/files/{id}`: what this server speaks. A browser's CORS preflight
+/// never gets here: the app's CORS middleware answers it.
+pub async fn options(services: web::Data<Services>) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((TUS_VERSION, tus::VERSION))
         .insert_header(("tus-extension", tus::EXTENSIONS))
         .insert_header(("tus-max-size", services.limits.max_upload_bytes.to_string()))
-        .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS));
-    if req.headers().contains_key(header::ORIGIN) {
-        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, tus::ALLOW_METHODS))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, tus::ALLOW_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"));
-    }
-    res.finish()
+        .insert_header(("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS))
+        .finish()
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AppError> {
@@ -198,7 +182,7 @@ pub async fn create(
         size: length,
     };
     let metadata = raw_metadata.filter(|m| !m.is_empty()).map(str::to_owned);
-    let row = Upload::tus(file, metadata, services.limits.tus_expiry);
+    let row = Upload::tus(file, metadata, services.limits.tus_expiry).owned_by(owner_of(&req));
     let mut upload = services.uploads.create_tus(row).await?;
     let mut res = HttpResponse::Created();
     res.insert_header((header::LOCATION, format!("/files/{}", upload.id)));
@@ -214,10 +198,13 @@ pub async fn create(
 /// A PATCH of this process writing the upload is asked to stop first, so the offset answered
 /// covers every byte it had read (a client resuming after a dropped link finds its bytes).
 pub async fn head(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
+    // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
+    authorize(&services, access_of(&req).as_ref(), id).await?;
     services.uploads.hand_over(id).await;
     let upload = services.db.upload(id).await?;
     if upload.is_expired(now()) {
@@ -254,6 +241,7 @@ pub async fn patch(
         .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = checksum_header(headers)?;
     let id = parse_id(&id)?;
+    authorize(&services, access_of(&req).as_ref(), id).await?;
     let upload = append(&services, id, offset, checksum, &req, payload).await?;
     let mut res = HttpResponse::NoContent();
     res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()));
@@ -285,9 +273,12 @@ async fn append(
 /// `DELETE /files/{id}` (termination): the upload, finished or not, and its bytes → 204;
 /// 423 while a PATCH writes it.
 pub async fn terminate(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    services.uploads.remove(parse_id(&id)?, true).await?;
+    let id = parse_id(&id)?;
+    authorize(&services, access_of(&req).as_ref(), id).await?;
+    services.uploads.remove(id, true).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -12,7 +12,7 @@ use actix_web::http::header::{
     HeaderValue,
 };
 use actix_web::http::Method;
-use actix_web::{mime, web, HttpRequest, HttpResponse};
+use actix_web::{mime, web, HttpMessage as _, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::Each;
 
 use crate::actors::upload::UploadSession;
+use crate::auth::Access;
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
@@ -97,6 +98,7 @@ pub async fn create(
         )));
     }
     let boundary = Boundary::of(&form_data)?;
+    let owner = owner_of(&req);
     let _admitted = services.uploads.admit()?;
 
     let mut form = MultipartReader::new(&boundary, payload);
@@ -115,7 +117,7 @@ pub async fn create(
                     "the form has more than one `file` field".into(),
                 ));
             }
-            received = Some(receive_file(&services, &mut form, part).await?);
+            received = Some(receive_file(&services, &mut form, part, owner.clone()).await?);
         } else {
             skip_field(form.part_body()).await?;
         }
@@ -149,6 +151,7 @@ async fn receive_file(
     services: &Services,
     form: &mut MultipartReader<web::Payload>,
     part: PartHeaders,
+    owner: Option<String>,
 ) -> Result<UploadSession, AppError> {
     let filename = sanitize_filename(part.filename.as_deref().unwrap_or_default());
     let content_type = part
@@ -156,7 +159,7 @@ async fn receive_file(
         .map_or_else(|| OCTET_STREAM.to_owned(), |m| m.essence_str().to_owned());
     let mut session = services
         .uploads
-        .open_form_file(filename, content_type)
+        .open_form_file(filename, content_type, owner)
         .await?;
     // The session keeps only the text of an error the body gave; the reader has the error.
     session
@@ -189,16 +192,64 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
-/// `GET /uploads?limit=N&after=ID`: complete uploads in id order.
+/// `GET /uploads?limit=N&after=ID`: complete uploads in id order; a key without `admin`
+/// sees only its own.
 pub async fn list(
+    req: HttpRequest,
     services: web::Data<Services>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.into_inner();
     let limit = parse_limit(query.limit).map_err(|f| AppError::Validation(vec![f]))?;
     let after = query.after.unwrap_or_default();
-    let page = services.db.uploads(PageRequest { limit, after }).await?;
+    let only = access_of(&req)
+        .filter(|a| !a.scopes().is_admin())
+        .map(|a| a.name().to_owned());
+    let page = services
+        .db
+        .uploads(PageRequest { limit, after }, only)
+        .await?;
     Ok(HttpResponse::Ok().json(PageAnswer::from(&page)))
+}
+
+/// The key a request came with; `None` in open mode (no keys, every upload anyone's).
+pub fn access_of(req: &HttpRequest) -> Option<Access> {
+    req.extensions().get::<Access>().cloned()
+}
+
+/// The name of the key a request came with, which an upload it creates records.
+pub fn owner_of(req: &HttpRequest) -> Option<String> {
+    req.extensions()
+        .get::<Access>()
+        .map(|access| access.name().to_owned())
+}
+
+/// 404, as for an upload that does not exist, unless `access` may use `upload` (its
+/// creator's key, or `admin`; anyone in open mode): ids cannot be probed.
+pub fn check_owner(access: Option<&Access>, upload: &Upload) -> Result<(), AppError> {
+    match access {
+        Some(access) if !access.may_use_upload(upload.owner.as_deref()) => {
+            Err(AppError::no_upload())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Before a request acts on upload `id` by id alone (a delete, a tus HEAD, PATCH or DELETE):
+/// 404 unless its key may use it. Reads the row only for a key without `admin`; open mode
+/// and `admin` pay nothing.
+pub async fn authorize(
+    services: &Services,
+    access: Option<&Access>,
+    id: UploadId,
+) -> Result<(), AppError> {
+    match access {
+        Some(access) if !access.scopes().is_admin() => {
+            let upload = services.db.upload(id).await?;
+            check_owner(Some(access), &upload)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The id in a path; one that is not a UUID names no upload.
@@ -206,9 +257,15 @@ pub fn parse_id(raw: &str) -> Result<UploadId, AppError> {
     raw.parse().map_err(|_| AppError::no_upload())
 }
 
-/// A complete upload by the id in a path; an unfinished one is not shown here.
-async fn complete_upload(services: &Services, raw: &str) -> Result<Upload, AppError> {
+/// A complete upload by the id in a path, if `access` may use it; an unfinished one is not
+/// shown here.
+async fn complete_upload(
+    services: &Services,
+    raw: &str,
+    access: Option<&Access>,
+) -> Result<Upload, AppError> {
     let upload = services.db.upload(parse_id(raw)?).await?;
+    check_owner(access, &upload)?;
     if !upload.complete {
         return Err(AppError::no_upload());
     }
@@ -217,10 +274,11 @@ async fn complete_upload(services: &Services, raw: &str) -> Result<Upload, AppEr
 
 /// `GET /uploads/{id}`: one complete upload's metadata.
 pub async fn get(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let upload = complete_upload(&services, &id).await?;
+    let upload = complete_upload(&services, &id, access_of(&req).as_ref()).await?;
     Ok(HttpResponse::Ok().json(UploadAnswer::from(&upload)))
 }
 
@@ -246,7 +304,8 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
         .cloned()
         .ok_or_else(|| AppError::internal("serving a file", "no Services in the app data"))?;
     let raw = req.match_info().get("id").unwrap_or_default().to_owned();
-    let upload = complete_upload(&services, &raw).await?;
+    let access = req.extensions().get::<Access>().cloned();
+    let upload = complete_upload(&services, &raw, access.as_ref()).await?;
     let keep_range = req
         .headers()
         .get(header::RANGE)
@@ -353,10 +412,13 @@ impl MessageBody for Headless {
 
 /// `DELETE /uploads/{id}` → 204: a complete upload's row and bytes.
 pub async fn delete(
+    req: HttpRequest,
     services: web::Data<Services>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    services.uploads.remove(parse_id(&id)?, false).await?;
+    let id = parse_id(&id)?;
+    authorize(&services, access_of(&req).as_ref(), id).await?;
+    services.uploads.remove(id, false).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -14,16 +14,6 @@ pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 /// The media type of a PATCH body.
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
-/// Headers a browser client may read (CORS `Access-Control-Expose-Headers`).
-pub const EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Metadata, \
-     Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
-     Tus-Checksum-Algorithm, X-Request-Id";
-/// Headers a browser client may send (CORS preflight).
-pub const ALLOW_HEADERS: &str = "Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, \
-     Upload-Checksum, Upload-Defer-Length, Upload-Concat, Content-Type, X-Request-Id, \
-     X-HTTP-Method-Override";
-/// Methods a browser client may use (CORS preflight).
-pub const ALLOW_METHODS: &str = "POST, GET, HEAD, PATCH, DELETE, OPTIONS";
 
 /// Longest `Upload-Metadata` header taken, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod actors;
 mod backpressure;
 mod db_faults;
@@ -12,6 +13,8 @@ mod health;
 mod http_semantics;
 mod log_lines;
 mod logs;
+mod ownership;
+mod rate_limits;
 mod shutdown;
 mod stalled;
 mod startup;

@@ -90,14 +90,18 @@ async fn patch_when_free(app: &TestApp, location: &str, offset: usize, data: &[u
 
 #[actix_web::test]
 async fn options_advertises_the_protocol_and_cors_preflight() {
-    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_MAX_UPLOAD_BYTES", "5000")])
-        .await
-        .unwrap();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("TROUPE_MAX_UPLOAD_BYTES", "5000"),
+            ("TROUPE_CORS_ORIGINS", "*"),
+        ],
+    )
+    .await
+    .unwrap();
     let res = app
         .client
         .request(Method::OPTIONS, app.url("/files/"))
-        .insert_header(("Origin", "https://example.com"))
-        .insert_header(("Access-Control-Request-Method", "PATCH"))
         .send()
         .await
         .unwrap();
@@ -119,19 +123,40 @@ async fn options_advertises_the_protocol_and_cors_preflight() {
             "{ext}"
         );
     }
+    // A browser's preflight is the CORS layer's answer.
+    let res = app
+        .client
+        .request(Method::OPTIONS, app.url("/files/"))
+        .insert_header(("Origin", "https://example.com"))
+        .insert_header(("Access-Control-Request-Method", "PATCH"))
+        .insert_header((
+            "Access-Control-Request-Headers",
+            "tus-resumable, upload-offset, content-type",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let h = res.headers();
     assert_eq!(header(h, "access-control-allow-origin"), "*");
     assert!(header(h, "access-control-allow-methods").contains("PATCH"));
-    assert!(header(h, "access-control-allow-headers").contains("Upload-Offset"));
-    for exposed in [
-        "Location",
-        "Upload-Offset",
-        "Upload-Length",
-        "Tus-Resumable",
+    assert!(header(h, "access-control-allow-headers")
+        .to_ascii_lowercase()
+        .contains("upload-offset"));
+    // Every other answer lets a browser read the tus headers.
+    let (status, h, _) = app
+        .tus_create(10, &[("Origin", "https://example.com")])
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(header(&h, "access-control-allow-origin"), "*");
+    let exposed = header(&h, "access-control-expose-headers").to_ascii_lowercase();
+    for name in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "tus-resumable",
     ] {
-        assert!(
-            header(h, "access-control-expose-headers").contains(exposed),
-            "{exposed}"
-        );
+        assert!(exposed.contains(name), "{name} not in {exposed}");
     }
 }
 

@@ -49,6 +49,7 @@ enum Kind {
         id: UploadId,
         filename: String,
         content_type: String,
+        owner: Option<String>,
         received: Option<(u64, Box<Hasher>)>,
     },
     /// A PATCH on `row`, at its offset.
@@ -63,12 +64,13 @@ enum Kind {
 }
 
 impl Uploads {
-    /// Opens a `POST /upload` session for a file called `filename` of type `content_type`:
-    /// an empty temp file, under a fresh id.
+    /// Opens a `POST /upload` session for a file called `filename` of type `content_type`,
+    /// made by the key named `owner` (`None`: open mode): an empty temp file, under a fresh id.
     pub async fn open_form_file(
         &self,
         filename: String,
         content_type: String,
+        owner: Option<String>,
     ) -> Result<UploadSession, AppError> {
         let (id, session) = (UploadId::new(), Uuid::new_v4());
         let guard = SessionGuard::new(self.addr.clone(), session, false);
@@ -80,6 +82,7 @@ impl Uploads {
                 id,
                 filename,
                 content_type,
+                owner,
                 received: None,
             },
         })
@@ -221,6 +224,7 @@ impl UploadSession {
                 id,
                 filename,
                 content_type,
+                owner,
                 received,
             } => {
                 let (size, hasher) = received
@@ -231,7 +235,7 @@ impl UploadSession {
                     content_type,
                     size,
                 };
-                let row = Upload::stored(file, hex(&hasher.finish()));
+                let row = Upload::stored(file, hex(&hasher.finish())).owned_by(owner);
                 let session = guard.session;
                 let finished =
                     ask(&uploads.addr, FinishFile { session, row }, FINISH_TIMEOUT).await;

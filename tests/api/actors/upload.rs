@@ -67,6 +67,7 @@ fn row(id: UploadId, size: u64, complete: bool) -> Upload {
         expires_at: (!complete).then(|| at + chrono::Duration::hours(1)),
         created_at: at,
         updated_at: at,
+        owner: None,
     }
 }
 

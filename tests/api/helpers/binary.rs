@@ -18,7 +18,8 @@ pub struct RunningBinary {
 }
 
 impl RunningBinary {
-    /// Starts the binary in `dir` with `vars` (on port 0), and waits until it serves.
+    /// Starts the binary in `dir` with `vars` (on 127.0.0.1 port 0 unless `vars` set
+    /// `TROUPE_BIND`), and waits until it serves.
     pub fn start(dir: &std::path::Path, vars: &[(&str, &str)]) -> Self {
         let mut cmd = troupe();
         cmd.current_dir(dir)
@@ -44,10 +45,12 @@ impl RunningBinary {
         let serving = running
             .wait_for_line("serving on", Duration::from_secs(30))
             .expect("the binary never said it was serving");
+        // `serving on HOST:PORT with …`; whatever HOST, loopback reaches it.
         let port = serving
-            .split("127.0.0.1:")
+            .split("serving on ")
             .nth(1)
             .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.rsplit(':').next())
             .expect("a port in the serving line");
         running.address = format!("http://127.0.0.1:{port}");
         running

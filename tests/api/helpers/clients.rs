@@ -1,7 +1,7 @@
 //! Real third-party tus clients (tuspy, tus-js-client) run as child processes against a
 //! [`TestApp`].
 
-use crate::helpers::{spawn_app, Backend, Noise, TestApp};
+use crate::helpers::{spawn_app_with, Backend, Noise, TestApp};
 
 /// Whether the real-client tests must run (`TROUPE_REQUIRE_TUS_CLIENT=1`) instead of skipping.
 pub fn tus_client_required() -> bool {
@@ -11,7 +11,10 @@ pub fn tus_client_required() -> bool {
 /// A server on SQLite and a 5 MB file for a real client to upload: the app, the bytes and
 /// the file's path.
 pub async fn client_source(seed: u64, name: &str) -> (TestApp, Vec<u8>, std::path::PathBuf) {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    // Browsers' clients (tus-js-client's script sends an Origin) need CORS on.
+    let app = spawn_app_with(Backend::Sqlite, &[("TROUPE_CORS_ORIGINS", "*")])
+        .await
+        .unwrap();
     let data = Noise::new(seed).chunk(5_000_000);
     let file = app.dir.path().join(name);
     std::fs::write(&file, &data).unwrap();
