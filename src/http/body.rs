@@ -4,8 +4,10 @@
 //! has come for that long while troupe waits for one; time spent not reading (troupe's own
 //! backpressure) does not count.
 
+use std::cell::Cell;
 use std::future::Future as _;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -20,14 +22,19 @@ use futures::Stream;
 
 use crate::error::AppError;
 
-/// Holds `req`'s body, when it has one, to `timeout` between bytes: a body that stalls ends
-/// with a [`PayloadError`] that [`AppError`] turns into 408 `request_timeout`. Requests
-/// without a body (most GETs) are left as they are, at no cost.
-pub fn hold_to_deadline(req: &mut ServiceRequest, timeout: Duration) {
-    if !matches!(req.parts().1, Payload::None) {
-        let body: BoxedPayloadStream = Box::pin(Body::new(req.take_payload(), timeout));
-        req.set_payload(Payload::from(body));
+/// Holds `req`'s body, when it has one, to `timeout` between bytes (a body that stalls ends
+/// with a [`PayloadError`] that [`AppError`] turns into 408 `request_timeout`), and counts
+/// the bytes read from it: answers the count. Requests without a body (most GETs) are left
+/// as they are, at no cost.
+pub fn hold_to_deadline(req: &mut ServiceRequest, timeout: Duration) -> Option<Rc<Cell<u64>>> {
+    if matches!(req.parts().1, Payload::None) {
+        return None;
     }
+    let body = Body::new(req.take_payload(), timeout);
+    let seen = body.seen.clone();
+    let body: BoxedPayloadStream = Box::pin(body);
+    req.set_payload(Payload::from(body));
+    Some(seen)
 }
 
 /// Whether `err` is a body that timed out ([`hold_to_deadline`]).
@@ -59,6 +66,8 @@ pub struct Body<S> {
     /// Armed on the first wait, re-armed lazily: a chunk costs a clock read, not a timer.
     timer: Option<Pin<Box<Sleep>>>,
     ended: bool,
+    /// Bytes read so far (for the access log).
+    seen: Rc<Cell<u64>>,
 }
 
 impl<S> Body<S> {
@@ -70,6 +79,7 @@ impl<S> Body<S> {
             waiting_since: None,
             timer: None,
             ended: false,
+            seen: Rc::default(),
         }
     }
 }
@@ -88,6 +98,7 @@ where
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.waiting_since = None;
+                this.seen.set(this.seen.get() + chunk.len() as u64);
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(Some(Err(err))) => {

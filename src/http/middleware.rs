@@ -7,23 +7,19 @@
 //! that went away (its connection dropped, and the handler's future with it) or a request cut
 //! by the shutdown timeout is logged when its future is dropped, with status `499`, an
 //! `outcome=` and the body bytes the handler had read. Only requests that have a body pay for
-//! counting them (a wrapper around the payload); the others cost one counter increment.
+//! counting them (the body deadline's wrapper, `body.rs`); the others cost one counter increment.
 
 use std::cell::Cell;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::error::PayloadError;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{ConnectionType, Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
-use bytes::Bytes;
-use futures::{FutureExt, Stream};
+use futures::FutureExt;
 
 use super::body::hold_to_deadline;
 use super::request_id::{id_str, request_id, RequestId, REQUEST_ID};
@@ -43,6 +39,10 @@ struct Context {
     body: Option<Rc<Cell<u64>>>,
 }
 
+/// The body deadline of an app built without `Services` (none troupe builds).
+const FALLBACK_BODY_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_millis(crate::config::DEFAULT_BODY_TIMEOUT_MS);
+
 /// The middleware itself (`actix_web::middleware::from_fn`).
 pub async fn request_context(
     mut req: ServiceRequest,
@@ -51,12 +51,14 @@ pub async fn request_context(
     let started = Instant::now();
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
-    if let Some(services) = req.app_data::<web::Data<Services>>() {
-        let timeout = services.limits.body_timeout;
-        hold_to_deadline(&mut req, timeout);
-    }
+    // One wrapper for a body: its deadline between bytes, and the bytes for the log.
+    let timeout = req
+        .app_data::<web::Data<Services>>()
+        .map_or(FALLBACK_BODY_TIMEOUT, |services| {
+            services.limits.body_timeout
+        });
+    let body = hold_to_deadline(&mut req, timeout);
     let requests = req.app_data::<web::Data<WorkerRequests>>().cloned();
-    let body = count_body(&mut req);
     // Kept for the log line of a request whose handler panicked or was dropped (routing
     // needs the request itself unshared, so it cannot be cloned here). Declared before the
     // handler's future, so that a dropped request drops its handler first (a tus PATCH's
@@ -118,44 +120,6 @@ pub async fn request_context(
         close,
     }
     .into())
-}
-
-/// Wraps the payload of a request that has one in a byte counter; answers the count. A
-/// request without a body is left as it is: nothing allocated, nothing counted.
-fn count_body(req: &mut ServiceRequest) -> Option<Rc<Cell<u64>>> {
-    if matches!(req.parts().1, Payload::None) {
-        return None;
-    }
-    let seen = Rc::new(Cell::new(0));
-    let inner = req.take_payload();
-    req.set_payload(Payload::Stream {
-        payload: Box::pin(Counted {
-            inner,
-            seen: seen.clone(),
-        }),
-    });
-    Some(seen)
-}
-
-/// A request body that counts the bytes read from it.
-struct Counted {
-    inner: Payload,
-    seen: Rc<Cell<u64>>,
-}
-
-impl Stream for Counted {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            self.seen.set(self.seen.get() + chunk.len() as u64);
-        }
-        polled
-    }
 }
 
 /// One request from its start until it is answered or dropped: counted in its worker's
