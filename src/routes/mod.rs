@@ -137,10 +137,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
         Some(keys) => cfg.service(files.wrap(keys.require(Needs::all(UploadsWrite)))),
         None => cfg.service(files),
     };
+    // Test builds only; with keys set, only `admin` may break an actor.
     #[cfg(feature = "fault-injection")]
-    cfg.route(
-        "/_test/fault/{actor}/{kind}",
-        web::post().to(health::inject_fault),
+    protect(
+        cfg,
+        guard,
+        Needs::all(Scope::Admin),
+        web::resource("/_test/fault/{actor}/{kind}").route(web::post().to(health::inject_fault)),
     );
     cfg.default_service(web::to(not_found));
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::Each;
 
 use crate::actors::upload::UploadSession;
-use crate::auth::Access;
+use crate::auth::{may_use, Access};
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
@@ -227,11 +227,10 @@ pub fn owner_of(req: &HttpRequest) -> Option<String> {
 /// 404, as for an upload that does not exist, unless `access` may use `upload` (its
 /// creator's key, or `admin`; anyone in open mode): ids cannot be probed.
 pub fn check_owner(access: Option<&Access>, upload: &Upload) -> Result<(), AppError> {
-    match access {
-        Some(access) if !access.may_use_upload(upload.owner.as_deref()) => {
-            Err(AppError::no_upload())
-        }
-        _ => Ok(()),
+    if may_use(access, upload) {
+        Ok(())
+    } else {
+        Err(AppError::no_upload())
     }
 }
 

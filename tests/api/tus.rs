@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::both_backends;
 use crate::helpers::{
     app_on_small_disk, client_source, files_under, header, hex, read_json, run_client, sha256_hex,
-    spawn_app, spawn_app_with, start, tus_client_required, Backend, Noise, Reply, TestApp,
+    spawn_app, spawn_app_with, start, tus_client_required, Access, Backend, Noise, Reply, TestApp,
+    OTHER_KEY,
 };
 
 type Headers = awc::http::header::HeaderMap;
@@ -564,12 +565,14 @@ both_backends!(
 );
 
 /// tuspy, the Python tus client, unchanged: uploads half, then a second uploader resumes
-/// from the server's offset (HEAD) with sha1 `Upload-Checksum` on every PATCH.
+/// from the server's offset (HEAD) with sha1 `Upload-Checksum` on every PATCH. Every request
+/// carries `Authorization` when `TUS_AUTHORIZATION` says so (tuspy's own `headers` option).
 const TUSPY_SCRIPT: &str = r#"
-import sys
+import os, sys
 from tusclient import client
 url, path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
-c = client.TusClient(url)
+auth = os.environ.get("TUS_AUTHORIZATION")
+c = client.TusClient(url, headers={"Authorization": auth} if auth else {})
 first = c.uploader(file_path=path, chunk_size=chunk, upload_checksum=True,
                    metadata={"filename": "tuspy.bin", "filetype": "application/x-tuspy"})
 first.upload(stop_at=chunk)
@@ -578,8 +581,9 @@ second.upload()
 print(second.url)
 "#;
 
-#[actix_web::test]
-async fn a_real_tus_client_uploads_and_resumes() {
+/// tuspy uploads and resumes `access`'s way; with keys, the upload is the client key's and
+/// another key gets 404 for it.
+async fn tuspy_uploads_and_resumes(access: Access) {
     let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_tuspy = std::process::Command::new(&python)
         .args(["-c", "import tusclient"])
@@ -593,7 +597,7 @@ async fn a_real_tus_client_uploads_and_resumes() {
         eprintln!("skipping the tuspy test: tuspy is not installed (pip install tuspy==1.1.0)");
         return;
     }
-    let (app, data, file) = client_source(77, "tuspy-source.bin").await;
+    let (app, data, file) = client_source(77, "tuspy-source.bin", access).await;
     let script = app.dir.path().join("tuspy_upload.py");
     std::fs::write(&script, TUSPY_SCRIPT).unwrap();
     let args = vec![
@@ -602,13 +606,31 @@ async fn a_real_tus_client_uploads_and_resumes() {
         file.to_string_lossy().into_owned(),
         (2 << 20).to_string(),
     ];
-    let stdout = run_client("tuspy", python, args).await;
+    let stdout = run_client("tuspy", python, args, access).await;
     let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
-    let (status, _, meta) = app.get_upload(id).await;
+    let (status, _, meta) = app.get_upload(&id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], hex(&Sha256::digest(&data)));
     assert_eq!(meta["filename"], "tuspy.bin");
     assert_eq!(meta["size"], data.len());
+    if access == Access::Keyed {
+        let app = app.presenting(OTHER_KEY);
+        let (status, _, json) = app.get_upload(&id).await;
+        assert_eq!(
+            status, 404,
+            "another key sees the client key's upload: {json}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_real_tus_client_uploads_and_resumes() {
+    tuspy_uploads_and_resumes(Access::Open).await;
+}
+
+#[actix_web::test]
+async fn a_real_tus_client_uploads_and_resumes_with_a_bearer_key() {
+    tuspy_uploads_and_resumes(Access::Keyed).await;
 }
 
 /// A long PATCH records its offset every 64 MiB while it runs: the database has the

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::actors::cpu::{CpuPool, HashChunk};
 use crate::actors::supervise::ask;
+use crate::auth::Access;
 use crate::bulk::Pace;
 use crate::db::uploads::{FileInfo, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
@@ -97,6 +98,7 @@ impl Uploads {
         offset: u64,
         checksum: Option<Checksum>,
         declared: Option<u64>,
+        access: Option<Access>,
     ) -> Result<UploadSession, AppError> {
         let session = Uuid::new_v4();
         // Bytes that arrived before an interruption are kept, unless a checksum was promised:
@@ -111,6 +113,7 @@ impl Uploads {
             session,
             id,
             checkpoint_every,
+            access,
         };
         // Time for the database twice, and for a PATCH holding the upload to hand it over.
         let wait = self.db_timeout * 2 + super::HANDOVER_WAIT;
