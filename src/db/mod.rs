@@ -145,6 +145,8 @@ macro_rules! with_conn {
             }
         }
     }};
+    // Not the `@read` loop with its retry switched off: a write body may move its values,
+    // which no loop allows.
     (@write $pool:expr, $backend:ident, $budget:ident, |$conn:ident| $body:expr) => {{
         let mut guard = $pool
             .checkout($backend, &$budget, $crate::db::Access::Write)

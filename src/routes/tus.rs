@@ -269,7 +269,7 @@ async fn append(
         .uploads
         .begin_patch(id, offset, checksum, declared, access_of(req))
         .await?;
-    session.receive(body).await?;
+    session.receive_kept(body).await?;
     session.finish().await
 }
 

@@ -287,15 +287,12 @@ async fn another_key_cannot_interrupt_a_running_patch(backend: Backend) {
     };
     let at = tus_create(&app, ALICE, "10000").await;
     let id = at.trim_start_matches("/files/").parse().unwrap();
-    let addr = app.address.trim_start_matches("http://").to_owned();
-    let mut patch = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "PATCH {at} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\n\
+        "PATCH {at} HTTP/1.1\r\nHost: {{addr}}\r\nAuthorization: Bearer {ALICE}\r\n\
          Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
          Content-Type: application/offset+octet-stream\r\nContent-Length: 10000\r\n\r\n"
     );
-    patch.write_all(head.as_bytes()).await.unwrap();
-    patch.write_all(&[b'a'; 4000]).await.unwrap();
+    let mut patch = app.send_partial(&head, &[b'a'; 4000]).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !app.services.uploads.is_held(id) {
         assert!(

@@ -7,7 +7,7 @@ use awc::http::Method;
 use base64::Engine as _;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 use crate::both_backends;
 use crate::helpers::{
@@ -47,17 +47,12 @@ async fn start_patch(
     declared: usize,
     data: &[u8],
 ) -> tokio::net::TcpStream {
-    let addr = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "PATCH {location} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
+        "PATCH {location} HTTP/1.1\r\nHost: {{addr}}\r\nTus-Resumable: 1.0.0\r\n\
          Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n\
          Content-Length: {declared}\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(data).await.unwrap();
-    stream.flush().await.unwrap();
-    stream
+    app.send_partial(&head, data).await
 }
 
 /// Polls `HEAD` until the offset is `want` (the server records an interrupted PATCH after

@@ -24,7 +24,7 @@ pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
 pub use pg::{PgTestDb, PrivateCluster};
-pub use raw_http::{ends_unanswered, send_partial, Failure, KeepAlive};
+pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Failure, KeepAlive};
 pub use requests::Reply;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
