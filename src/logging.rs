@@ -300,9 +300,10 @@ impl<'v> VisitValue<'v> for FieldValue<'_, '_> {
     }
 }
 
-/// Panics are logged as JSON lines too (`troupe::panic`, with the thread and the place),
-/// not as the default hook's plain text: a panic caught in a handler is answered 500 and
-/// the process goes on, and its log must stay one object per line.
+/// Panics are logged as JSON lines too (`troupe::panic`, with the thread, the place and,
+/// with `RUST_BACKTRACE` set, the backtrace), not as the default hook's plain text: a panic
+/// caught in a handler is answered 500 and the process goes on, and its log must stay one
+/// object per line.
 fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
@@ -311,9 +312,15 @@ fn log_panics() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        // As the default hook does: only when RUST_BACKTRACE asks for one.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
         log::error!(
             target: "troupe::panic",
-            thread = thread.name().unwrap_or("unnamed"), location = place.as_str();
+            thread = thread.name().unwrap_or("unnamed"),
+            location = place.as_str(),
+            backtrace = backtrace.as_deref();
             "panicked at {place}: {message}"
         );
     }));
