@@ -287,6 +287,7 @@ impl Config {
             )?,
             trusted_proxies: TrustedProxies::parse(get(TRUSTED_PROXIES_VAR).unwrap_or(""))?,
         };
+        crate::logging::LogFormat::parse(get(crate::logging::LOG_FORMAT_VAR))?;
         config.check_access()?;
         Ok(config)
     }

@@ -11,6 +11,7 @@ mod errors;
 mod fetch;
 mod health;
 mod http_semantics;
+mod json_logs;
 mod log_lines;
 mod logs;
 mod ownership;
