@@ -6,6 +6,7 @@ mod helpers;
 mod access;
 mod actors;
 mod backpressure;
+mod cli;
 mod db_faults;
 mod errors;
 mod fetch;
