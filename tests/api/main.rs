@@ -14,6 +14,7 @@ mod http_semantics;
 mod log_lines;
 mod logs;
 mod ownership;
+mod pg_tls;
 mod rate_limits;
 mod shutdown;
 mod stalled;

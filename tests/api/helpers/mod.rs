@@ -23,7 +23,7 @@ pub use clients::{client_source, run_client, tus_client_required};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
-pub use pg::{PgTestDb, PrivateCluster};
+pub use pg::{PgTestDb, PrivateCluster, ServerCert};
 pub use raw_http::{ends_unanswered, send_partial, Failure, KeepAlive};
 pub use requests::Reply;
 pub use small_disk::app_on_small_disk;
