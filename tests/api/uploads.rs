@@ -7,6 +7,8 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use awc::http::Method;
+
 use crate::both_backends;
 use crate::helpers::{
     app_on_small_disk, assert_no_files_left, content_type, files_under, form, framing, header, hex,
@@ -557,8 +559,49 @@ async fn uploads_are_listed_in_the_order_they_were_made(backend: Backend) {
     assert_eq!(listed("").await, made);
 }
 
+/// File bytes go out as stored, and say nothing of a content coding: RFC 9110 §8.4.1 has no
+/// `identity` to send, whatever the client accepts and whether or not it asks for a range.
+async fn content_carries_no_content_encoding(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data: Vec<u8> = (0..100u8).collect();
+    let (_, _, body) = app.post_upload("plain.txt", &data).await;
+    let id = body["id"].as_str().unwrap();
+    let path = format!("/uploads/{id}/content");
+    for method in [Method::GET, Method::HEAD] {
+        for range in [None, Some("bytes=10-19")] {
+            let mut req = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .insert_header(("Accept-Encoding", "gzip, br, identity"));
+            if let Some(range) = range {
+                req = req.insert_header(("Range", range));
+            }
+            let mut res = req.send().await.unwrap();
+            let bytes = res.body().await.unwrap();
+            let ranged = range.is_some() && method == Method::GET;
+            assert_eq!(
+                res.status(),
+                if ranged { 206 } else { 200 },
+                "{method} {range:?}"
+            );
+            assert!(
+                res.headers().get("content-encoding").is_none(),
+                "{method} {range:?}: {:?}",
+                res.headers()
+            );
+            if method == Method::GET {
+                let want = if ranged { &data[10..20] } else { &data[..] };
+                assert_eq!(&bytes[..], want, "{range:?}");
+            }
+        }
+    }
+}
+
 both_backends!(
     listed_in_creation_order => uploads_are_listed_in_the_order_they_were_made,
+    no_content_encoding => content_carries_no_content_encoding,
     small_and_empty_round_trip => small_and_empty_files_round_trip_with_their_sha256,
     large_round_trip => a_large_file_streams_in_and_out_with_its_sha256,
     over_the_limit => an_upload_over_the_limit_is_413_and_keeps_nothing,
