@@ -31,7 +31,10 @@ impl PgTestDb {
                 panic!("PostgreSQL required but not reachable at {admin}: {err}")
             }
             Err(err) => {
-                eprintln!("skipping PostgreSQL case: not reachable at {admin} ({err})");
+                super::skip(
+                    "PostgreSQL not reachable",
+                    format_args!("{admin}: {err}; TROUPE_REQUIRE_POSTGRES=1 makes this fail"),
+                );
                 return None;
             }
         };
@@ -223,7 +226,11 @@ impl PrivateCluster {
             if postgres_required() {
                 panic!("PostgreSQL required but no /usr/lib/postgresql/*/bin/initdb");
             }
-            eprintln!("skipping private-cluster case: no /usr/lib/postgresql/*/bin/initdb");
+            super::skip(
+                "no PostgreSQL server binaries",
+                "no /usr/lib/postgresql/*/bin/initdb (Debian: apt-get install postgresql); \
+                 TROUPE_REQUIRE_POSTGRES=1 makes this fail",
+            );
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
