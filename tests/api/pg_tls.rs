@@ -282,6 +282,35 @@ async fn a_certificate_troupe_cannot_trust_or_a_plain_connection_stops_it_at_sta
 }
 
 #[actix_web::test]
+async fn prefer_connects_without_tls_when_the_handshake_fails_and_require_does_not() {
+    let Some(cluster) = PrivateCluster::start_tls_unusable(&pki().server) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The default, prefer: the server says it has TLS, the handshake fails, plain works.
+    let bin = RunningBinary::start(
+        dir.path(),
+        &[("DATABASE_URL", &url(&cluster, "127.0.0.1", ""))],
+    );
+    let ready = bin
+        .wait_for_line("database (postgres) ready", Duration::from_secs(1))
+        .unwrap();
+    assert!(ready.contains("unencrypted"), "{ready}");
+    assert!(
+        bin.lines()
+            .iter()
+            .any(|l| l.contains("TLS failed") && l.contains("connecting without it")),
+        "{:?}",
+        bin.lines()
+    );
+    serves_a_request(&bin.address, "fallback@example.com").await;
+    drop(bin);
+
+    let out = run_to_exit(dir.path(), &url(&cluster, "127.0.0.1", "sslmode=require"));
+    assert_refused_at_start(&out, &["TLS handshake", "sslmode=require"]);
+}
+
+#[actix_web::test]
 async fn prefer_connects_without_tls_where_the_server_has_none_and_require_refuses_it() {
     let Some(cluster) = PrivateCluster::start() else {
         return;

@@ -218,10 +218,20 @@ impl PrivateCluster {
     /// A cluster with `ssl=on` serving `cert`, whose `pg_hba.conf` takes TCP connections
     /// only over TLS (`hostssl`): a plain one is refused with "no encryption".
     pub fn start_tls_only(cert: &ServerCert) -> Option<Self> {
-        Self::start_with(Some(cert))
+        Self::start_with(Some((cert, "hostssl", "")))
     }
 
-    fn start_with(tls: Option<&ServerCert>) -> Option<Self> {
+    /// A cluster with `ssl=on` serving `cert` that offers TLS but only TLS 1.0 and 1.1,
+    /// which no client of troupe's speaks: every handshake fails. Plain connections are
+    /// taken.
+    pub fn start_tls_unusable(cert: &ServerCert) -> Option<Self> {
+        let old = " -c ssl_min_protocol_version=TLSv1 -c ssl_max_protocol_version=TLSv1.1";
+        Self::start_with(Some((cert, "host", old)))
+    }
+
+    /// `tls`: the certificate, the `pg_hba.conf` connection type for TCP (`host` or
+    /// `hostssl`), and more server settings.
+    fn start_with(tls: Option<(&ServerCert, &str, &str)>) -> Option<Self> {
         let Some(bin) = pg_bin_dir() else {
             if postgres_required() {
                 panic!("PostgreSQL required but no /usr/lib/postgresql/*/bin/initdb");
@@ -268,7 +278,7 @@ impl PrivateCluster {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             cluster.dir.path().display()
         );
-        if let Some(cert) = tls {
+        if let Some((cert, tcp, settings)) = tls {
             let (crt, key) = (
                 cluster.dir.path().join("server.crt"),
                 cluster.dir.path().join("server.key"),
@@ -285,13 +295,13 @@ impl PrivateCluster {
                 }
             }
             options.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}{settings}",
                 crt.display(),
                 key.display()
             ));
             std::fs::write(
                 std::path::Path::new(&data).join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                format!("local all all trust\n{tcp} all all 127.0.0.1/32 trust\n"),
             )
             .unwrap();
         }
