@@ -211,6 +211,33 @@ fn json_error(err: JsonPayloadError) -> AppError {
     }
 }
 
+/// Query parameters whose parse error names the parameter (`limit: invalid digit found in
+/// string`): serde_urlencoded's own error does not say which one failed. Query structs take
+/// no `deny_unknown_fields`: clients of the seed system send parameters troupe does not
+/// know, and those are ignored.
+pub mod param {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    /// `limit=N`.
+    pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        integer("limit", d)
+    }
+
+    /// `after=ID` where ids are integers.
+    pub fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        integer("after", d)
+    }
+
+    fn integer<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Option<i64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|e| D::Error::custom(format_args!("{name}: {e}")))
+            })
+            .transpose()
+    }
+}
+
 fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let QueryPayloadError::Deserialize(e) = err else {
         return AppError::BadRequest("malformed query string".into()).into();

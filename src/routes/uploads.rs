@@ -8,8 +8,7 @@ use actix_files::NamedFile;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
-    self, ContentDisposition, ContentEncoding, DispositionParam, DispositionType, ExtendedValue,
-    HeaderValue,
+    self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue, HeaderValue,
 };
 use actix_web::http::Method;
 use actix_web::{mime, web, HttpMessage as _, HttpRequest, HttpResponse};
@@ -184,10 +183,10 @@ async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppErro
     Ok(())
 }
 
-/// `GET /uploads` query.
+/// `GET /uploads` query (other parameters are ignored).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[serde(default, deserialize_with = "super::param::limit")]
     limit: Option<i64>,
     after: Option<String>,
 }
@@ -338,8 +337,9 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
             disposition: DispositionType::Attachment,
             parameters,
         })
-        // Stored bytes go out as they are: compressing would break byte ranges.
-        .set_content_encoding(ContentEncoding::Identity)
+        // Stored bytes go out as they are (this route is not under `Compress`: compressing
+        // would break byte ranges), with no `Content-Encoding`: RFC 9110 §8.4.1 has no
+        // `identity` coding to send.
         .use_etag(true)
         .use_last_modified(true)
         .into_response(req.request());

@@ -16,6 +16,7 @@ mod json_logs;
 mod log_lines;
 mod logs;
 mod ownership;
+mod pg_tls;
 mod rate_limits;
 mod shutdown;
 mod stalled;

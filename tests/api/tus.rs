@@ -589,7 +589,13 @@ async fn tuspy_uploads_and_resumes(access: Access) {
             !tus_client_required(),
             "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
         );
-        eprintln!("skipping the tuspy test: tuspy is not installed (pip install tuspy==1.1.0)");
+        crate::helpers::skip(
+            "tuspy missing",
+            format_args!(
+                "`{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0, TROUPE_PYTHON \
+                 names the interpreter; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"
+            ),
+        );
         return;
     }
     let (app, data, file) = client_source(77, "tuspy-source.bin", access).await;

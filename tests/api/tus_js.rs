@@ -62,7 +62,10 @@ async fn uploads_resumes_and_terminates(access: Access) {
             !tus_client_required(),
             "TROUPE_REQUIRE_TUS_CLIENT=1 but node cannot load tus-js-client: {install}"
         );
-        eprintln!("skipping the tus-js-client test: node or tus-js-client is missing ({install})");
+        crate::helpers::skip(
+            "node or tus-js-client missing",
+            format_args!("{install}; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"),
+        );
         return;
     }
     let (app, data, file) = client_source(78, "tus-js-source.bin", access).await;
