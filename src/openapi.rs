@@ -390,6 +390,10 @@ pub fn upload_metadata_schema() -> impl Into<RefOr<Schema>> {
     let pattern = format!(r"^[ \t]*(?:{item})?[ \t]*(?:,[ \t]*(?:{item})?[ \t]*)*$");
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .description(Some(
+            "`key base64value` pairs (or a key alone), comma-separated, keys unique; \
+             `filename` (or `name`) and `filetype` (or `type`, `contentType`) are kept",
+        ))
         .max_length(Some(crate::upload::tus::MAX_METADATA_BYTES))
         .pattern(Some(pattern))
 }
@@ -397,7 +401,13 @@ pub fn upload_metadata_schema() -> impl Into<RefOr<Schema>> {
 /// `Upload-Checksum`'s schema: `sha1` or `sha256`, a space, the digest in base64.
 pub fn upload_checksum_schema() -> impl Into<RefOr<Schema>> {
     // The digests' sizes: 20 bytes (28 characters) and 32 (44), canonical.
-    ObjectBuilder::new().schema_type(Type::String).pattern(Some(
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`sha1` or `sha256`, a space, the body's digest in base64: a body that does not \
+             match is 460, nothing appended",
+        ))
+        .pattern(Some(
         r"^(?:sha1 [A-Za-z0-9+/]{26}[AEIMQUYcgkosw048]=|sha256 [A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)$",
     ))
 }

@@ -590,6 +590,9 @@ async fn schemathesis_finds_nothing(backend: Backend) {
             examples,
             "--seed".to_owned(),
             seed,
+            // A loaded machine (the whole suite at once) slows the debug binary down.
+            "--request-timeout".to_owned(),
+            "60".to_owned(),
             "--generation-database".to_owned(),
             "none".to_owned(),
             "--no-color".to_owned(),
