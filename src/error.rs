@@ -135,6 +135,36 @@ pub enum AppError {
     Internal(Hidden),
 }
 
+/// Every code [`AppError::code`] answers, in variant order: the `code` enum of the OpenAPI
+/// document (a test holds it to the variants).
+pub const CODES: [&str; 25] = [
+    "bad_request",
+    "validation_failed",
+    "not_found",
+    "method_not_allowed",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "conflict",
+    "request_timeout",
+    "upload_interrupted",
+    "payload_too_large",
+    "unsupported_media_type",
+    "overloaded",
+    "database_unavailable",
+    "upstream_error",
+    "upstream_timeout",
+    "offset_mismatch",
+    "checksum_mismatch",
+    "unsupported_tus_version",
+    "upload_locked",
+    "gone",
+    "range_not_satisfiable",
+    "precondition_failed",
+    "insufficient_storage",
+    "internal",
+];
+
 /// tus's status for a checksum mismatch (not in the HTTP registry).
 const CHECKSUM_MISMATCH: u16 = 460;
 
@@ -524,6 +554,15 @@ mod tests {
             }
         }
         all
+    }
+
+    #[test]
+    fn the_documented_codes_are_every_variants_code() {
+        let codes: Vec<&str> = every_variant().iter().map(AppError::code).collect();
+        assert_eq!(
+            codes, CODES,
+            "CODES (the OpenAPI `code` enum) is out of date"
+        );
     }
 
     /// The source of every file under `src/` but this one.

@@ -89,6 +89,11 @@ impl Guard {
         (keys.is_some() || limits.is_some()).then_some(Self { keys, limits })
     }
 
+    /// Whether keys are configured (else the guard is only the rate limit).
+    pub fn has_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// The rate limiter, when there is one (the server sweeps its idle clients).
     pub fn limiter(&self) -> Option<Arc<RateLimiter>> {
         self.limits.as_ref().map(|l| Arc::clone(&l.limiter))

@@ -4,12 +4,14 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::actors::fetch::Fetch;
 use crate::error::{AppError, ShapedError};
 use crate::fetch::merge::{aggregate_body, error_json, results_body};
 use crate::fetch::{FetchErrorKind, SourceId};
 use crate::http::request_id::RequestId;
+use crate::openapi::{ErrorBody, UpstreamErrorBody};
 use crate::services::Services;
 
 /// Set on every 200 from `/aggregate`: `false` when some sources failed (see `_errors`).
@@ -17,14 +19,34 @@ pub const COMPLETE_HEADER: &str = "x-aggregate-complete";
 
 /// `?sources=a,b`: which configured sources to call (default: all); other parameters are
 /// ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SourcesQuery {
+    /// Comma-separated names of configured sources (`TROUPE_UPSTREAMS`); absent: all of them.
     sources: Option<String>,
 }
 
 /// `GET /aggregate`: every source runs to its end; 200 `{name: json}` with
 /// `x-aggregate-complete: false` and `_errors` when some failed; 502 (504 when all timed
 /// out) when every one failed.
+#[utoipa::path(
+    get,
+    path = "/aggregate",
+    tag = "fetch",
+    operation_id = "aggregate",
+    params(SourcesQuery),
+    security(("bearer" = ["fetch"])),
+    responses(
+        (status = 200, description = "Each source's JSON under its name; when some failed, `_errors` holds their errors",
+            body = crate::openapi::Aggregate,
+            headers(("x-aggregate-complete" = String, description = "`true`, or `false` when some sources failed"))),
+        (status = 400, description = "`bad_request`: a malformed query string", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `sources` names a source that is not configured", body = ErrorBody),
+        (status = 502, description = "`upstream_error`: every source failed (`sources` has each one's error)", body = UpstreamErrorBody),
+        (status = 503, description = "`overloaded`: too many fan-outs at once", body = ErrorBody),
+        (status = 504, description = "`upstream_timeout`: every source failed, all by timing out", body = UpstreamErrorBody),
+    )
+)]
 pub async fn aggregate(
     req: HttpRequest,
     services: web::Data<Services>,
@@ -58,6 +80,22 @@ pub async fn aggregate(
 
 /// `GET /parallel`: 200 `{"results": [json, ...]}` when every source answered; the first
 /// failure cancels the other calls and answers 502 (504 for a timeout) naming the source.
+#[utoipa::path(
+    get,
+    path = "/parallel",
+    tag = "fetch",
+    operation_id = "parallel",
+    params(SourcesQuery),
+    security(("bearer" = ["fetch"])),
+    responses(
+        (status = 200, description = "Every source's JSON, in the order of `sources`", body = crate::openapi::Parallel),
+        (status = 400, description = "`bad_request`: a malformed query string", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `sources` names a source that is not configured", body = ErrorBody),
+        (status = 502, description = "`upstream_error`: a source failed (`source` names it)", body = UpstreamErrorBody),
+        (status = 503, description = "`overloaded`: too many fan-outs at once", body = ErrorBody),
+        (status = 504, description = "`upstream_timeout`: a source timed out (`source` names it)", body = UpstreamErrorBody),
+    )
+)]
 pub async fn parallel(
     req: HttpRequest,
     services: web::Data<Services>,

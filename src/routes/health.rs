@@ -6,12 +6,20 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::error::{AppError, ShapedError, RETRY_AFTER_SECS};
+use crate::openapi::{Health, Pong, Readiness};
 use crate::services::Services;
 
 /// How long `/readyz` waits for each component.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The seed's ping.
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "probes",
+    operation_id = "ping",
+    responses((status = 200, description = "Always", body = Pong))
+)]
 pub async fn ping() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -19,6 +27,13 @@ pub async fn ping() -> HttpResponse {
 }
 
 /// Liveness: 200 while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process serves", body = Health))
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -27,6 +42,16 @@ pub async fn healthz() -> HttpResponse {
 /// gives each component's state. While troupe shuts down, 503 `draining` at once.
 /// Upstream sources are listed (breaker, latency) but never make it 503: readiness is about
 /// this service, and an upstream's failures are answered per source.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready: the database answers and every actor is alive", body = Readiness),
+        (status = 503, description = "Not ready (a component is down), or `draining` once a shutdown has begun", body = Readiness),
+    )
+)]
 pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
     if services.lifecycle.is_shutting_down() {
         return draining();

@@ -1,5 +1,6 @@
 //! Every route troupe serves, listed in one place, and the extractor settings they share.
 
+pub mod docs;
 pub mod fetch;
 pub mod health;
 pub mod tus;
@@ -61,7 +62,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
         // Public: no key asked for.
         .service(get_and_head("/ping", health::ping))
         .service(get_and_head("/healthz", health::healthz))
-        .service(get_and_head("/readyz", health::readyz));
+        .service(get_and_head("/readyz", health::readyz))
+        .app_data(web::Data::new(docs::KeysConfigured(
+            guard.is_some_and(Guard::has_keys),
+        )))
+        .service(get_and_head(docs::OPENAPI_PATH, docs::openapi_json))
+        .service(get_and_head("/docs", docs::docs_root))
+        .service(get_and_head("/docs/{file:.*}", docs::docs_file));
     protect(
         cfg,
         guard,

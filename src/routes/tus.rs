@@ -11,11 +11,13 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use utoipa::IntoParams;
 
 use super::uploads::{access_of, authorize, check_owner, declared_length, owner_of, parse_id};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
+use crate::openapi::{Binary, ErrorBody};
 use crate::services::Services;
 use crate::time::{http_date, now};
 use crate::upload::filename::sanitize_filename;
@@ -29,28 +31,40 @@ const UPLOAD_METADATA: &str = "upload-metadata";
 const UPLOAD_EXPIRES: &str = "upload-expires";
 const X_HTTP_METHOD_OVERRIDE: &str = "x-http-method-override";
 
-/// Middleware for the `/files` scope: refuses a request without `Tus-Resumable: 1.0.0` (412,
-/// OPTIONS excepted), routes a POST by its `X-HTTP-Method-Override`, and marks every answer
-/// with `Tus-Resumable`. CORS is the app's (`TROUPE_CORS_ORIGINS`), as on every route.
+/// Middleware for the `/files` scope: routes a POST by its `X-HTTP-Method-Override`, refuses
+/// a tus request without `Tus-Resumable: 1.0.0` (412; OPTIONS excepted), and marks every
+/// answer with `Tus-Resumable`. A method tus does not define at the path (`GET /files/x`,
+/// `PATCH /files/`) is not checked: routing answers it 405 with `Allow`, as on every route.
+/// CORS is the app's (`TROUPE_CORS_ORIGINS`), as on every route.
 pub async fn protocol(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let speaks_tus = req.method() == Method::OPTIONS
+    let overridden = match method_override(&req) {
+        Ok(method) => method,
+        Err(err) => {
+            let mut res = req.error_response(err);
+            res.headers_mut()
+                .insert(HeaderName::from_static(TUS_RESUMABLE), version());
+            return Ok(res);
+        }
+    };
+    if let Some(method) = overridden {
+        req.head_mut().method = method;
+    }
+    let root = matches!(req.match_info().unprocessed(), "" | "/");
+    let defined = if root {
+        req.method() == Method::POST
+    } else {
+        [Method::HEAD, Method::PATCH, Method::DELETE].contains(req.method())
+    };
+    let speaks_tus = !defined
         || req
             .headers()
             .get(TUS_RESUMABLE)
             .is_some_and(|v| v.as_bytes() == tus::VERSION.as_bytes());
     let mut res = if speaks_tus {
-        match method_override(&req) {
-            Ok(method) => {
-                if let Some(method) = method {
-                    req.head_mut().method = method;
-                }
-                next.call(req).await?.map_into_boxed_body()
-            }
-            Err(err) => req.error_response(err),
-        }
+        next.call(req).await?.map_into_boxed_body()
     } else {
         let mut res = req.error_response(AppError::UnsupportedTusVersion);
         res.headers_mut()
@@ -78,8 +92,72 @@ fn version() -> HeaderValue {
     HeaderValue::from_static(tus::VERSION)
 }
 
+/// The headers of every tus request but OPTIONS (documentation only).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct Resumable {
+    /// The protocol version: `1.0.0`; another or none → 412.
+    #[param(rename = "Tus-Resumable", pattern = r"^1\.0\.0$")]
+    tus_resumable: String,
+}
+
+/// A tus upload's id in a path (documentation only: one that is not a UUID is 404).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct FilePath {
+    /// The upload's id (the last segment of `Location`).
+    #[param(format = Uuid)]
+    id: String,
+}
+
+/// `POST /files/`'s headers (documentation only).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CreateHeaders {
+    /// The upload's size in bytes (at most `Tus-Max-Size`).
+    #[param(rename = "Upload-Length", minimum = 0, maximum = 1073741824)]
+    upload_length: u64,
+    /// `key base64value` pairs, comma-separated, keys unique; `filename` (or `name`) and
+    /// `filetype` (or `type`, `contentType`) are kept. At most 4096 bytes.
+    #[param(rename = "Upload-Metadata", schema_with = crate::openapi::upload_metadata_schema)]
+    upload_metadata: Option<String>,
+}
+
+/// `PATCH /files/{id}`'s headers (documentation only).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct PatchHeaders {
+    /// The offset the body starts at: the upload's current offset (`HEAD`), else 409.
+    #[param(rename = "Upload-Offset", minimum = 0, maximum = 1073741824)]
+    upload_offset: u64,
+    /// `sha1` or `sha256`, a space and the body's digest in base64: a body that does not
+    /// match → 460, nothing appended.
+    #[param(rename = "Upload-Checksum", schema_with = crate::openapi::upload_checksum_schema)]
+    upload_checksum: Option<String>,
+}
+
 /// `OPTIONS /files/` and `/files/{id}`: what this server speaks. A browser's CORS preflight
 /// never gets here: the app's CORS middleware answers it.
+#[utoipa::path(
+    options,
+    path = "/files/",
+    tag = "tus",
+    operation_id = "tus_options",
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 204, description = "What this server speaks",
+            headers(
+                ("Tus-Version" = String, description = "`1.0.0`"),
+                ("Tus-Extension" = String, description = "`creation,creation-with-upload,termination,checksum,expiration`"),
+                ("Tus-Max-Size" = u64, description = "`TROUPE_MAX_UPLOAD_BYTES`"),
+                ("Tus-Checksum-Algorithm" = String, description = "`sha1,sha256`"),
+            )),
+    )
+)]
 pub async fn options(services: web::Data<Services>) -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((TUS_VERSION, tus::VERSION))
@@ -131,6 +209,34 @@ fn expiry_header(res: &mut HttpResponseBuilder, upload: &Upload) {
 
 /// `POST /files/`: creates an upload of `Upload-Length` bytes → 201 with `Location`; with a
 /// `application/offset+octet-stream` body, its first bytes too (`creation-with-upload`).
+#[utoipa::path(
+    post,
+    path = "/files/",
+    tag = "tus",
+    operation_id = "tus_create",
+    params(Resumable, CreateHeaders),
+    request_body(
+        content = Option<Binary>,
+        content_type = "application/offset+octet-stream",
+        description = "Optional (`creation-with-upload`): the upload's first bytes, at most `Upload-Length`"
+    ),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 201, description = "Created",
+            headers(
+                ("Location" = String, description = "`/files/{id}`"),
+                ("Upload-Expires" = String, description = "When the unfinished upload expires (an HTTP date)"),
+                ("Upload-Offset" = u64, description = "With a body: the bytes stored"),
+            )),
+        (status = 400, description = "`bad_request`: a missing or malformed `Upload-Length` or `Upload-Metadata`, `Upload-Defer-Length` or `Upload-Concat` (not supported), a bad `X-HTTP-Method-Override`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stalled", body = ErrorBody),
+        (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: `Upload-Length` over `Tus-Max-Size`, or a body longer than `Upload-Length`", body = ErrorBody),
+        (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; nothing appended", body = ErrorBody),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the disk is full", body = ErrorBody),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -197,6 +303,29 @@ pub async fn create(
 /// `HEAD /files/{id}`: the durable offset (bytes all on disk), the length, the metadata.
 /// A PATCH of this process writing the upload is asked to stop first, so the offset answered
 /// covers every byte it had read (a client resuming after a dropped link finds its bytes).
+#[utoipa::path(
+    head,
+    path = "/files/{id}",
+    tag = "tus",
+    operation_id = "tus_head",
+    params(FilePath, Resumable),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 200, description = "The upload's state (no body)",
+            headers(
+                ("Upload-Offset" = u64, description = "Bytes durably stored"),
+                ("Upload-Length" = u64),
+                ("Upload-Metadata" = String, description = "As sent at creation"),
+                ("Upload-Expires" = String, description = "While unfinished (an HTTP date)"),
+                ("Cache-Control" = String, description = "`no-store`"),
+            )),
+        (status = 404, description = "`not_found`: no upload with this id that this key may use"),
+        (status = 410, description = "`gone`: the upload expired"),
+        (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`"),
+        (status = 423, description = "`upload_locked`: another process's PATCH holds it"),
+        (status = 503, description = "`overloaded` or `database_unavailable`"),
+    )
+)]
 pub async fn head(
     req: HttpRequest,
     services: web::Data<Services>,
@@ -228,6 +357,35 @@ pub async fn head(
 /// `PATCH /files/{id}`: appends the body at `Upload-Offset` → 204 with the new offset.
 /// A wrong offset is 409 with nothing written; a checksum mismatch is 460 with nothing
 /// appended; a PATCH while another one writes this upload is 423.
+#[utoipa::path(
+    patch,
+    path = "/files/{id}",
+    tag = "tus",
+    operation_id = "tus_patch",
+    params(FilePath, Resumable, PatchHeaders),
+    request_body(content = Binary, content_type = "application/offset+octet-stream",
+        description = "The bytes from `Upload-Offset` on, at most up to `Upload-Length`"),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 204, description = "Appended",
+            headers(
+                ("Upload-Offset" = u64, description = "The new offset"),
+                ("Upload-Expires" = String, description = "While unfinished (an HTTP date)"),
+            )),
+        (status = 400, description = "`bad_request`: a missing or malformed `Upload-Offset` or `Upload-Checksum`; or `upload_interrupted`: a newer request for this upload took it over (the bytes received are kept)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no upload with this id that this key may use", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stalled (what arrived is kept)", body = ErrorBody),
+        (status = 409, description = "`offset_mismatch`: `Upload-Offset` is not the upload's offset; nothing written", body = ErrorBody),
+        (status = 410, description = "`gone`: the upload expired", body = ErrorBody),
+        (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body goes past `Upload-Length`; nothing appended", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/offset+octet-stream`", body = ErrorBody),
+        (status = 423, description = "`upload_locked`: another process's PATCH holds it", body = ErrorBody),
+        (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; nothing appended", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the database", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the disk is full", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     req: HttpRequest,
     payload: web::Payload,
@@ -275,6 +433,21 @@ async fn append(
 
 /// `DELETE /files/{id}` (termination): the upload, finished or not, and its bytes → 204;
 /// 423 while a PATCH writes it.
+#[utoipa::path(
+    delete,
+    path = "/files/{id}",
+    tag = "tus",
+    operation_id = "tus_terminate",
+    params(FilePath, Resumable),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 204, description = "Terminated: the upload, finished or not, and its bytes"),
+        (status = 404, description = "`not_found`: no upload with this id that this key may use", body = ErrorBody),
+        (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`", body = ErrorBody),
+        (status = 423, description = "`upload_locked`: another process's PATCH holds it", body = ErrorBody),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn terminate(
     req: HttpRequest,
     services: web::Data<Services>,

@@ -15,6 +15,7 @@ use actix_web::{mime, web, HttpMessage as _, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::Each;
 
@@ -25,6 +26,7 @@ use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
 use crate::http::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
 use crate::ids::UploadId;
+use crate::openapi::{Binary, ErrorBody, UploadForm};
 use crate::services::Services;
 use crate::time::Rfc3339;
 use crate::upload::filename::{ascii_filename, sanitize_filename};
@@ -40,15 +42,25 @@ const FRAMING_SLACK: u64 = MAX_PARTS as u64 * MAX_FIELD_BYTES as u64;
 const OCTET_STREAM: &str = "application/octet-stream";
 
 /// A complete upload as the API shows it; `POST /upload` adds `"status": "uploaded"`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Upload)]
 struct UploadAnswer<'a> {
+    #[schema(value_type = String, format = Uuid)]
     id: UploadId,
+    /// The client's file name, sanitised (metadata only).
     filename: &'a str,
+    /// As uploaded, or `application/octet-stream`.
     content_type: &'a str,
+    /// In bytes.
     size: u64,
+    /// Lowercase hex SHA-256 of the content.
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{64}$")]
     sha256: Option<&'a str>,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Rfc3339,
+    /// `uploaded`, in `POST /upload`'s answer only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false, pattern = "^uploaded$")]
     status: Option<&'static str>,
 }
 
@@ -67,9 +79,14 @@ impl<'a> From<&'a Upload> for UploadAnswer<'a> {
 }
 
 /// A page of uploads as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = UploadPage)]
 struct PageAnswer<'a> {
+    /// In id order.
+    #[schema(value_type = Vec<UploadAnswer>)]
     uploads: Each<'a, Upload, UploadAnswer<'a>>,
+    /// The `after` of the next page; `null` on the last one.
+    #[schema(value_type = Option<String>)]
     next_after: Option<&'a str>,
 }
 
@@ -84,6 +101,25 @@ impl<'a> From<&'a UploadPage> for PageAnswer<'a> {
 
 /// `POST /upload`: `multipart/form-data` with one field `file`, streamed to disk → 201.
 /// Refused (503) before its body is read when `TROUPE_MAX_ACTIVE_UPLOADS` bodies stream.
+#[utoipa::path(
+    post,
+    path = "/upload",
+    tag = "uploads",
+    operation_id = "upload_file",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 201, description = "Stored; `status` is `uploaded`", body = UploadAnswer,
+            headers(("Location" = String, description = "`/uploads/{id}`"))),
+        (status = 400, description = "`bad_request`: a malformed form (no boundary, too many parts or headers, two `file` fields, truncated)", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stalled; nothing is kept", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the file is over `TROUPE_MAX_UPLOAD_BYTES`, or a plain field over 64 KiB; nothing is kept", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `multipart/form-data`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: no `file` field", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the digest threads are saturated", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the disk is full; nothing is kept", body = ErrorBody),
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -184,15 +220,45 @@ async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppErro
 }
 
 /// `GET /uploads` query (other parameters are ignored).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     #[serde(default, deserialize_with = "super::param::limit")]
     limit: Option<i64>,
+    /// Only uploads with an id above this one (as text): the `next_after` of the page before.
+    #[param(pattern = r"^[^\x00]*$")]
     after: Option<String>,
+}
+
+/// An upload's id in a path (documentation only: the handlers take the text and answer 404
+/// for one that is not a UUID).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UploadPath {
+    /// The upload's id.
+    #[param(format = Uuid)]
+    id: String,
 }
 
 /// `GET /uploads?limit=N&after=ID`: complete uploads in id order; a key without `admin`
 /// sees only its own.
+#[utoipa::path(
+    get,
+    path = "/uploads",
+    tag = "uploads",
+    operation_id = "list_uploads",
+    params(ListQuery),
+    security(("bearer" = ["uploads:read"])),
+    responses(
+        (status = 200, description = "A page of complete uploads in id order (a key without `admin` sees its own only)", body = PageAnswer),
+        (status = 400, description = "`bad_request`: a malformed query string", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `limit` outside 1..=1000, or a NUL in `after`", body = ErrorBody),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     req: HttpRequest,
     services: web::Data<Services>,
@@ -201,6 +267,14 @@ pub async fn list(
     let query = query.into_inner();
     let limit = parse_limit(query.limit).map_err(|f| AppError::Validation(vec![f]))?;
     let after = query.after.unwrap_or_default();
+    // PostgreSQL's text holds no NUL: such an `after` would fail the query (a 500), not
+    // name a place in the list.
+    if after.contains('\0') {
+        return Err(AppError::invalid(
+            "after",
+            "must not contain a NUL character",
+        ));
+    }
     let only = access_of(&req)
         .filter(|a| !a.scopes().is_admin())
         .map(|a| a.name().to_owned());
@@ -271,6 +345,19 @@ async fn complete_upload(
 }
 
 /// `GET /uploads/{id}`: one complete upload's metadata.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}",
+    tag = "uploads",
+    operation_id = "get_upload",
+    params(UploadPath),
+    security(("bearer" = ["uploads:read"])),
+    responses(
+        (status = 200, description = "The upload", body = UploadAnswer),
+        (status = 404, description = "`not_found`: no complete upload with this id that this key may see", body = ErrorBody),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     req: HttpRequest,
     services: web::Data<Services>,
@@ -288,6 +375,44 @@ pub async fn get(
 /// server ignore any `Range`): a malformed one (`bytes=abc`, `bytes=5-2`), another unit,
 /// several ranges (actix-files would answer only the first), or any range of an empty file
 /// (no byte to point at). A service, not a handler: only a `ServiceRequest` can lose a header.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}/content",
+    tag = "uploads",
+    operation_id = "get_upload_content",
+    params(
+        UploadPath,
+        ("Range" = Option<String>, Header, description = "One byte range (`bytes=first-last`, `bytes=first-`, `bytes=-suffix`); any other value is ignored"),
+        ("If-Range" = Option<String>, Header, description = "An ETag or HTTP date: the range applies only while it is the file's"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags: 304 when one matches"),
+        ("If-Modified-Since" = Option<String>, Header, description = "An HTTP date: 304 unless modified since"),
+        ("If-Match" = Option<String>, Header, description = "ETags: 412 unless one matches"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP date: 412 when modified since"),
+    ),
+    security(("bearer" = ["uploads:read"])),
+    responses(
+        (status = 200, description = "The whole file, as an attachment", content_type = "*/*", body = Binary,
+            headers(
+                ("Content-Disposition" = String, description = "`attachment; filename=…`"),
+                ("ETag" = String), ("Last-Modified" = String),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                ("Content-Security-Policy" = String, description = "`sandbox; default-src 'none'`"),
+            )),
+        (status = 206, description = "The bytes of the one range asked for", content_type = "*/*", body = Binary,
+            headers(
+                ("Content-Range" = String, description = "`bytes first-last/size`"),
+                ("Content-Disposition" = String), ("ETag" = String), ("Last-Modified" = String),
+            )),
+        (status = 304, description = "Not modified (`If-None-Match`, `If-Modified-Since`)",
+            headers(("ETag" = String), ("Last-Modified" = String))),
+        (status = 404, description = "`not_found`: no complete upload with this id that this key may see", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: `If-Match` or `If-Unmodified-Since` failed", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts at or past the end",
+            body = ErrorBody, headers(("Content-Range" = String, description = "`bytes */size`"))),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn content(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
     let res = match file_answer(&mut req).await {
         Ok(res) => res,
@@ -410,6 +535,20 @@ impl MessageBody for Headless {
 }
 
 /// `DELETE /uploads/{id}` → 204: a complete upload's row and bytes.
+#[utoipa::path(
+    delete,
+    path = "/uploads/{id}",
+    tag = "uploads",
+    operation_id = "delete_upload",
+    params(UploadPath),
+    security(("bearer" = ["uploads:write"])),
+    responses(
+        (status = 204, description = "Deleted: the row, then the file"),
+        (status = 404, description = "`not_found`: no upload with this id that this key may use", body = ErrorBody),
+        (status = 423, description = "`upload_locked`: a tus PATCH is writing it", body = ErrorBody),
+        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     req: HttpRequest,
     services: web::Data<Services>,

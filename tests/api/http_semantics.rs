@@ -265,11 +265,26 @@ async fn a_method_a_path_lacks_is_405_with_the_allow_the_path_has() {
             }
         }
     }
-    // tus first: a request under /files/ without `Tus-Resumable` is refused as tus says.
-    let (status, _, body) = app
+    // Under /files/, a method tus does not define there is 405 like anywhere, whatever its
+    // `Tus-Resumable`; one it defines without `Tus-Resumable: 1.0.0` is tus's 412.
+    let (status, headers, body) = app
         .tus_request(
             Method::PUT,
             "/files/",
+            &[("Tus-Resumable", "0.2.2")],
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 405, "{body}");
+    let allow = header(&headers, "allow");
+    assert!(
+        allow.contains("POST") && allow.contains("OPTIONS"),
+        "{allow}"
+    );
+    let (status, _, body) = app
+        .tus_request(
+            Method::PATCH,
+            "/files/0b5f1f5e-8d4c-4a3b-9b7e-1c2d3e4f5a6b",
             &[("Tus-Resumable", "0.2.2")],
             vec![],
         )

@@ -15,6 +15,7 @@ mod http_semantics;
 mod json_logs;
 mod log_lines;
 mod logs;
+mod openapi;
 mod ownership;
 mod pg_tls;
 mod rate_limits;

@@ -612,7 +612,19 @@ both_backends!(
     framing_limits => framing_over_its_limits_is_400,
     ranges => content_serves_single_ranges_and_refuses_unsatisfiable_ones,
     list_and_delete => listing_pages_and_deleting_removes_row_and_file,
+    nul_in_after => a_nul_in_after_is_422_not_a_failed_query,
 );
+
+/// PostgreSQL's text holds no NUL: `after` with one is the client's 422 on both backends, not
+/// a query that fails (found by schemathesis).
+async fn a_nul_in_after_is_422_not_a_failed_query(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (status, _, body) = app.list_uploads("after=a%00b").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "after", "{body}");
+}
 
 /// With every CPU place taken, a new upload waits its 2 s for one and then gets 503 +
 /// `Retry-After`, keeping nothing; the uploads already admitted finish once the CPU frees.

@@ -149,6 +149,17 @@ async fn patch_changes_only_the_given_fields(backend: Backend) {
     );
     let (status, _, _) = app.update_user(id, &json!({"email": "bad"})).await;
     assert_eq!(status, 422);
+    // `null` is not "unchanged": nothing changes, and the client is told.
+    let (status, _, body) = app
+        .update_user(id, &json!({"name": null, "email": "new@example.com"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("validation_failed")),
+        "{body}"
+    );
+    let (_, _, unchanged) = app.get_user(id).await;
+    assert_eq!(unchanged["email"], "old@example.com");
 }
 
 async fn delete_answers_204_then_404(backend: Backend) {
