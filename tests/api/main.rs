@@ -13,6 +13,7 @@ mod health;
 mod http_semantics;
 mod log_lines;
 mod logs;
+mod metrics;
 mod ownership;
 mod rate_limits;
 mod shutdown;
