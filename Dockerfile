@@ -1,4 +1,5 @@
-# troupe, built in one stage and run from a small one.
+# troupe, built in one stage and run from a small one (the binary is stripped:
+# Cargo.toml's release profile).
 # docker build -t troupe .   (or: docker compose up, see docker-compose.yml)
 
 FROM rust:1.95-bookworm AS build
@@ -29,4 +30,8 @@ ENV TROUPE_BIND=0.0.0.0:8080 \
     TROUPE_UPLOAD_DIR=/var/lib/troupe/uploads \
     RUST_LOG=info
 EXPOSE 8080
+# /readyz over a plain socket (no curl in the image): 0 while ready, 1 otherwise, also
+# while draining after SIGTERM. It reads TROUPE_BIND like the server.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["troupe", "healthcheck"]
 CMD ["troupe"]

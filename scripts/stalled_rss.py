@@ -4,7 +4,9 @@ headers and a little body then go silent, and prints the server's RSS before and
 
     cargo build --release && python3 scripts/stalled_rss.py [N] [form|patch]
 """
-import os, socket, subprocess, sys, tempfile, time, urllib.request
+import socket, sys, tempfile, time, urllib.request
+
+from release_server import start
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 KIND = sys.argv[2] if len(sys.argv) > 2 else "form"
@@ -19,29 +21,10 @@ def rss_kib(pid):
     return 0
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def main():
     work = tempfile.mkdtemp(prefix="troupe-stall-")
-    port = free_port()
-    env = dict(os.environ, TROUPE_BIND=f"127.0.0.1:{port}", TROUPE_MAX_ACTIVE_UPLOADS=str(N + 10),
-               TROUPE_BODY_TIMEOUT_MS="600000", DATABASE_URL=f"sqlite://{work}/t.db",
-               TROUPE_UPLOAD_DIR=f"{work}/uploads", RUST_LOG="warn")
-    binary = os.path.join(os.path.dirname(__file__), "..", "target", "release", "troupe")
-    server = subprocess.Popen([binary], env=env)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/ping", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
+    server, base, port = start(work, "t", TROUPE_MAX_ACTIVE_UPLOADS=str(N + 10),
+                               TROUPE_BODY_TIMEOUT_MS="600000")
     locations = []
     if KIND == "patch":
         for _ in range(N):

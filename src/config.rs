@@ -1,10 +1,11 @@
 //! Every setting troupe reads, from the environment, validated once at start-up.
 //!
 //! A bad value is a [`ConfigError`] naming the variable; `main` prints it as one line and
-//! exits non-zero.
+//! exits non-zero. [`VARS`] is the one list of variables: what is read, what `--help` and
+//! the README say, and what unknown `TROUPE_*` names are warned about.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +41,337 @@ pub struct ConfigError {
     pub var: &'static str,
     /// What is wrong, and what would be right.
     pub problem: String,
+}
+
+/// One environment variable troupe reads: its name, its default as a person reads it, and
+/// what it means. [`VARS`] lists them all; `troupe --help` prints them ([`help_text`]), the
+/// start-up line and `troupe check-config` show their values in its order
+/// ([`Config::effective`]), and a test holds the README's table to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var {
+    /// The environment variable.
+    pub name: &'static str,
+    /// What applies when it is unset or empty.
+    pub default: &'static str,
+    /// What it sets, with its range where it has one.
+    pub meaning: &'static str,
+}
+
+/// Every variable troupe reads, and nothing else: [`Config::from_vars`] reads each of these
+/// but `RUST_LOG` and `TROUPE_LOG_FORMAT` (the logger's), and no other; any other `TROUPE_*`
+/// variable gets a warning at start ([`unknown_variables`]).
+pub const VARS: &[Var] = &[
+    Var {
+        name: "DATABASE_URL",
+        default: "unset → SQLite file ./data/troupe.db",
+        meaning: "postgres://user@host:port/db for PostgreSQL, sqlite://PATH for another \
+                  SQLite file",
+    },
+    Var {
+        name: BIND_VAR,
+        default: "127.0.0.1:8080",
+        meaning: "address to listen on, HOST:PORT: an IP address, or a host name resolved at \
+                  start (its first IPv4 address, else its first; localhost is loopback); \
+                  0.0.0.0:8080 in a container; port 0 picks a free one",
+    },
+    Var {
+        name: "TROUPE_WORKERS",
+        default: "number of cores",
+        meaning: "HTTP worker threads (1–256)",
+    },
+    Var {
+        name: "TROUPE_DB_POOL_SIZE",
+        default: "10",
+        meaning: "database connections (1–1000)",
+    },
+    Var {
+        name: "TROUPE_DB_TIMEOUT_MS",
+        default: "2000",
+        meaning: "longest wait for a database connection; past it a request gets 503 + \
+                  Retry-After (10–600000)",
+    },
+    Var {
+        name: "TROUPE_DB_STATEMENT_TIMEOUT_MS",
+        default: "2000",
+        meaning: "longest one statement runs, lock waits included; past it the database ends \
+                  it, nothing of it is kept, and the request gets 503 overloaded (10–600000)",
+    },
+    Var {
+        name: "TROUPE_CPU_THREADS",
+        default: "number of cores",
+        meaning: "CpuActor threads (1–256)",
+    },
+    Var {
+        name: "TROUPE_UPLOAD_DIR",
+        default: "./data/uploads",
+        meaning: "where uploaded files live, named by id; created at start-up",
+    },
+    Var {
+        name: "TROUPE_MAX_UPLOAD_BYTES",
+        default: "1073741824 (1 GiB)",
+        meaning: "largest upload (POST /upload and tus); over it → 413 at once, nothing kept",
+    },
+    Var {
+        name: "TROUPE_TUS_EXPIRY_SECS",
+        default: "86400",
+        meaning: "an unfinished tus upload untouched this long expires and is deleted",
+    },
+    Var {
+        name: "TROUPE_BODY_TIMEOUT_MS",
+        default: "60000",
+        meaning: "a request body that sends no byte for this long is aborted (408; a tus \
+                  PATCH keeps what arrived)",
+    },
+    Var {
+        name: "TROUPE_MAX_ACTIVE_UPLOADS",
+        default: "256",
+        meaning: "upload bodies streaming at once (POST /upload and PATCH together); past it \
+                  → 503 + Retry-After",
+    },
+    Var {
+        name: "TROUPE_UPLOAD_SHARED_RATE_MIB",
+        default: "32",
+        meaning: "MiB/s each upload may take while other requests are being served; alone, \
+                  uploads are not limited (0: never limited; 0–1048576)",
+    },
+    Var {
+        name: "TROUPE_DRAIN_MS",
+        default: "3000",
+        meaning: "after SIGTERM, how long troupe goes on serving with /readyz at 503 draining \
+                  and Connection: close on every response, before it closes its listener \
+                  (0–600000)",
+    },
+    Var {
+        name: "TROUPE_SHUTDOWN_TIMEOUT_MS",
+        default: "30000",
+        meaning: "once the listener is closed, how long requests in flight have to finish \
+                  before they are cut (0–3600000)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAMS",
+        default: "none",
+        meaning: "fan-out sources, name=url,name=url; names [a-z0-9][a-z0-9_-]*, unique; \
+                  http and https only",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_TIMEOUT_MS",
+        default: "5000",
+        meaning: "one attempt at one source: connect, head and whole body (1–600000)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_DEADLINE_MS",
+        default: "10000",
+        meaning: "one request's whole fan-out, retries included (1–600000)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_MAX_BYTES",
+        default: "2097152",
+        meaning: "largest body taken from a source, enforced while it streams in \
+                  (1–268435456)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_BREAKER_FAILURES",
+        default: "5",
+        meaning: "consecutive failures that open a source's circuit breaker (1–1000)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS",
+        default: "5000",
+        meaning: "how long an open breaker fails calls at once before one trial (1–3600000)",
+    },
+    Var {
+        name: "TROUPE_UPSTREAM_CA_FILE",
+        default: "none",
+        meaning: "PEM file of CA certificates trusted for https sources besides the built-in \
+                  Mozilla roots",
+    },
+    Var {
+        name: API_KEYS_VAR,
+        default: "none",
+        meaning: "API keys, NAME:SCOPES:DIGEST,… (troupe hash-key NAME SCOPES makes one); \
+                  without keys troupe serves open, and only on a loopback address",
+    },
+    Var {
+        name: AUTH_VAR,
+        default: "on",
+        meaning: "off: serve open on a non-loopback address on purpose (no keys may be set)",
+    },
+    Var {
+        name: CORS_ORIGINS_VAR,
+        default: "none",
+        meaning: "browser origins that may call troupe: * or exact origins, comma-separated; \
+                  unset, no CORS headers at all",
+    },
+    Var {
+        name: RATE_LIMIT_VAR,
+        default: "off",
+        meaning: "requests per client, N/s or N/m; over it → 429 + Retry-After; the client is \
+                  its key's name, else its address",
+    },
+    Var {
+        name: RATE_BURST_VAR,
+        default: "2 × N a second",
+        meaning: "the burst the limit allows (1–1000000)",
+    },
+    Var {
+        name: TRUSTED_PROXIES_VAR,
+        default: "none",
+        meaning: "CIDRs of proxies whose X-Forwarded-For names the client for the limit",
+    },
+    Var {
+        name: "RUST_LOG",
+        default: "info",
+        meaning: "log filter (env_logger syntax); troupe::access=info is the access log; \
+                  an invalid one (lots) is replaced by info, with one warning",
+    },
+    Var {
+        name: LOG_FORMAT_VAR,
+        default: "text",
+        meaning: "text, or json: one JSON object per line",
+    },
+];
+
+/// The variable that sets the listening address.
+pub const BIND_VAR: &str = "TROUPE_BIND";
+
+/// The log's format; read by the logger (`logging`), listed here so that `--help` shows it.
+pub use crate::logging::LOG_FORMAT_VAR;
+
+/// Whether troupe reads `name`.
+pub fn is_known(name: &str) -> bool {
+    VARS.iter().any(|var| var.name == name)
+}
+
+/// The variables as `troupe --help` lists them: each name with its default, then its
+/// meaning, indented and wrapped to 80 columns.
+pub fn help_text() -> String {
+    let mut text = wrap(
+        "Configuration: these environment variables, validated once at start (a bad value \
+         stops troupe with exit code 2 and one line naming it):",
+        "",
+    );
+    for var in VARS {
+        text.push_str(&format!("\n  {}  [default: {}]\n", var.name, var.default));
+        text.push_str(&wrap(var.meaning, "      "));
+    }
+    text
+}
+
+/// `words` as lines of at most 80 columns (a longer word stays whole), each after `indent`.
+fn wrap(words: &str, indent: &str) -> String {
+    let mut text = String::new();
+    let mut line = String::new();
+    for word in words.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.chars().count() + 1 + word.chars().count() > 80 {
+            text.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    text.push_str(&format!("{indent}{line}\n"));
+    text
+}
+
+/// One warning line for each `TROUPE_*` name in `names` that troupe does not read (a typo
+/// such as `TROUPE_WORKER`), naming the known variable it was most likely meant to be when
+/// one is clearly closest. Values are never shown: they may be secrets.
+pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with("TROUPE_") && !is_known(name))
+        .collect();
+    unknown.sort();
+    unknown
+        .into_iter()
+        .map(|name| match closest_variable(&name) {
+            Some(known) => format!(
+                "unknown variable {name} is ignored: did you mean {known}? (troupe --help \
+                 lists every variable)"
+            ),
+            None => {
+                format!("unknown variable {name} is ignored (troupe --help lists every variable)")
+            }
+        })
+        .collect()
+}
+
+/// The known variable nearest `name` in edits, if it is near (two edits, more for long
+/// names) and nearer than any other.
+fn closest_variable(name: &str) -> Option<&'static str> {
+    let mut by_distance: Vec<(usize, &'static str)> = VARS
+        .iter()
+        .map(|var| (strsim::damerau_levenshtein(name, var.name), var.name))
+        .collect();
+    by_distance.sort();
+    match by_distance.as_slice() {
+        [(best, known), rest @ ..]
+            if *best <= 2.max(name.len() / 8) && rest.first().is_none_or(|(d, _)| d > best) =>
+        {
+            Some(known)
+        }
+        _ => None,
+    }
+}
+
+/// `TROUPE_BIND`, resolved: where to listen, and whether every address the value names is
+/// a loopback address (the secure-by-default check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bind {
+    /// The address troupe listens on.
+    pub addr: SocketAddr,
+    /// Whether every address the value resolved to is loopback (`localhost` is).
+    pub loopback: bool,
+}
+
+/// Parses `TROUPE_BIND`: `IP:PORT` (`[IPv6]:PORT`), or `HOST:PORT` with a host name,
+/// resolved now. A name that resolves to several addresses listens on the first IPv4 one
+/// (else the first), and is loopback only if all of them are.
+pub fn parse_bind(value: Option<&str>) -> Result<Bind, ConfigError> {
+    let Some(value) = value else {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        return Ok(Bind {
+            addr,
+            loopback: true,
+        });
+    };
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(Bind {
+            addr,
+            loopback: addr.ip().is_loopback(),
+        });
+    }
+    let bad = |problem: String| ConfigError {
+        var: BIND_VAR,
+        problem,
+    };
+    let port = value
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && !host.contains([':', '[', ']', '/']))
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)));
+    let Some((host, port)) = port else {
+        return Err(bad(format!(
+            "expected HOST:PORT such as 127.0.0.1:8080 or localhost:8080, got {value:?}"
+        )));
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve {host:?}: {e}")))?
+        .collect();
+    let Some(addr) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+    else {
+        return Err(bad(format!("{host:?} resolves to no address")));
+    };
+    Ok(Bind {
+        addr,
+        loopback: addrs.iter().all(|a| a.ip().is_loopback()),
+    })
 }
 
 /// The default SQLite file when `DATABASE_URL` is unset.
@@ -178,17 +510,18 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let get = |name: &'static str| {
+            debug_assert!(
+                is_known(name),
+                "{name} is read but not listed in config::VARS"
+            );
+            vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let bind = parse_bind(get(BIND_VAR))?;
         let config = Self {
             database: parse_database(get("DATABASE_URL"))?,
-            bind: match get("TROUPE_BIND") {
-                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-                Some(v) => v.parse().map_err(|_| ConfigError {
-                    var: "TROUPE_BIND",
-                    problem: format!("expected HOST:PORT such as 127.0.0.1:8080, got {v:?}"),
-                })?,
-            },
+            bind: bind.addr,
             workers: parse_int(get("TROUPE_WORKERS"), "TROUPE_WORKERS", cores, 1, 256)?,
             db_pool_size: parse_int(
                 get("TROUPE_DB_POOL_SIZE"),
@@ -287,13 +620,15 @@ impl Config {
             )?,
             trusted_proxies: TrustedProxies::parse(get(TRUSTED_PROXIES_VAR).unwrap_or(""))?,
         };
-        config.check_access()?;
+        crate::logging::LogFormat::parse(get(LOG_FORMAT_VAR))?;
+        config.check_access(bind.loopback, get(BIND_VAR))?;
         Ok(config)
     }
 
-    /// Secure by default: without keys, open only on a loopback address, unless
-    /// `TROUPE_AUTH=off` says so (and then no keys may be set, which would say otherwise).
-    fn check_access(&self) -> Result<(), ConfigError> {
+    /// Secure by default: without keys, open only on a loopback address (`loopback`: every
+    /// address `TROUPE_BIND`, as `given`, resolved to), unless `TROUPE_AUTH=off` says so (and
+    /// then no keys may be set, which would say otherwise).
+    fn check_access(&self, loopback: bool, given: Option<&str>) -> Result<(), ConfigError> {
         if self.auth_off {
             if !self.api_keys.is_empty() {
                 return Err(ConfigError {
@@ -305,13 +640,18 @@ impl Config {
             }
             return Ok(());
         }
-        if self.api_keys.is_empty() && !self.bind.ip().is_loopback() {
+        if self.api_keys.is_empty() && !loopback {
+            let bind = match given {
+                Some(name) if name.parse::<SocketAddr>().is_err() => {
+                    format!("{name} resolves to an address that")
+                }
+                _ => format!("{} is", self.bind),
+            };
             return Err(ConfigError {
                 var: API_KEYS_VAR,
                 problem: format!(
-                    "unset, and TROUPE_BIND={} is not a loopback address: set keys (troupe \
-                     hash-key NAME SCOPES makes one), or TROUPE_AUTH=off to serve open on purpose",
-                    self.bind
+                    "unset, and TROUPE_BIND={bind} not a loopback address: set keys (troupe \
+                     hash-key NAME SCOPES makes one), or TROUPE_AUTH=off to serve open on purpose"
                 ),
             });
         }
@@ -331,80 +671,82 @@ impl Config {
     /// The effective configuration as one log line of `VARIABLE=value` pairs, defaults
     /// filled in, secrets masked ([`mask_url`]): the start-up line.
     pub fn summary(&self) -> String {
-        let database = match &self.database {
-            DatabaseUrl::Postgres(url) => mask_url(url),
-            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-        };
-        let upstreams = if self.upstream.sources.is_empty() {
-            "none".to_owned()
-        } else {
-            self.upstream
+        self.effective()
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The effective value of every variable this configuration holds, in [`VARS`]' order,
+    /// defaults filled in and secrets masked: the database password and secret-looking URL
+    /// query values as `***`, keys by name only. The logger's variables are not in it.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        VARS.iter()
+            .filter_map(|var| Some((var.name, self.value_of(var.name)?)))
+            .collect()
+    }
+
+    /// One variable's effective value, masked; `None` for a variable `Config` does not hold.
+    fn value_of(&self, name: &str) -> Option<String> {
+        let up = &self.upstream;
+        let ms = |d: Duration| d.as_millis().to_string();
+        Some(match name {
+            "DATABASE_URL" => match &self.database {
+                DatabaseUrl::Postgres(url) => mask_url(url),
+                DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            },
+            BIND_VAR => self.bind.to_string(),
+            "TROUPE_WORKERS" => self.workers.to_string(),
+            "TROUPE_DB_POOL_SIZE" => self.db_pool_size.to_string(),
+            "TROUPE_DB_TIMEOUT_MS" => ms(self.db_timeout),
+            "TROUPE_DB_STATEMENT_TIMEOUT_MS" => ms(self.db_statement_timeout),
+            "TROUPE_CPU_THREADS" => self.cpu_threads.to_string(),
+            "TROUPE_UPLOAD_DIR" => self.upload_dir.display().to_string(),
+            "TROUPE_MAX_UPLOAD_BYTES" => self.max_upload_bytes.to_string(),
+            "TROUPE_TUS_EXPIRY_SECS" => self.tus_expiry.as_secs().to_string(),
+            "TROUPE_BODY_TIMEOUT_MS" => ms(self.body_timeout),
+            "TROUPE_MAX_ACTIVE_UPLOADS" => self.max_active_uploads.to_string(),
+            "TROUPE_UPLOAD_SHARED_RATE_MIB" => self.upload_shared_rate_mib.to_string(),
+            "TROUPE_DRAIN_MS" => ms(self.drain),
+            "TROUPE_SHUTDOWN_TIMEOUT_MS" => ms(self.shutdown_timeout),
+            "TROUPE_UPSTREAMS" if up.sources.is_empty() => "none".to_owned(),
+            "TROUPE_UPSTREAMS" => up
                 .sources
                 .iter()
                 .map(|s| format!("{}={}", s.name, mask_url(&s.url)))
                 .collect::<Vec<_>>()
-                .join(",")
-        };
-        let up = &self.upstream;
-        let ms = |d: Duration| d.as_millis();
-        format!(
-            "DATABASE_URL={database} TROUPE_BIND={} TROUPE_WORKERS={} TROUPE_DB_POOL_SIZE={} \
-             TROUPE_DB_TIMEOUT_MS={} TROUPE_DB_STATEMENT_TIMEOUT_MS={} TROUPE_CPU_THREADS={} \
-             TROUPE_UPLOAD_DIR={} \
-             TROUPE_MAX_UPLOAD_BYTES={} TROUPE_TUS_EXPIRY_SECS={} \
-             TROUPE_BODY_TIMEOUT_MS={} TROUPE_MAX_ACTIVE_UPLOADS={} \
-             TROUPE_UPLOAD_SHARED_RATE_MIB={} TROUPE_DRAIN_MS={} TROUPE_SHUTDOWN_TIMEOUT_MS={} \
-             TROUPE_UPSTREAMS={upstreams} TROUPE_UPSTREAM_TIMEOUT_MS={} \
-             TROUPE_UPSTREAM_DEADLINE_MS={} TROUPE_UPSTREAM_MAX_BYTES={} \
-             TROUPE_UPSTREAM_BREAKER_FAILURES={} TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS={} \
-             TROUPE_UPSTREAM_CA_FILE={} TROUPE_API_KEYS={} TROUPE_AUTH={} \
-             TROUPE_CORS_ORIGINS={} TROUPE_RATE_LIMIT={} TROUPE_RATE_BURST={} \
-             TROUPE_TRUSTED_PROXIES={}",
-            self.bind,
-            self.workers,
-            self.db_pool_size,
-            ms(self.db_timeout),
-            ms(self.db_statement_timeout),
-            self.cpu_threads,
-            self.upload_dir.display(),
-            self.max_upload_bytes,
-            self.tus_expiry.as_secs(),
-            ms(self.body_timeout),
-            self.max_active_uploads,
-            self.upload_shared_rate_mib,
-            ms(self.drain),
-            ms(self.shutdown_timeout),
-            ms(up.timeout),
-            ms(up.deadline),
-            up.max_bytes,
-            up.breaker_failures,
-            ms(up.breaker_cooldown),
-            match up.extra_roots.len() {
+                .join(","),
+            "TROUPE_UPSTREAM_TIMEOUT_MS" => ms(up.timeout),
+            "TROUPE_UPSTREAM_DEADLINE_MS" => ms(up.deadline),
+            "TROUPE_UPSTREAM_MAX_BYTES" => up.max_bytes.to_string(),
+            "TROUPE_UPSTREAM_BREAKER_FAILURES" => up.breaker_failures.to_string(),
+            "TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS" => ms(up.breaker_cooldown),
+            "TROUPE_UPSTREAM_CA_FILE" => match up.extra_roots.len() {
                 0 => "none".to_owned(),
                 n => format!("{n}_certificates"),
             },
-            keys_summary(&self.api_keys),
-            if self.auth_off { "off" } else { "on" },
-            match &self.cors {
+            API_KEYS_VAR => keys_summary(&self.api_keys),
+            AUTH_VAR => if self.auth_off { "off" } else { "on" }.to_owned(),
+            CORS_ORIGINS_VAR => match &self.cors {
                 CorsConfig::Off => "none".to_owned(),
                 CorsConfig::AnyOrigin => "*".to_owned(),
                 CorsConfig::Origins(origins) => origins.join(","),
             },
-            self.rate_limit.map_or_else(
+            RATE_LIMIT_VAR => self.rate_limit.map_or_else(
                 || "off".to_owned(),
                 |r| match r.per {
                     Per::Second => format!("{}/s", r.requests),
                     Per::Minute => format!("{}/m", r.requests),
-                }
+                },
             ),
-            self.rate_limit
+            RATE_BURST_VAR => self
+                .rate_limit
                 .map_or_else(|| "none".to_owned(), |r| r.burst.to_string()),
-            if self.trusted_proxies.is_empty() {
-                "none"
-            } else {
-                "set"
-            },
-        )
+            TRUSTED_PROXIES_VAR if self.trusted_proxies.is_empty() => "none".to_owned(),
+            TRUSTED_PROXIES_VAR => "set".to_owned(),
+            _ => return None,
+        })
     }
 }
 
@@ -547,7 +889,7 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    fn from_vars<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, ConfigError> {
+    fn from_vars<'a>(get: impl Fn(&'static str) -> Option<&'a str>) -> Result<Self, ConfigError> {
         let ms = |var: &'static str, default: u64, max: u64| {
             parse_int(get(var), var, default, 1, max).map(Duration::from_millis)
         };
@@ -962,6 +1304,117 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} not in {line}");
         }
+    }
+
+    /// The variables the logger reads, not `Config`.
+    const LOGGER_VARS: [&str; 2] = ["RUST_LOG", LOG_FORMAT_VAR];
+
+    #[test]
+    fn every_variable_of_the_table_is_read_and_shown() {
+        // Reading a variable that is not in VARS trips a debug assertion in from_vars.
+        let defaults = Config::from_vars(vars(&[])).unwrap().effective();
+        let shown: Vec<&str> = defaults.iter().map(|(name, _)| *name).collect();
+        let held: Vec<&str> = VARS
+            .iter()
+            .map(|v| v.name)
+            .filter(|name| !LOGGER_VARS.contains(name))
+            .collect();
+        assert_eq!(shown, held);
+        // Each is read: a value of its own is refused naming it, or shows.
+        for name in held {
+            match Config::from_vars(vars(&[(name, "x-unlikely-x")])) {
+                Err(err) => assert_eq!(err.var, name, "{err}"),
+                Ok(config) => assert!(
+                    config
+                        .effective()
+                        .contains(&(name, "x-unlikely-x".to_owned())),
+                    "{name} is not read"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_says_the_defaults_the_code_applies() {
+        let defaults: HashMap<&str, String> = Config::from_vars(vars(&[]))
+            .unwrap()
+            .effective()
+            .into_iter()
+            .collect();
+        let mut checked = 0;
+        for var in VARS.iter().filter(|v| !LOGGER_VARS.contains(&v.name)) {
+            // A literal default (a number, an address, a path, a word; perhaps with a note
+            // in parentheses) is what the code applies; a description ("number of cores")
+            // is not compared.
+            let first = var.default.split_whitespace().next().unwrap();
+            let rest = var.default[first.len()..].trim();
+            if rest.is_empty() || rest.starts_with('(') {
+                assert_eq!(
+                    first.trim_start_matches("./"),
+                    defaults[var.name],
+                    "{}",
+                    var.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "{checked}");
+    }
+
+    #[test]
+    fn unknown_troupe_variables_are_named_with_the_closest_known_one() {
+        let names = [
+            "TROUPE_WORKER",
+            "TROUPE_BIND",
+            "TROUPE_LOG_FORMAT",
+            "TROUPE_UPSTREAM_BREAKER_COOLDOWN",
+            "TROUPE_SOMETHING_ELSE",
+            "PATH",
+            "troupe_bind",
+        ]
+        .map(String::from);
+        let warnings = unknown_variables(names);
+        assert_eq!(
+            warnings,
+            [
+                "unknown variable TROUPE_SOMETHING_ELSE is ignored (troupe --help lists every \
+                 variable)",
+                "unknown variable TROUPE_UPSTREAM_BREAKER_COOLDOWN is ignored: did you mean \
+                 TROUPE_UPSTREAM_BREAKER_COOLDOWN_MS? (troupe --help lists every variable)",
+                "unknown variable TROUPE_WORKER is ignored: did you mean TROUPE_WORKERS? \
+                 (troupe --help lists every variable)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_name_binds_and_localhost_is_loopback() {
+        let bind = parse_bind(Some("localhost:0")).unwrap();
+        assert!(bind.loopback && bind.addr.ip().is_loopback(), "{bind:?}");
+        assert!(bind.addr.is_ipv4(), "{bind:?}");
+        let config = Config::from_vars(vars(&[("TROUPE_BIND", "localhost:8080")])).unwrap();
+        assert!(config.is_open());
+        assert_eq!(config.bind.port(), 8080);
+        for bad in ["localhost", "localhost:http", ":8080", "::1:80", "a/b:80"] {
+            let err = Config::from_vars(vars(&[("TROUPE_BIND", bad)])).unwrap_err();
+            assert_eq!(err.var, "TROUPE_BIND", "{bad}");
+            assert!(err.problem.contains("HOST:PORT"), "{bad}: {err}");
+        }
+        let err = parse_bind(Some("no-such-host.invalid:80")).unwrap_err();
+        assert!(err.problem.contains("cannot resolve"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_every_variable_within_80_columns() {
+        let help = help_text();
+        for var in VARS {
+            assert!(
+                help.contains(&format!("  {}  [default: {}]\n", var.name, var.default)),
+                "{}",
+                var.name
+            );
+        }
+        assert!(help.lines().all(|l| l.chars().count() <= 80), "{help}");
     }
 
     #[test]

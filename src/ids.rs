@@ -36,15 +36,19 @@ impl Serialize for UserId {
     }
 }
 
-/// An upload's id: a random UUID, also the name of its file. Its text form is always the
+/// An upload's id: a UUID, also the name of its file. Its text form is always the
 /// canonical lowercase hyphenated one, so it sorts the same as text and as an id.
+///
+/// New ids are UUIDv7 (RFC 9562): a millisecond timestamp first, then a counter and random
+/// bits, so ids made later sort later and `/uploads` (id order) lists uploads in the order
+/// they were begun. Any UUID is still an id: those made before (random, v4) keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UploadId(pub Uuid);
 
 impl UploadId {
-    /// A fresh random id.
+    /// A fresh id, later in order than every id this process made before it.
     pub fn new() -> Self {
-        Self(Uuid::new_v4())
+        Self(Uuid::now_v7())
     }
 }
 
@@ -116,6 +120,22 @@ mod tests {
         assert_eq!(UploadId::try_from(text.to_uppercase()), Ok(id));
         assert!("not-a-uuid".parse::<UploadId>().is_err());
         assert!(UploadId::try_from(String::new()).is_err());
+    }
+
+    #[test]
+    fn new_upload_ids_are_v7_and_sort_in_the_order_they_were_made() {
+        let ids: Vec<UploadId> = (0..1000).map(|_| UploadId::new()).collect();
+        assert!(ids.iter().all(|id| id.0.get_version_num() == 7));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        // And as text, which is how the database orders them.
+        let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        assert!(texts.windows(2).all(|w| w[0] < w[1]));
+        // An id of the kind made before (v4) is still an id.
+        let old = "1b4e28ba-2fa1-4d2e-883f-0016d3cca427";
+        assert_eq!(
+            old.parse::<UploadId>().map(|id| id.to_string()),
+            Ok(old.to_owned())
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub use keys::{
 pub use new_key::{entry_line, generate_key, new_key, NewKey, NewKeyError, KEY_BYTES};
 pub use scope::{Scope, Scopes, ScopesError, UnknownScope};
 
+use crate::db::uploads::Upload;
 use crate::error::AppError;
 
 /// Who a request is, as far as its `Authorization` header tells.
@@ -111,6 +112,12 @@ impl Access {
     pub fn may_use_upload(&self, owner: Option<&str>) -> bool {
         self.scopes.is_admin() || owner == Some(self.name())
     }
+}
+
+/// Whether a request with `access` (`None`: open mode) may use `upload`: its creator's key
+/// or `admin` may; anyone may in open mode.
+pub fn may_use(access: Option<&Access>, upload: &Upload) -> bool {
+    access.is_none_or(|access| access.may_use_upload(upload.owner.as_deref()))
 }
 
 impl fmt::Debug for Access {

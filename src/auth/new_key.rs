@@ -3,8 +3,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::rngs::OsRng;
-use rand::TryRngCore as _;
+use rand::rngs::SysRng;
+use rand::TryRng as _;
 use sha2::{Digest as _, Sha256};
 
 use super::keys::{is_key_name, KeyProblem};
@@ -18,7 +18,7 @@ pub const KEY_BYTES: usize = 32;
 /// base64 without padding (43 characters, safe in a header, a URL and a shell).
 pub fn generate_key() -> Result<String, NewKeyError> {
     let mut bytes = [0u8; KEY_BYTES];
-    OsRng
+    SysRng
         .try_fill_bytes(&mut bytes)
         .map_err(|e| NewKeyError::Random(e.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))

@@ -17,6 +17,7 @@
 
 pub mod circuit;
 pub mod page;
+pub mod postgres;
 pub mod schema;
 pub mod uploads;
 pub mod users;
@@ -39,9 +40,10 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use crate::config::{Config, DatabaseUrl};
-use crate::error::{error_chain, AppError};
+use crate::error::AppError;
 use crate::metrics::Occupancy;
 use circuit::{Circuit, Probe};
+use postgres::PgTarget;
 
 /// The SQLite connection type the pool holds: diesel's sync connection on blocking threads.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -171,6 +173,8 @@ macro_rules! with_conn {
             }
         }
     }};
+    // Not the `@read` loop with its retry switched off: a write body may move its values,
+    // which no loop allows.
     (@write $pool:expr, $backend:ident, $budget:ident, |$conn:ident| $body:expr) => {{
         let mut guard = $pool
             .checkout($backend, &$budget, $crate::db::Access::Write)
@@ -233,8 +237,15 @@ impl DbPool {
             (config.db_timeout, config.db_statement_timeout);
         let (backend, circuit) = match &config.database {
             DatabaseUrl::Postgres(url) => {
-                let (pool, circuit) = pool_over(config, url, move |url| {
-                    connect_postgres(url, statement_timeout, checkout_timeout)
+                // Read once; `migrate` has already refused a URL this fails on, so an error
+                // here only reaches the pool's connects (503 `database_unavailable`).
+                let target = PgTarget::parse(url).map(Arc::new);
+                let (pool, circuit) = pool_over(config, url, move |_| {
+                    let target = target.clone();
+                    async move {
+                        let target = target?;
+                        connect_postgres(&target, Some(statement_timeout), checkout_timeout).await
+                    }
                 });
                 (Backend::Pg(pool), circuit)
             }
@@ -478,26 +489,23 @@ where
     (pool, circuit)
 }
 
-/// Opens a PostgreSQL connection whose statements the server ends after
-/// `statement_timeout`, giving up after `within`; the error keeps the driver's cause chain
-/// ("error connecting to server: Connection refused"), where diesel-async keeps only the
-/// first line.
+/// Opens a PostgreSQL connection (over TLS as `sslmode` says) whose statements the server
+/// ends after `statement_timeout`, if given, giving up after `within`; the error keeps the
+/// driver's cause chain ("error connecting to server: Connection refused"), where
+/// diesel-async keeps only the first line.
 async fn connect_postgres(
-    url: String,
-    statement_timeout: Duration,
+    target: &PgTarget,
+    statement_timeout: Option<Duration>,
     within: Duration,
 ) -> Result<AsyncPgConnection, String> {
     let attempt = async {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .map_err(|err| error_chain(&err))?;
-        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
-            .await
-            .map_err(|err| err.to_string())?;
-        let set = format!("SET statement_timeout = {}", statement_timeout.as_millis());
-        conn.batch_execute(&set)
-            .await
-            .map_err(|err| err.to_string())?;
+        let mut conn = target.open().await?;
+        if let Some(timeout) = statement_timeout {
+            let set = format!("SET statement_timeout = {}", timeout.as_millis());
+            conn.batch_execute(&set)
+                .await
+                .map_err(|err| err.to_string())?;
+        }
         Ok(conn)
     };
     tokio::time::timeout(within, attempt)
@@ -540,42 +548,60 @@ pub struct ConnectError {
     pub cause: String,
 }
 
-/// Connects once with tokio-postgres itself, whose error keeps its cause chain
-/// ("error connecting to server: Connection refused"), where diesel-async's keeps only
-/// the first line.
-async fn preflight_postgres(url: &str) -> Result<(), String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|err| error_chain(&err))?;
-    drop(client);
-    let _ = connection.await;
-    Ok(())
+/// The connection migrations run on: PostgreSQL's opened here, on the async side, through
+/// the same [`PgTarget`] the pool uses (TLS included); SQLite's opened on the blocking thread.
+enum MigrationConn {
+    Pg(Box<AsyncPgConnection>),
+    Sqlite(std::path::PathBuf),
+}
+
+/// Whether this session is encrypted, and how, as the server sees it (`pg_stat_ssl`), for the
+/// start-up line.
+async fn session_tls(conn: &mut AsyncPgConnection) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        version: Option<String>,
+    }
+    let query = diesel::sql_query(
+        "SELECT CASE WHEN ssl THEN version END AS version FROM pg_stat_ssl \
+         WHERE pid = pg_backend_pid()",
+    );
+    match diesel_async::RunQueryDsl::get_result::<Ssl>(query, conn).await {
+        Ok(Ssl { version: Some(v) }) => format!("over TLS ({v})"),
+        Ok(Ssl { version: None }) => "unencrypted".to_owned(),
+        Err(_) => "TLS unknown".to_owned(),
+    }
 }
 
 async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), ConnectError> {
     let backend = database.backend();
     let fail = move |cause: String| ConnectError { backend, cause };
-    if let DatabaseUrl::Postgres(url) = database {
-        match tokio::time::timeout(limit, preflight_postgres(url)).await {
-            Err(_) => return Err(fail(format!("no answer within {} ms", limit.as_millis()))),
-            Ok(Err(cause)) => return Err(fail(cause)),
-            Ok(Ok(())) => {}
+    let (conn, how) = match database {
+        DatabaseUrl::Postgres(url) => {
+            let target = PgTarget::parse(url).map_err(fail)?;
+            let mut conn = connect_postgres(&target, None, limit).await.map_err(fail)?;
+            let how = format!(
+                "{}, sslmode={}",
+                session_tls(&mut conn).await,
+                target.mode()
+            );
+            (MigrationConn::Pg(Box::new(conn)), format!(" {how};"))
         }
-    }
-    let database = database.clone();
+        DatabaseUrl::Sqlite(path) => (MigrationConn::Sqlite(path.clone()), ",".to_owned()),
+    };
     let task = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        match database {
-            DatabaseUrl::Postgres(url) => {
+        match conn {
+            MigrationConn::Pg(conn) => {
                 type Wrapper = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
                     AsyncPgConnection,
                 >;
-                let mut conn =
-                    <Wrapper as diesel::Connection>::establish(&url).map_err(|e| e.to_string())?;
+                let mut conn = Wrapper::from(*conn);
                 conn.run_pending_migrations(PG_MIGRATIONS)
                     .map(|v| v.len())
                     .map_err(|e| e.to_string())
             }
-            DatabaseUrl::Sqlite(path) => {
+            MigrationConn::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -598,7 +624,7 @@ async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), C
         Ok(Err(join)) => Err(fail(format!("migration task failed: {join}"))),
         Ok(Ok(Err(cause))) => Err(fail(cause.trim().to_owned())),
         Ok(Ok(Ok(applied))) => {
-            log::info!("database ({backend}) ready, {applied} migration(s) applied");
+            log::info!("database ({backend}) ready{how} {applied} migration(s) applied");
             Ok(())
         }
     }

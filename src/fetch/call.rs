@@ -116,11 +116,11 @@ pub async fn fetch(
         Err(err) => {
             permit.failed(now);
             log::warn!(
-                "upstream {}: {}: {} request_id={}",
+                request_id = fan_out.request_id.as_str();
+                "upstream {}: {}: {}",
                 source.name,
                 err.code,
                 err.message,
-                fan_out.request_id
             );
         }
     }

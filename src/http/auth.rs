@@ -162,7 +162,7 @@ where
             .map(|keys| keys.authenticate(req.headers()));
         // A configured key is named in the access log, whatever the answer.
         if let Some(access) = auth.as_ref().and_then(Authentication::access) {
-            req.extensions_mut().insert(access.clone());
+            super::middleware::admit_key(&req, access);
         }
         if let Some(limits) = &self.guard.limits {
             let client = match auth.as_ref().and_then(Authentication::access) {

@@ -8,12 +8,21 @@
 //! by the shutdown timeout is logged when its future is dropped, with status `499`, an
 //! `outcome=` and the body bytes the handler had read. Only requests that have a body pay for
 //! counting them (the body deadline's wrapper, `body.rs`); the others cost one counter increment.
+//!
+//! The access line names the key a request presented (`key=NAME`, never the key) whenever
+//! the access check found it configured, answered or not: the check notes it in a slot the
+//! line reads ([`admit_key`]). Its text is `METHOD PATH STATUS TIMEms [outcome=…]
+//! [body_bytes=N] [key=NAME] request_id=…`; in JSON (`logging`) the same line also has the
+//! fields `method`, `route` (the matched pattern, null when none matched), `path`, `status`,
+//! `duration_ms`, `bytes_in`, `bytes_out`, `client`, `user_agent`, `key_name` and `outcome`
+//! (null unless unanswered).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{ConnectionType, Method, Uri};
@@ -37,6 +46,45 @@ struct Context {
     uri: Uri,
     /// The body bytes the handler has read, for requests that have a body.
     body: Option<Rc<Cell<u64>>>,
+    /// The name of the key the request presented, once the access check has found it.
+    key: KeyName,
+    /// What only JSON lines show, gathered only for them.
+    seen: Option<Box<Seen>>,
+}
+
+/// The access line's fields that text lines leave out.
+struct Seen {
+    /// The pattern of the route the path matches (`/users/{id}`).
+    route: Option<String>,
+    /// The TCP peer's address.
+    client: Option<String>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl Seen {
+    fn of(req: &ServiceRequest) -> Box<Self> {
+        Box::new(Self {
+            route: req.match_pattern(),
+            client: req.peer_addr().map(|peer| peer.ip().to_string()),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        })
+    }
+}
+
+/// The slot the access check notes a request's key name in, shared between the request
+/// (its extensions) and its access line, which may be written after the request is gone.
+#[derive(Clone, Default)]
+struct KeyName(Rc<OnceCell<Arc<str>>>);
+
+/// Lets a request through as the configured key `access` (the access check,
+/// `http::auth`): its `Access` rides in the request's extensions, for the routes that act
+/// on the key's behalf, and its access line names the key.
+pub fn admit_key(req: &ServiceRequest, access: &Access) {
+    let mut extensions = req.extensions_mut();
+    if let Some(KeyName(slot)) = extensions.get::<KeyName>() {
+        let _ = slot.set(access.shared_name());
+    }
+    extensions.insert(access.clone());
 }
 
 /// The body deadline of an app built without `Services` (none troupe builds).
@@ -59,6 +107,9 @@ pub async fn request_context(
         });
     let body = hold_to_deadline(&mut req, timeout);
     let requests = req.app_data::<web::Data<WorkerRequests>>().cloned();
+    let key = KeyName::default();
+    req.extensions_mut().insert(key.clone());
+    let seen = crate::logging::is_json().then(|| Seen::of(&req));
     // Kept for the log line of a request whose handler panicked or was dropped (routing
     // needs the request itself unshared, so it cannot be cloned here). Declared before the
     // handler's future, so that a dropped request drops its handler first (a tus PATCH's
@@ -70,6 +121,8 @@ pub async fn request_context(
             method: req.method().clone(),
             uri: req.uri().clone(),
             body,
+            key,
+            seen,
         },
         requests,
     );
@@ -97,8 +150,8 @@ pub async fn request_context(
                     .head_mut()
                     .set_connection_type(ConnectionType::Close);
             }
-            let key = res.request().extensions().get::<Access>().cloned();
-            cx.access_log(res.status().as_u16(), key.as_ref().map(Access::name));
+            let sent = cx.body_len(res.response().body().size());
+            cx.access_log(res.status().as_u16(), Answer::Sent(sent));
             flight.answered = true;
             return Ok(res);
         }
@@ -112,7 +165,9 @@ pub async fn request_context(
         ),
     };
     cx.log_failure(&failure);
-    cx.access_log(failure.status().as_u16(), None);
+    // Rendered once more to be measured: this path is rare (a panic, a middleware's error).
+    let sent = cx.body_len(failure.to_response(id_str(&cx.id)).body().size());
+    cx.access_log(failure.status().as_u16(), Answer::Sent(sent));
     flight.answered = true;
     Err(Rendered {
         error: failure,
@@ -159,50 +214,69 @@ impl Drop for Flight {
             } else {
                 "client_gone"
             };
-            self.cx.access_log_unanswered(outcome);
+            self.cx.access_log(499, Answer::Unanswered(outcome));
         }
     }
 }
 
-impl Context {
-    /// The access-log line: method, path, status, time, the body bytes read (requests with
-    /// a body), the key's name when one was presented (`key=NAME`, never the key) and the
-    /// request id.
-    fn access_log(&self, status: u16, key: Option<&str>) {
-        let key = KeyField(key);
-        match &self.body {
-            None => log::info!(
-                target: "troupe::access",
-                "{} {} {status} {:.3}ms {key}request_id={}",
-                self.method,
-                self.uri.path(),
-                self.elapsed_ms(),
-                id_str(&self.id),
-            ),
-            Some(seen) => log::info!(
-                target: "troupe::access",
-                "{} {} {status} {:.3}ms body_bytes={} {key}request_id={}",
-                self.method,
-                self.uri.path(),
-                self.elapsed_ms(),
-                seen.get(),
-                id_str(&self.id),
-            ),
-        }
-    }
+/// How a request ended, for its access line.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Answered, with a body of this many bytes (`None`: streamed, length unknown).
+    Sent(Option<u64>),
+    /// Never answered (`499`, nginx's "client closed request"), and why.
+    Unanswered(&'static str),
+}
 
-    /// The access-log line of a request that got no answer: `499` (nginx's "client closed
-    /// request"), why, and the body bytes read before it ended.
-    fn access_log_unanswered(&self, outcome: &str) {
+impl Context {
+    /// The access-log line: method, path, status, time, why there was no answer (`499`),
+    /// the body bytes read (requests with a body, and unanswered ones), the key's name when
+    /// a configured one was presented (`key=NAME`, never the key) and the request id; in
+    /// JSON, the fields of the module's doc too.
+    fn access_log(&self, status: u16, answer: Answer) {
+        let ms = self.elapsed_ms();
+        let key = self.key.0.get().map(|name| &**name);
+        let (outcome, bytes_out) = match answer {
+            Answer::Sent(bytes) => (None, bytes),
+            Answer::Unanswered(outcome) => (Some(outcome), Some(0)),
+        };
+        let bytes_in = self.body.as_ref().map(|seen| seen.get());
+        let seen = self.seen.as_deref();
         log::info!(
             target: "troupe::access",
-            "{} {} 499 {:.3}ms outcome={outcome} body_bytes={} request_id={}",
-            self.method,
-            self.uri.path(),
-            self.elapsed_ms(),
-            self.body.as_ref().map_or(0, |seen| seen.get()),
-            id_str(&self.id),
+            request_id = id_str(&self.id),
+            method = self.method.as_str(),
+            route = seen.and_then(|s| s.route.as_deref()),
+            path = self.uri.path(),
+            status = status,
+            duration_ms = (ms * 1000.0).round() / 1000.0,
+            bytes_in = bytes_in.unwrap_or(0),
+            bytes_out = bytes_out,
+            client = seen.and_then(|s| s.client.as_deref()),
+            user_agent = seen.and_then(|s| s.user_agent.as_ref()?.to_str().ok()),
+            key_name = key,
+            outcome = outcome;
+            "{}",
+            AccessText {
+                cx: self,
+                status,
+                ms,
+                outcome,
+                bytes_in: bytes_in.or(outcome.map(|_| 0)),
+                key,
+            }
         );
+    }
+
+    /// The bytes of a response body of `size` that go out: none for `HEAD`, `None` for a
+    /// stream of unknown length (counting it would cost every download a wrapper).
+    fn body_len(&self, size: BodySize) -> Option<u64> {
+        match size {
+            _ if self.method == Method::HEAD => Some(0),
+            BodySize::None => Some(0),
+            BodySize::Sized(n) => Some(n),
+            BodySize::Stream => None,
+        }
     }
 
     fn elapsed_ms(&self) -> f64 {
@@ -224,25 +298,47 @@ impl Context {
         };
         log::log!(
             level,
-            "{} {} answered {} {}: {cause} request_id={}",
+            request_id = id_str(&self.id);
+            "{} {} answered {} {}: {cause}",
             self.method,
             self.uri.path(),
             status.as_u16(),
             err.code(),
-            id_str(&self.id),
         );
     }
 }
 
-/// `key=NAME ` in an access-log line, or nothing (open mode, no key, or an unknown one).
-struct KeyField<'a>(Option<&'a str>);
+/// The text of an access line, before the request id the logger adds.
+struct AccessText<'a> {
+    cx: &'a Context,
+    status: u16,
+    ms: f64,
+    outcome: Option<&'a str>,
+    bytes_in: Option<u64>,
+    key: Option<&'a str>,
+}
 
-impl std::fmt::Display for KeyField<'_> {
+impl std::fmt::Display for AccessText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(name) => write!(f, "key={name} "),
-            None => Ok(()),
+        let cx = self.cx;
+        write!(
+            f,
+            "{} {} {} {:.3}ms",
+            cx.method,
+            cx.uri.path(),
+            self.status,
+            self.ms
+        )?;
+        if let Some(outcome) = self.outcome {
+            write!(f, " outcome={outcome}")?;
         }
+        if let Some(bytes) = self.bytes_in {
+            write!(f, " body_bytes={bytes}")?;
+        }
+        if let Some(name) = self.key {
+            write!(f, " key={name}")?;
+        }
+        Ok(())
     }
 }
 

@@ -15,9 +15,9 @@ use crate::services::Services;
 /// Set on every 200 from `/aggregate`: `false` when some sources failed (see `_errors`).
 pub const COMPLETE_HEADER: &str = "x-aggregate-complete";
 
-/// `?sources=a,b`: which configured sources to call (default: all).
+/// `?sources=a,b`: which configured sources to call (default: all); other parameters are
+/// ignored.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourcesQuery {
     sources: Option<String>,
 }

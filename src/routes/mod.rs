@@ -144,10 +144,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
         Some(keys) => cfg.service(files.wrap(keys.require(Needs::all(UploadsWrite)))),
         None => cfg.service(files),
     };
+    // Test builds only; with keys set, only `admin` may break an actor.
     #[cfg(feature = "fault-injection")]
-    cfg.route(
-        "/_test/fault/{actor}/{kind}",
-        web::post().to(health::inject_fault),
+    protect(
+        cfg,
+        guard,
+        Needs::all(Scope::Admin),
+        web::resource("/_test/fault/{actor}/{kind}").route(web::post().to(health::inject_fault)),
     );
     cfg.default_service(web::to(not_found));
 }
@@ -212,6 +215,33 @@ fn json_error(err: JsonPayloadError) -> AppError {
         // A body that stalled past `TROUPE_BODY_TIMEOUT_MS` (408) or broke off (400).
         JsonPayloadError::Payload(e) => e.into(),
         _ => AppError::BadRequest("the request body could not be read".into()),
+    }
+}
+
+/// Query parameters whose parse error names the parameter (`limit: invalid digit found in
+/// string`): serde_urlencoded's own error does not say which one failed. Query structs take
+/// no `deny_unknown_fields`: clients of the seed system send parameters troupe does not
+/// know, and those are ignored.
+pub mod param {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    /// `limit=N`.
+    pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        integer("limit", d)
+    }
+
+    /// `after=ID` where ids are integers.
+    pub fn after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        integer("after", d)
+    }
+
+    fn integer<'de, D: Deserializer<'de>>(name: &str, d: D) -> Result<Option<i64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|e| D::Error::custom(format_args!("{name}: {e}")))
+            })
+            .transpose()
     }
 }
 

@@ -12,7 +12,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
-use super::uploads::{access_of, authorize, declared_length, owner_of, parse_id};
+use super::uploads::{access_of, authorize, check_owner, declared_length, owner_of, parse_id};
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -203,10 +203,14 @@ pub async fn head(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
-    // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
-    authorize(&services, access_of(&req).as_ref(), id).await?;
-    services.uploads.hand_over(id).await;
+    let access = access_of(&req);
+    if services.uploads.is_held(id) {
+        // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
+        authorize(&services, access.as_ref(), id).await?;
+        services.uploads.hand_over(id).await;
+    }
     let upload = services.db.upload(id).await?;
+    check_owner(access.as_ref(), &upload)?;
     if upload.is_expired(now()) {
         return Err(AppError::Gone("this upload has expired".into()));
     }
@@ -241,7 +245,6 @@ pub async fn patch(
         .ok_or_else(|| AppError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = checksum_header(headers)?;
     let id = parse_id(&id)?;
-    authorize(&services, access_of(&req).as_ref(), id).await?;
     let upload = append(&services, id, offset, checksum, &req, payload).await?;
     let mut res = HttpResponse::NoContent();
     res.insert_header((UPLOAD_OFFSET, upload.upload_offset.to_string()));
@@ -264,9 +267,9 @@ async fn append(
     let _admitted = services.uploads.admit()?;
     let mut session = services
         .uploads
-        .begin_patch(id, offset, checksum, declared)
+        .begin_patch(id, offset, checksum, declared, access_of(req))
         .await?;
-    session.receive(body).await?;
+    session.receive_kept(body).await?;
     session.finish().await
 }
 

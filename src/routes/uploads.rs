@@ -8,8 +8,7 @@ use actix_files::NamedFile;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
-    self, ContentDisposition, ContentEncoding, DispositionParam, DispositionType, ExtendedValue,
-    HeaderValue,
+    self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue, HeaderValue,
 };
 use actix_web::http::Method;
 use actix_web::{mime, web, HttpMessage as _, HttpRequest, HttpResponse};
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::Each;
 
 use crate::actors::upload::UploadSession;
-use crate::auth::Access;
+use crate::auth::{may_use, Access};
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
@@ -184,10 +183,10 @@ async fn skip_field(mut field: PartBody<'_, web::Payload>) -> Result<(), AppErro
     Ok(())
 }
 
-/// `GET /uploads` query.
+/// `GET /uploads` query (other parameters are ignored).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[serde(default, deserialize_with = "super::param::limit")]
     limit: Option<i64>,
     after: Option<String>,
 }
@@ -227,11 +226,10 @@ pub fn owner_of(req: &HttpRequest) -> Option<String> {
 /// 404, as for an upload that does not exist, unless `access` may use `upload` (its
 /// creator's key, or `admin`; anyone in open mode): ids cannot be probed.
 pub fn check_owner(access: Option<&Access>, upload: &Upload) -> Result<(), AppError> {
-    match access {
-        Some(access) if !access.may_use_upload(upload.owner.as_deref()) => {
-            Err(AppError::no_upload())
-        }
-        _ => Ok(()),
+    if may_use(access, upload) {
+        Ok(())
+    } else {
+        Err(AppError::no_upload())
     }
 }
 
@@ -339,8 +337,9 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
             disposition: DispositionType::Attachment,
             parameters,
         })
-        // Stored bytes go out as they are: compressing would break byte ranges.
-        .set_content_encoding(ContentEncoding::Identity)
+        // Stored bytes go out as they are (this route is not under `Compress`: compressing
+        // would break byte ranges), with no `Content-Encoding`: RFC 9110 §8.4.1 has no
+        // `identity` coding to send.
         .use_etag(true)
         .use_last_modified(true)
         .into_response(req.request());

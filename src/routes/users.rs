@@ -13,11 +13,12 @@ use crate::ids::UserId;
 use crate::services::Services;
 use crate::time::Rfc3339;
 
-/// `GET /users` query.
+/// `GET /users` query (other parameters are ignored).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[serde(default, deserialize_with = "super::param::limit")]
     limit: Option<i64>,
+    #[serde(default, deserialize_with = "super::param::after")]
     after: Option<i64>,
 }
 

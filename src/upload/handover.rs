@@ -53,6 +53,11 @@ impl Holders {
         (hold, stop)
     }
 
+    /// Whether a PATCH of this process holds upload `id` right now.
+    pub fn is_held(&self, id: UploadId) -> bool {
+        self.map().contains_key(&id)
+    }
+
     /// Asks the PATCH holding upload `id`, if one in this process does, to stop; answers what
     /// to await for its release (`None`: nobody here holds it).
     pub fn ask_release(&self, id: UploadId) -> Option<oneshot::Receiver<()>> {

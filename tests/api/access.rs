@@ -176,6 +176,14 @@ fn protected() -> Vec<Call> {
             vec![],
             vec![],
         ),
+        // The test builds' fault route: breaking an actor is `admin`'s alone.
+        (
+            Method::POST,
+            "/_test/fault/db/no-such-fault".into(),
+            Scope::Admin,
+            vec![],
+            vec![],
+        ),
     ]
 }
 

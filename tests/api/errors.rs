@@ -30,6 +30,50 @@ async fn unknown_route_is_404_json() {
 }
 
 #[actix_web::test]
+async fn query_parameters_troupe_does_not_know_are_ignored_and_bad_ones_are_named() {
+    let app = app().await;
+    for i in 0..3 {
+        let (status, _, body) = app.create_user("Q", &format!("q{i}@b.co")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // What a client of the seed system sends: `skip` is not troupe's, `limit` is.
+    let (status, _, body) = app.list_users("skip=0&limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"].as_array().unwrap().len(), 2, "{body}");
+    let (status, _, body) = app.list_uploads("skip=0&limit=5&fields=id").await;
+    assert_eq!(status, 200, "{body}");
+
+    for (route, query, parameter) in [
+        (
+            "/users",
+            "limit=5&after=x",
+            "after: invalid digit found in string",
+        ),
+        (
+            "/users",
+            "after=1&limit=",
+            "limit: cannot parse integer from empty string",
+        ),
+        (
+            "/users",
+            "limit=99999999999999999999",
+            "limit: number too large",
+        ),
+        (
+            "/uploads",
+            "skip=0&limit=ten",
+            "limit: invalid digit found in string",
+        ),
+        ("/users", "limit=1&limit=2", "duplicate field `limit`"),
+    ] {
+        let (status, _, body) = app.get_json(&format!("{route}?{query}")).await;
+        assert_error(status, &body, 400, "bad_request");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(parameter), "{route}?{query}: {message}");
+    }
+}
+
+#[actix_web::test]
 async fn wrong_method_is_405_json_with_allow() {
     let app = app().await;
     let (status, headers, body) = app.send_json(Method::PUT, "/users", &json!({})).await;
@@ -84,6 +128,11 @@ async fn malformed_query_and_path_are_400() {
     let app = app().await;
     let (status, _, body) = app.list_users("limit=many").await;
     assert_error(status, &body, 400, "bad_request");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("limit: invalid digit found in string"),
+        "{message}"
+    );
     let (status, _, body) = app.get_user("not-a-number").await;
     assert_error(status, &body, 400, "bad_request");
 }

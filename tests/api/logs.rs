@@ -20,10 +20,22 @@ async fn fail_and_read_log(
         .expect("request failed");
     let status = res.status().as_u16();
     let body: serde_json::Value = res.json().await.unwrap_or_default();
-    // The access-log line is written last: once it is there, so is the failure's.
-    let access = format!("request_id={request_id}");
-    bin.wait_for_line(&access, Duration::from_secs(10))
-        .expect("no log line with the request id");
+    // The access-log line is written last: once it is there, so is the failure's. (Other
+    // lines of the request, an actor's warning say, may come before either.)
+    let id = format!("request_id={request_id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !bin
+        .lines()
+        .iter()
+        .any(|line| line.contains("troupe::access") && line.contains(&id))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line with {id}: {:#?}",
+            bin.lines()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let lines = bin
         .lines()
         .into_iter()

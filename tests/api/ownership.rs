@@ -276,8 +276,53 @@ async fn uploads_from_open_mode_are_admins_only(backend: Backend) {
     assert_eq!(status, 200);
 }
 
+/// Another key's HEAD, PATCH and DELETE of an upload whose owner is PATCHing it right now are
+/// 404 and leave that PATCH alone (no hand-over at their asking): it goes on and completes.
+async fn another_key_cannot_interrupt_a_running_patch(backend: Backend) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let keys = keys();
+    let Some(app) = spawn_app_with(backend, &[("TROUPE_API_KEYS", &keys)]).await else {
+        return;
+    };
+    let at = tus_create(&app, ALICE, "10000").await;
+    let id = at.trim_start_matches("/files/").parse().unwrap();
+    let head = format!(
+        "PATCH {at} HTTP/1.1\r\nHost: {{addr}}\r\nAuthorization: Bearer {ALICE}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: 10000\r\n\r\n"
+    );
+    let mut patch = app.send_partial(&head, &[b'a'; 4000]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.services.uploads.is_held(id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the PATCH never took the upload"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(offset(&app, BOB, &at).await.0, 404);
+    let (status, _, json) = tus_patch(&app, BOB, &at, "0", b"bobby").await;
+    assert_eq!(status, 404, "{json}");
+    let (status, _, _) = call(&app, BOB, Method::DELETE, &at, &tus(&[]), vec![]).await;
+    assert_eq!(status, 404);
+    assert!(
+        app.services.uploads.is_held(id),
+        "Alice's PATCH was interrupted"
+    );
+
+    patch.write_all(&[b'b'; 6000]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = patch.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert_eq!(offset(&app, ALICE, &at).await, (200, "10000".into()));
+}
+
 both_backends!(
     form_uploads => form_uploads_are_their_keys,
     tus_uploads => tus_uploads_are_their_keys_on_every_verb,
+    running_patch => another_key_cannot_interrupt_a_running_patch,
     open_mode_uploads => uploads_from_open_mode_are_admins_only,
 );

@@ -5,24 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
 use crate::both_backends;
 use crate::helpers::{
-    assert_no_files_left, content_type, framing, header, spawn_app_with, Backend, Noise, TestApp,
+    assert_no_files_left, content_type, framing, header, spawn_app_with, wait_until_read, Backend,
+    Noise, TestApp,
 };
-
-/// A request whose head and first `body` bytes are sent; the socket stays open, silent.
-async fn send_partial(app: &TestApp, head: &str, body: &[u8]) -> TcpStream {
-    let addr = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
-    let head = head.replace("{addr}", &addr);
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    stream.flush().await.unwrap();
-    stream
-}
 
 /// A `POST /upload` declaring `declared` body bytes, of which `body` is sent.
 async fn partial_upload(app: &TestApp, declared: usize, body: &[u8]) -> TcpStream {
@@ -31,7 +21,7 @@ async fn partial_upload(app: &TestApp, declared: usize, body: &[u8]) -> TcpStrea
          Content-Length: {declared}\r\n\r\n",
         content_type()
     );
-    send_partial(app, &head, body).await
+    app.send_partial(&head, body).await
 }
 
 /// A PATCH of `location` at `offset` declaring `declared` bytes, of which `body` is sent.
@@ -47,7 +37,7 @@ async fn partial_patch(
          Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n\
          Content-Length: {declared}\r\n\r\n"
     );
-    send_partial(app, &head, body).await
+    app.send_partial(&head, body).await
 }
 
 /// The whole answer on `stream` (the server closes the connection after it).
@@ -97,7 +87,9 @@ async fn bodies_that_stop_sending_are_cut_off(backend: Backend) {
     // A JSON body that stops: 408 too, and no user.
     let head = "POST /users HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
                 Content-Length: 60\r\n\r\n";
-    let mut create = send_partial(&app, head, br#"{"name": "Stall", "email": "#).await;
+    let mut create = app
+        .send_partial(head, br#"{"name": "Stall", "email": "#)
+        .await;
     let reply = answer(&mut create).await;
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("\"request_timeout\""), "{reply}");
@@ -198,24 +190,39 @@ async fn no_byte_a_patch_received_is_lost_when_it_is_interrupted() {
         // Anywhere from nothing to all but one byte, across batch boundaries.
         let sent = u64::from_le_bytes(noise.chunk(8).try_into().unwrap()) as usize % len;
         let mut patch = partial_patch(&app, &location, 0, len, &data[..sent]).await;
+        // The PATCH has begun and the server has read every byte sent (they are received);
+        // then the cut.
+        let id = location.trim_start_matches("/files/").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !app.services.uploads.is_held(id) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the PATCH never began"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        wait_until_read(&patch).await;
         match cut {
-            Cut::ClientGone => {
-                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-                drop(patch);
-            }
+            Cut::ClientGone => drop(patch),
             Cut::Timeout => {
                 let reply = answer(&mut patch).await;
                 assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
             }
-            // The bytes reach the server before the HEAD does.
-            Cut::TakenOver => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
+            Cut::TakenOver => {}
         }
+        let asked = Instant::now();
         let at = offset(&app, &location).await;
+        let waited = asked.elapsed();
         let on_disk = tus_file(&app, &location);
         if at != sent || on_disk.len() < at || on_disk[..at] != data[..at] {
             lost.push(format!(
-                "round {round} ({cut:?}): sent {sent}, HEAD says {at}, {} on disk",
-                on_disk.len()
+                "round {round} ({cut:?}): sent {sent}, HEAD says {at} after {waited:?}, {} on \
+                 disk, {} a second later",
+                on_disk.len(),
+                {
+                    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+                    offset(&app, &location).await
+                }
             ));
         }
     }

@@ -7,12 +7,13 @@ use awc::http::Method;
 use base64::Engine as _;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 use crate::both_backends;
 use crate::helpers::{
     app_on_small_disk, client_source, files_under, header, hex, read_json, run_client, sha256_hex,
-    spawn_app, spawn_app_with, start, tus_client_required, Backend, Noise, Reply, TestApp,
+    spawn_app, spawn_app_with, start, tus_client_required, Access, Backend, Noise, Reply, TestApp,
+    OTHER_KEY,
 };
 
 type Headers = awc::http::header::HeaderMap;
@@ -46,17 +47,12 @@ async fn start_patch(
     declared: usize,
     data: &[u8],
 ) -> tokio::net::TcpStream {
-    let addr = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "PATCH {location} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
+        "PATCH {location} HTTP/1.1\r\nHost: {{addr}}\r\nTus-Resumable: 1.0.0\r\n\
          Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\n\
          Content-Length: {declared}\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(data).await.unwrap();
-    stream.flush().await.unwrap();
-    stream
+    app.send_partial(&head, data).await
 }
 
 /// Polls `HEAD` until the offset is `want` (the server records an interrupted PATCH after
@@ -564,12 +560,14 @@ both_backends!(
 );
 
 /// tuspy, the Python tus client, unchanged: uploads half, then a second uploader resumes
-/// from the server's offset (HEAD) with sha1 `Upload-Checksum` on every PATCH.
+/// from the server's offset (HEAD) with sha1 `Upload-Checksum` on every PATCH. Every request
+/// carries `Authorization` when `TUS_AUTHORIZATION` says so (tuspy's own `headers` option).
 const TUSPY_SCRIPT: &str = r#"
-import sys
+import os, sys
 from tusclient import client
 url, path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
-c = client.TusClient(url)
+auth = os.environ.get("TUS_AUTHORIZATION")
+c = client.TusClient(url, headers={"Authorization": auth} if auth else {})
 first = c.uploader(file_path=path, chunk_size=chunk, upload_checksum=True,
                    metadata={"filename": "tuspy.bin", "filetype": "application/x-tuspy"})
 first.upload(stop_at=chunk)
@@ -578,8 +576,9 @@ second.upload()
 print(second.url)
 "#;
 
-#[actix_web::test]
-async fn a_real_tus_client_uploads_and_resumes() {
+/// tuspy uploads and resumes `access`'s way; with keys, the upload is the client key's and
+/// another key gets 404 for it.
+async fn tuspy_uploads_and_resumes(access: Access) {
     let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_tuspy = std::process::Command::new(&python)
         .args(["-c", "import tusclient"])
@@ -590,10 +589,16 @@ async fn a_real_tus_client_uploads_and_resumes() {
             !tus_client_required(),
             "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
         );
-        eprintln!("skipping the tuspy test: tuspy is not installed (pip install tuspy==1.1.0)");
+        crate::helpers::skip(
+            "tuspy missing",
+            format_args!(
+                "`{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0, TROUPE_PYTHON \
+                 names the interpreter; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"
+            ),
+        );
         return;
     }
-    let (app, data, file) = client_source(77, "tuspy-source.bin").await;
+    let (app, data, file) = client_source(77, "tuspy-source.bin", access).await;
     let script = app.dir.path().join("tuspy_upload.py");
     std::fs::write(&script, TUSPY_SCRIPT).unwrap();
     let args = vec![
@@ -602,13 +607,31 @@ async fn a_real_tus_client_uploads_and_resumes() {
         file.to_string_lossy().into_owned(),
         (2 << 20).to_string(),
     ];
-    let stdout = run_client("tuspy", python, args).await;
+    let stdout = run_client("tuspy", python, args, access).await;
     let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
-    let (status, _, meta) = app.get_upload(id).await;
+    let (status, _, meta) = app.get_upload(&id).await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["sha256"], hex(&Sha256::digest(&data)));
     assert_eq!(meta["filename"], "tuspy.bin");
     assert_eq!(meta["size"], data.len());
+    if access == Access::Keyed {
+        let app = app.presenting(OTHER_KEY);
+        let (status, _, json) = app.get_upload(&id).await;
+        assert_eq!(
+            status, 404,
+            "another key sees the client key's upload: {json}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_real_tus_client_uploads_and_resumes() {
+    tuspy_uploads_and_resumes(Access::Open).await;
+}
+
+#[actix_web::test]
+async fn a_real_tus_client_uploads_and_resumes_with_a_bearer_key() {
+    tuspy_uploads_and_resumes(Access::Keyed).await;
 }
 
 /// A long PATCH records its offset every 64 MiB while it runs: the database has the

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use awc::http::Method;
 
 use crate::helpers::{
-    client_source, files_under, header, run_client, sha256_hex, tus_client_required,
+    client_source, files_under, header, run_client, sha256_hex, tus_client_required, Access,
+    OTHER_KEY,
 };
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tus-js");
@@ -39,6 +40,17 @@ fn has_tus_js(dir: &PathBuf) -> bool {
 /// The results are ordinary uploads.
 #[actix_web::test]
 async fn tus_js_client_uploads_resumes_and_terminates() {
+    uploads_resumes_and_terminates(Access::Open).await;
+}
+
+/// The same with keys set and the client sending a bearer key on every request: the uploads
+/// are that key's, and another key gets 404 for them.
+#[actix_web::test]
+async fn tus_js_client_uploads_resumes_and_terminates_with_a_bearer_key() {
+    uploads_resumes_and_terminates(Access::Keyed).await;
+}
+
+async fn uploads_resumes_and_terminates(access: Access) {
     let modules = modules_dir();
     if !has_tus_js(&modules) {
         let install = format!(
@@ -50,10 +62,13 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
             !tus_client_required(),
             "TROUPE_REQUIRE_TUS_CLIENT=1 but node cannot load tus-js-client: {install}"
         );
-        eprintln!("skipping the tus-js-client test: node or tus-js-client is missing ({install})");
+        crate::helpers::skip(
+            "node or tus-js-client missing",
+            format_args!("{install}; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"),
+        );
         return;
     }
-    let (app, data, file) = client_source(78, "tus-js-source.bin").await;
+    let (app, data, file) = client_source(78, "tus-js-source.bin", access).await;
     let args = vec![
         format!("{CLIENT_DIR}/upload.mjs"),
         app.url("/files/"),
@@ -61,7 +76,7 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
         (1 << 20).to_string(),
         modules.to_string_lossy().into_owned(),
     ];
-    let stdout = run_client("tus-js-client", "node".into(), args).await;
+    let stdout = run_client("tus-js-client", "node".into(), args, access).await;
     let urls: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let url = urls["url"].as_str().unwrap();
     assert!(url.starts_with(&app.url("/files/")), "{url}");
@@ -107,4 +122,15 @@ async fn tus_js_client_uploads_resumes_and_terminates() {
     let (status, _, _) = app.get_upload(terminated_id).await;
     assert_eq!(status, 404);
     assert!(files_under(&app.dir.path().join("uploads/tus")).is_empty());
+
+    if access == Access::Keyed {
+        let app = app.presenting(OTHER_KEY);
+        for id in [id, overridden] {
+            let (status, _, json) = app.get_upload(id).await;
+            assert_eq!(
+                status, 404,
+                "another key sees the client key's upload: {json}"
+            );
+        }
+    }
 }

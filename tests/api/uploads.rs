@@ -7,10 +7,12 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use awc::http::Method;
+
 use crate::both_backends;
 use crate::helpers::{
     app_on_small_disk, assert_no_files_left, content_type, files_under, form, framing, header, hex,
-    read_json, sha256_hex, spawn_app, spawn_app_with, Backend, Noise, TestApp, BOUNDARY,
+    read_json, sha256_hex, spawn_app, spawn_app_with, Backend, Noise, TestApp, TestDb, BOUNDARY,
 };
 
 async fn assert_no_uploads_listed(app: &TestApp) {
@@ -482,7 +484,124 @@ async fn listing_pages_and_deleting_removes_row_and_file(backend: Backend) {
     assert_eq!(status, 422);
 }
 
+/// Uploads are listed in the order they were begun (their ids are UUIDv7), whether they came
+/// as a form or through tus (which finishes later than it begins); an upload stored under an
+/// id of the random kind troupe made before is still listed, read and deleted.
+async fn uploads_are_listed_in_the_order_they_were_made(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut made = Vec::new();
+    let form_upload = |name: String| {
+        let app = &app;
+        async move {
+            let (status, _, body) = app.post_upload(&name, b"data").await;
+            assert_eq!(status, 201, "{body}");
+            body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    made.push(form_upload("first.txt".into()).await);
+    // A tus upload begun now, finished after the next two forms.
+    let (status, headers, body) = app.tus_create(4, &[]).await;
+    assert_eq!(status, 201, "{body}");
+    let location = header(&headers, "location").to_owned();
+    made.push(location.trim_start_matches("/files/").to_owned());
+    for i in 0..2 {
+        made.push(form_upload(format!("form{i}.txt")).await);
+    }
+    let (status, _, body) = app.tus_patch(&location, 0, b"tus!", &[]).await;
+    assert_eq!(status, 204, "{body}");
+    for i in 2..8 {
+        made.push(form_upload(format!("form{i}.txt")).await);
+    }
+    let listed = |query: &'static str| {
+        let app = &app;
+        async move {
+            let (status, _, page) = app.list_uploads(query).await;
+            assert_eq!(status, 200, "{page}");
+            page["uploads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("").await, made);
+
+    // An id of the kind made before UUIDv7: its row and file, as an older troupe left them.
+    let old = "1b4e28ba-2fa1-4d2e-883f-0016d3cca427";
+    let insert = format!(
+        "INSERT INTO uploads (id, filename, content_type, size, upload_offset, sha256, \
+         complete, created_at, updated_at) VALUES ('{old}', 'old.txt', 'text/plain', 3, 3, \
+         '{}', TRUE, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        sha256_hex(b"old")
+    );
+    match &app.db {
+        TestDb::Postgres(pg) => pg.client().await.batch_execute(&insert).await.unwrap(),
+        TestDb::Sqlite(path) => {
+            use diesel::{Connection as _, RunQueryDsl as _};
+            let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+            diesel::sql_query(&insert).execute(&mut conn).unwrap();
+        }
+    }
+    std::fs::write(app.dir.path().join("uploads").join(old), b"old").unwrap();
+    let mut with_old = made.clone();
+    with_old.push(old.to_owned());
+    with_old.sort();
+    assert_eq!(listed("limit=1000").await, with_old);
+    let (status, _, body) = app.get_upload(old).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, bytes) = app.get_content(old, None).await;
+    assert_eq!((status, bytes.as_slice()), (200, b"old".as_slice()));
+    let (status, _, _) = app.delete_upload(old).await;
+    assert_eq!(status, 204);
+    assert_eq!(listed("").await, made);
+}
+
+/// File bytes go out as stored, and say nothing of a content coding: RFC 9110 §8.4.1 has no
+/// `identity` to send, whatever the client accepts and whether or not it asks for a range.
+async fn content_carries_no_content_encoding(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let data: Vec<u8> = (0..100u8).collect();
+    let (_, _, body) = app.post_upload("plain.txt", &data).await;
+    let id = body["id"].as_str().unwrap();
+    let path = format!("/uploads/{id}/content");
+    for method in [Method::GET, Method::HEAD] {
+        for range in [None, Some("bytes=10-19")] {
+            let mut req = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .insert_header(("Accept-Encoding", "gzip, br, identity"));
+            if let Some(range) = range {
+                req = req.insert_header(("Range", range));
+            }
+            let mut res = req.send().await.unwrap();
+            let bytes = res.body().await.unwrap();
+            let ranged = range.is_some() && method == Method::GET;
+            assert_eq!(
+                res.status(),
+                if ranged { 206 } else { 200 },
+                "{method} {range:?}"
+            );
+            assert!(
+                res.headers().get("content-encoding").is_none(),
+                "{method} {range:?}: {:?}",
+                res.headers()
+            );
+            if method == Method::GET {
+                let want = if ranged { &data[10..20] } else { &data[..] };
+                assert_eq!(&bytes[..], want, "{range:?}");
+            }
+        }
+    }
+}
+
 both_backends!(
+    listed_in_creation_order => uploads_are_listed_in_the_order_they_were_made,
+    no_content_encoding => content_carries_no_content_encoding,
     small_and_empty_round_trip => small_and_empty_files_round_trip_with_their_sha256,
     large_round_trip => a_large_file_streams_in_and_out_with_its_sha256,
     over_the_limit => an_upload_over_the_limit_is_413_and_keeps_nothing,

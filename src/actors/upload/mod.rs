@@ -29,6 +29,7 @@ use super::db::Db;
 use super::supervise::{
     ask, ask_counted, is_alive, respond, shut_down, wait_until, Drained, OwnArbiter, Shutdown,
 };
+use crate::auth::Access;
 use crate::bulk::Pace;
 use crate::config::Limits;
 use crate::db::uploads::Upload;
@@ -293,6 +294,9 @@ pub struct BeginPatch {
     /// runs ([`CHECKPOINT_BYTES`]). `None` when the PATCH's bytes must stand or fall
     /// together (a checksum covers them all).
     pub checkpoint_every: Option<u64>,
+    /// The key the PATCH came with (`None`: open mode); another key's upload is 404, checked
+    /// before the PATCH could take the lock over from its owner's.
+    pub access: Option<Access>,
 }
 
 /// Ends a session. A `POST /upload` session's temp file is deleted. A tus session either
@@ -449,7 +453,7 @@ impl Handler<BeginPatch> for UploadActor {
             };
             let file = this.open_session(msg.session, target);
             let deps = this.deps.clone();
-            async move { tus::begin_patch(&deps, msg.id, file).await }
+            async move { tus::begin_patch(&deps, msg.id, msg.access.as_ref(), file).await }
         })
     }
 }
@@ -672,6 +676,11 @@ impl Uploads {
     /// Asks a PATCH of this process that holds upload `id` to stop, and waits until it has
     /// recorded its offset and let go (up to [`HANDOVER_WAIT`]): what `HEAD` does before
     /// it reads the offset.
+    /// Whether a PATCH of this process writes upload `id` right now.
+    pub fn is_held(&self, id: UploadId) -> bool {
+        self.holders.is_held(id)
+    }
+
     pub async fn hand_over(&self, id: UploadId) {
         tus::hand_over(&self.holders, id).await;
     }

@@ -7,7 +7,11 @@
 //! A session dropped before it ended (its client went away, its handler failed) ends itself:
 //! a `POST /upload` leaves nothing, a PATCH keeps what it wrote unless a checksum covered it.
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -24,6 +28,7 @@ use super::{
 };
 use crate::actors::cpu::{CpuPool, HashChunk};
 use crate::actors::supervise::ask;
+use crate::auth::Access;
 use crate::db::uploads::{FileInfo, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
@@ -96,6 +101,7 @@ impl Uploads {
         offset: u64,
         checksum: Option<Checksum>,
         declared: Option<u64>,
+        access: Option<Access>,
     ) -> Result<UploadSession, AppError> {
         let session = Uuid::new_v4();
         // Bytes that arrived before an interruption are kept, unless a checksum was promised:
@@ -110,6 +116,7 @@ impl Uploads {
             session,
             id,
             checkpoint_every,
+            access,
         };
         // Time for the database twice, and for a PATCH holding the upload to hand it over.
         let wait = self.db_timeout * 2 + super::HANDOVER_WAIT;
@@ -155,6 +162,27 @@ impl UploadSession {
     async fn fail(&mut self, err: AppError) -> AppError {
         let _ = self.guard.end(FINISH_TIMEOUT).await;
         err
+    }
+
+    /// [`receive`](Self::receive) for a PATCH body, which stays readable by the guard: if the
+    /// session is dropped half-way (the request's future cancelled when its client goes
+    /// away), the chunks actix had already read for it are written too, not dropped with it.
+    pub async fn receive_kept<S, E>(&mut self, body: S) -> Result<(), AppError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+        E: Into<AppError>,
+    {
+        let body = Rc::new(RefCell::new(body));
+        let unread = body.clone();
+        self.guard.unread = Some(Box::new(move || {
+            match unread.borrow_mut().next().now_or_never() {
+                Some(Some(Ok(chunk))) => Some(chunk),
+                _ => None,
+            }
+        }));
+        let received = self.receive(Shared(body)).await;
+        self.guard.unread = None;
+        received
     }
 
     /// Streams `body` into the file. A form file over the upload limit, or a PATCH body past
@@ -291,6 +319,13 @@ pub struct SessionGuard {
     pending: Vec<Bytes>,
     /// The batch being written (and hashed) now.
     in_flight: Option<JoinHandle<StepResult>>,
+    /// The next chunk the body being received already holds, if any: what actix has read
+    /// off the socket and the session not yet taken. Set while a PATCH body streams, so that
+    /// a session dropped half-way (its client gone, the request's future cancelled) keeps
+    /// those bytes too.
+    unread: Option<Box<dyn FnMut() -> Option<Bytes>>>,
+    /// How many more bytes the body may bring (past it is 413).
+    room: u64,
 }
 
 impl SessionGuard {
@@ -303,6 +338,26 @@ impl SessionGuard {
             armed: true,
             pending: Vec::new(),
             in_flight: None,
+            unread: None,
+            room: u64::MAX,
+        }
+    }
+
+    /// Takes the chunks the body still holds into `pending`, as far as they fit its room (a
+    /// body past it keeps nothing, as its 413 would).
+    fn take_unread(&mut self) {
+        let Some(mut next) = self.unread.take() else {
+            return;
+        };
+        while let Some(chunk) = next() {
+            let Some(room) = self.room.checked_sub(chunk.len() as u64) else {
+                self.keep = false;
+                return;
+            };
+            self.room = room;
+            if !chunk.is_empty() {
+                self.pending.push(chunk);
+            }
         }
     }
 
@@ -326,6 +381,9 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         if !self.armed {
             return;
+        }
+        if self.keep {
+            self.take_unread();
         }
         // `do_send`: a message whose sender is gone would be skipped by actix, and this one
         // must run even though nobody waits for its answer.
@@ -369,6 +427,7 @@ where
 {
     let mut total: u64 = 0;
     let mut batch_len = 0usize;
+    guard.room = limit;
     // The body's end: `Ok` at its end, or why it stopped (what arrived is still written).
     let mut ended: Option<Result<(), AppError>> = None;
     let mut cpu_wait = ADMISSION_WAIT;
@@ -452,10 +511,22 @@ fn take(
         )));
     }
     *batch_len += chunk.len();
+    guard.room = limit - *total;
     if !chunk.is_empty() {
         guard.pending.push(chunk);
     }
     Ok(())
+}
+
+/// A body read through a handle the session's guard shares ([`UploadSession::receive_kept`]).
+struct Shared<S>(Rc<RefCell<S>>);
+
+impl<S: Stream + Unpin> Stream for Shared<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        self.0.borrow_mut().poll_next_unpin(cx)
+    }
 }
 
 /// Resolves once `stop` is notified; never without one.

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 
 use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
 use crate::actors::cpu::DigestFile;
+use crate::auth::{may_use, Access};
 use chrono::NaiveDateTime;
 
 use crate::db::uploads::{expires_at, Upload};
@@ -146,17 +147,22 @@ fn locked() -> AppError {
     AppError::Locked("another request is writing this upload; retry when it is done".into())
 }
 
-/// Starts a PATCH on upload `id` in the session whose file is `shared`: locks the upload's
+/// Starts a PATCH on upload `id` in the session whose file is `shared`, for a key that may
+/// use it (another key's upload is 404, and its PATCH is left alone): locks the upload's
 /// file (a PATCH of this process holding it is asked to hand it over; 423 when it does not,
 /// or another process holds it), reads the row under the lock, and cuts off any bytes past
 /// the durable offset. A complete upload is answered as it is, unlocked.
 pub async fn begin_patch(
     deps: &Deps,
     id: UploadId,
+    access: Option<&Access>,
     shared: SharedFile,
 ) -> Result<PatchStart, AppError> {
     let unlocked = |row| PatchStart { row, stop: None };
     let row = deps.db.upload(id).await?;
+    if !may_use(access, &row) {
+        return Err(AppError::no_upload());
+    }
     if row.complete {
         return Ok(unlocked(row));
     }

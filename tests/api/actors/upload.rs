@@ -171,6 +171,7 @@ async fn begin(rig: &Rig, id: UploadId, checkpoint_every: Option<u64>) -> Uuid {
         session,
         id,
         checkpoint_every,
+        access: None,
     };
     ask(&rig.upload, begin, T).await.unwrap();
     session
@@ -246,6 +247,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
             session: first,
             id,
             checkpoint_every: None,
+            access: None,
         },
         T,
     )
@@ -258,6 +260,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
             session: second,
             id,
             checkpoint_every: None,
+            access: None,
         },
         T,
     )
@@ -295,6 +298,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
             session: third,
             id,
             checkpoint_every: None,
+            access: None,
         },
         T,
     )
@@ -333,6 +337,7 @@ async fn upload_actor_lets_one_patch_session_hold_a_tus_upload_at_a_time() {
             session: fourth,
             id,
             checkpoint_every: None,
+            access: None,
         },
         T,
     )

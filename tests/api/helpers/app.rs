@@ -129,6 +129,16 @@ pub async fn start(db: TestDb, dir: TempDir, vars: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// The same app, whose client sends `Authorization: Bearer {key}` on every request, so
+    /// every helper below speaks as that key.
+    pub fn presenting(mut self, key: &str) -> Self {
+        self.client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_default_header(("Authorization", format!("Bearer {key}")))
+            .finish();
+        self
+    }
+
     /// Stops the server and gives back its database and scratch dir, for a restart.
     pub async fn stop(self) -> (TestDb, TempDir) {
         self.handle.stop(true).await;

@@ -11,6 +11,7 @@ mod http;
 mod pg;
 mod raw_http;
 mod requests;
+mod skip;
 mod small_disk;
 mod upstream_stub;
 mod write_lock;
@@ -19,13 +20,14 @@ pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
 };
 pub use binary::RunningBinary;
-pub use clients::{client_source, run_client, tus_client_required};
+pub use clients::{client_source, run_client, tus_client_required, Access, OTHER_KEY};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
-pub use pg::{PgTestDb, PrivateCluster};
-pub use raw_http::{ends_unanswered, send_partial, Failure, KeepAlive};
+pub use pg::{PgTestDb, PrivateCluster, ServerCert};
+pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Failure, KeepAlive};
 pub use requests::Reply;
+pub use skip::skip;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
 pub use write_lock::WriteLock;

@@ -31,7 +31,10 @@ impl PgTestDb {
                 panic!("PostgreSQL required but not reachable at {admin}: {err}")
             }
             Err(err) => {
-                eprintln!("skipping PostgreSQL case: not reachable at {admin} ({err})");
+                super::skip(
+                    "PostgreSQL not reachable",
+                    format_args!("{admin}: {err}; TROUPE_REQUIRE_POSTGRES=1 makes this fail"),
+                );
                 return None;
             }
         };
@@ -199,15 +202,45 @@ pub struct PrivateCluster {
     pub url: String,
 }
 
+/// What a TLS-only [`PrivateCluster`] serves, in PEM: a certificate and its key.
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 impl PrivateCluster {
     /// Creates and starts a cluster, or `None` (with one line on stderr) when the server's
     /// binaries are not installed and PostgreSQL is not required.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A cluster with `ssl=on` serving `cert`, whose `pg_hba.conf` takes TCP connections
+    /// only over TLS (`hostssl`): a plain one is refused with "no encryption".
+    pub fn start_tls_only(cert: &ServerCert) -> Option<Self> {
+        Self::start_with(Some((cert, "hostssl", "")))
+    }
+
+    /// A cluster with `ssl=on` serving `cert` that offers TLS but only TLS 1.0 and 1.1,
+    /// which no client of troupe's speaks: every handshake fails. Plain connections are
+    /// taken.
+    pub fn start_tls_unusable(cert: &ServerCert) -> Option<Self> {
+        let old = " -c ssl_min_protocol_version=TLSv1 -c ssl_max_protocol_version=TLSv1.1";
+        Self::start_with(Some((cert, "host", old)))
+    }
+
+    /// `tls`: the certificate, the `pg_hba.conf` connection type for TCP (`host` or
+    /// `hostssl`), and more server settings.
+    fn start_with(tls: Option<(&ServerCert, &str, &str)>) -> Option<Self> {
         let Some(bin) = pg_bin_dir() else {
             if postgres_required() {
                 panic!("PostgreSQL required but no /usr/lib/postgresql/*/bin/initdb");
             }
-            eprintln!("skipping private-cluster case: no /usr/lib/postgresql/*/bin/initdb");
+            super::skip(
+                "no PostgreSQL server binaries",
+                "no /usr/lib/postgresql/*/bin/initdb (Debian: apt-get install postgresql); \
+                 TROUPE_REQUIRE_POSTGRES=1 makes this fail",
+            );
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -241,10 +274,37 @@ impl PrivateCluster {
                 "--no-sync",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             cluster.dir.path().display()
         );
+        if let Some((cert, tcp, settings)) = tls {
+            let (crt, key) = (
+                cluster.dir.path().join("server.crt"),
+                cluster.dir.path().join("server.key"),
+            );
+            std::fs::write(&crt, &cert.cert_pem).unwrap();
+            std::fs::write(&key, &cert.key_pem).unwrap();
+            // The server refuses a key others may read, or (as root) one it does not own.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_root() {
+                let user = postgres_ids().expect("running as root, but no postgres user");
+                for file in [&crt, &key] {
+                    std::os::unix::fs::chown(file, Some(user.0), Some(user.1)).unwrap();
+                }
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}{settings}",
+                crt.display(),
+                key.display()
+            ));
+            std::fs::write(
+                std::path::Path::new(&data).join("pg_hba.conf"),
+                format!("local all all trust\n{tcp} all all 127.0.0.1/32 trust\n"),
+            )
+            .unwrap();
+        }
         std::fs::write(cluster.dir.path().join("options"), &options).unwrap();
         cluster.start_again();
         Some(cluster)

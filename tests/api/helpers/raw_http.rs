@@ -224,3 +224,37 @@ pub fn ends_unanswered(stream: &mut TcpStream, wait: Duration) -> bool {
         Err(e) => matches!(Failure::of(&e), Failure::Reset),
     }
 }
+
+/// Waits until every byte written on `stream` (a loopback connection to the server) has been
+/// read by the server process: none left in the client's send queue nor in the server's
+/// receive queue, as `/proc/net/tcp` shows them. Bytes the server has read are its to keep;
+/// bytes still in a socket buffer are not yet received.
+pub async fn wait_until_read(stream: &tokio::net::TcpStream) {
+    let client = stream.local_addr().unwrap().port();
+    let server = stream.peer_addr().unwrap().port();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        // Columns: sl, local, remote, state, tx_queue:rx_queue (hex), …
+        let queue = |local: u16, remote: u16, column: usize| {
+            table.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+                (port(fields[1]) == Some(local) && port(fields[2]) == Some(remote))
+                    .then(|| fields[4].split(':').nth(column))
+                    .flatten()
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+            })
+        };
+        let unsent = queue(client, server, 0);
+        let unread = queue(server, client, 1);
+        if unsent == Some(0) && unread == Some(0) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never read what was sent: {unsent:?} unsent, {unread:?} unread"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -24,6 +24,22 @@ fn with_query(path: &str, query: &str) -> String {
 }
 
 impl TestApp {
+    /// A raw connection that has sent `head` (an HTTP/1.1 request head, ending in its blank
+    /// line; `{addr}` stands for the server's address) and the first `body` bytes of its
+    /// body: the socket stays open, silent, until it is dropped.
+    pub async fn send_partial(&self, head: &str, body: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let addr = self.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(head.replace("{addr}", addr).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(body).await.unwrap();
+        stream.flush().await.unwrap();
+        stream
+    }
+
     /// `address` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)

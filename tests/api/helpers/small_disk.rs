@@ -40,7 +40,10 @@ pub struct SmallDiskApp {
 pub async fn app_on_small_disk() -> Option<SmallDiskApp> {
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = SmallDisk::mount(dir.path(), "4m") else {
-        eprintln!("skipping a full-disk test: mounting a small tmpfs needs root");
+        super::skip(
+            "a full-disk test needs root",
+            "mounting a small tmpfs needs root",
+        );
         return None;
     };
     let uploads = disk.0.join("uploads");

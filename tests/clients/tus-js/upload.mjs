@@ -9,7 +9,8 @@
 // 2. Uploads a small file with `overridePatchMethod` (POST + `X-HTTP-Method-Override: PATCH`).
 // 3. Starts a small upload and terminates it (`abort(true)`, a DELETE); HEAD is then 404/410.
 //
-// Every request carries an `Origin`, as a browser's would, and every answer must let a
+// Every request carries an `Origin`, as a browser's would (and `Authorization` when the
+// environment's TUS_AUTHORIZATION gives one, through tus-js-client's `headers` option), and every answer must let a
 // browser read the headers the client reads. Prints one JSON line of the upload
 // URLs: {"url", "overridden", "terminated"}.
 // tus-js-client is loaded from MODULES_DIR (default: this directory), where `npm ci` ran.
@@ -31,6 +32,7 @@ const modules = modulesArg || path.dirname(fileURLToPath(import.meta.url))
 const tus = createRequire(path.join(path.resolve(modules), 'package.json'))('tus-js-client')
 
 const ORIGIN = 'http://uppy.localhost'
+const AUTHORIZATION = process.env.TUS_AUTHORIZATION
 const size = fs.statSync(file).size
 assert.ok(chunkSize < size, 'CHUNK must be smaller than the file, so there are several PATCHes')
 
@@ -43,7 +45,7 @@ function options(requests, extra) {
     endpoint,
     chunkSize,
     metadata: { filename: 'tus-js.bin', filetype: 'application/x-tus-js' },
-    headers: { Origin: ORIGIN },
+    headers: { Origin: ORIGIN, ...(AUTHORIZATION ? { Authorization: AUTHORIZATION } : {}) },
     removeFingerprintOnSuccess: true,
     onBeforeRequest(req) {
       const offset = req.getHeader('Upload-Offset')
@@ -143,7 +145,10 @@ assert.deepEqual(
   doomedRequests.map((r) => r.split(' ')[0]),
   ['POST', 'PATCH', 'DELETE'],
 )
-const head = await fetch(doomed.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } })
+const head = await fetch(doomed.url, {
+  method: 'HEAD',
+  headers: { 'Tus-Resumable': '1.0.0', ...(AUTHORIZATION ? { Authorization: AUTHORIZATION } : {}) },
+})
 assert.ok([404, 410].includes(head.status), `HEAD after termination: ${head.status}`)
 
 console.log(JSON.stringify({ url: first.url, overridden: overridden.url, terminated: doomed.url }))
