@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;

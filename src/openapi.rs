@@ -63,6 +63,7 @@ pub const BEARER: &str = "bearer";
         routes::docs::openapi_json,
         routes::docs::docs_root,
         routes::docs::docs_file,
+        crate::metrics::scrape::scrape,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, FieldErrorDoc, UpstreamErrorBody)),
     modifiers(&BearerScheme),
@@ -73,6 +74,7 @@ pub const BEARER: &str = "bearer";
         (name = "uploads", description = "Files uploaded with `POST /upload` or tus"),
         (name = "tus", description = "tus 1.0 resumable uploads: creation, creation-with-upload, termination, checksum, expiration"),
         (name = "docs", description = "This document and its Swagger UI; no key needed"),
+        (name = "metrics", description = "Prometheus metrics of this process"),
     )
 )]
 pub struct ApiDoc;

@@ -16,6 +16,7 @@ use crate::bulk::Pace;
 use crate::config::{Config, Limits};
 use crate::fetch::Upstreams;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{Admissions, Metrics};
 use crate::upload::Store;
 
 /// The handles of one HTTP worker.
@@ -35,6 +36,8 @@ pub struct Services {
     pub limits: Limits,
     /// Serving, or shutting down.
     pub lifecycle: Lifecycle,
+    /// This application's metrics (`/metrics`).
+    pub metrics: Metrics,
 }
 
 /// The process-wide half of [`Services`]: every actor but the per-worker `FetchActor`
@@ -53,7 +56,11 @@ pub struct Shared {
     pub limits: Limits,
     /// Serving, or shutting down.
     pub lifecycle: Lifecycle,
+    /// This application's metrics (`/metrics`).
+    pub metrics: Metrics,
     upstreams: Arc<Upstreams>,
+    /// Every worker's `FetchActor` admissions, counted together.
+    fetch_admissions: Admissions,
     pace: Arc<Pace>,
     /// Every worker's `Fetch`, for the shutdown.
     fetches: Arc<Mutex<Vec<Fetch>>>,
@@ -61,13 +68,20 @@ pub struct Shared {
 
 impl Shared {
     /// Starts the process-wide actors besides `db` (`Db::start`): `UploadActor` on an
-    /// arbiter of its own under a `Supervisor`, the CPU pool on `SyncArbiter` threads. Needs
-    /// a running actix system.
-    pub fn start(config: &Config, db: Db, store: Store) -> Self {
-        let cpu = CpuPool::start(config.cpu_threads, Duration::from_secs(60));
+    /// arbiter of its own under a `Supervisor`, the CPU pool on `SyncArbiter` threads; each
+    /// counts into `metrics`. Needs a running actix system.
+    pub fn start(config: &Config, db: Db, store: Store, metrics: Metrics) -> Self {
+        let cpu = CpuPool::start(config.cpu_threads, Duration::from_secs(60)).counted_in(&metrics);
         let pace = Pace::new(config.upload_shared_rate_mib << 20);
         let limits = config.limits();
-        let uploads = Uploads::start(store.clone(), db.clone(), cpu.clone(), pace.clone(), limits);
+        let uploads = Uploads::start(
+            store.clone(),
+            db.clone(),
+            cpu.clone(),
+            pace.clone(),
+            limits,
+            &metrics,
+        );
         Self {
             db,
             uploads,
@@ -75,7 +89,9 @@ impl Shared {
             store,
             limits,
             lifecycle: Lifecycle::new(),
-            upstreams: Arc::new(Upstreams::new(&config.upstream)),
+            upstreams: Arc::new(Upstreams::measured(&config.upstream, &metrics)),
+            fetch_admissions: Admissions::new(&metrics, "fetch"),
+            metrics,
             pace,
             fetches: Arc::default(),
         }
@@ -88,7 +104,7 @@ impl Shared {
 
     /// The services of a worker whose thread this runs on: its own `FetchActor` starts here.
     pub fn for_this_worker(&self) -> Services {
-        let fetch = Fetch::start_here(self.upstreams.clone());
+        let fetch = Fetch::start_here(self.upstreams.clone(), self.fetch_admissions.clone());
         self.fetches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -101,6 +117,7 @@ impl Shared {
             store: self.store.clone(),
             limits: self.limits,
             lifecycle: self.lifecycle.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

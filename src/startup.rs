@@ -13,6 +13,8 @@ use crate::config::Config;
 use crate::db::{ConnectError, DbPool};
 use crate::http::auth::Guard;
 use crate::http::middleware::request_context;
+use crate::metrics::http::Track;
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::services::Shared;
 use crate::shutdown::{Signals, Timings};
@@ -54,10 +56,13 @@ impl Application {
             ))
         })?;
         DbPool::migrate(&config).await?;
-        let (db, pool) = Db::start(&config)
+        // This application's own recorder: never the process's global one.
+        let metrics = Metrics::new();
+        metrics.keep_up();
+        let (db, pool) = Db::start(&config, &metrics)
             .await
             .map_err(|e| StartError::Io(e.to_string()))?;
-        let shared = Shared::start(&config, db, store);
+        let shared = Shared::start(&config, db, store, metrics.clone());
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
         let port = listener
@@ -106,6 +111,8 @@ impl Application {
                     Condition::new(layer.is_some(), layer.unwrap_or_default())
                 })
                 .wrap(from_fn(request_context))
+                // Outermost: every request is counted as its client is answered.
+                .wrap(Track::new(metrics.clone()))
         })
         .workers(config.workers)
         // A client that closes its side is gone: the connection is dropped with its handler

@@ -13,9 +13,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::supervise::{ask, guard_sync, is_alive, Drained, Probe};
+use super::supervise::{ask_counted, guard_sync, is_alive, Drained, Probe};
 use crate::digest::{digest_file, digest_hex, Algorithm, Hasher};
 use crate::error::AppError;
+use crate::metrics::{Admissions, Metrics, Occupancy};
 
 /// One `SyncArbiter` thread's actor; it holds nothing, so a restart loses nothing.
 #[derive(Debug, Default)]
@@ -124,6 +125,9 @@ pub struct CpuPool {
     /// One permit per job allowed in flight (running or queued at the `SyncArbiter`).
     places: Arc<Semaphore>,
     timeout: Duration,
+    /// Callers of `run_waiting` waiting for a place now.
+    waiting: Occupancy,
+    admissions: Admissions,
 }
 
 impl CpuPool {
@@ -134,6 +138,16 @@ impl CpuPool {
             threads,
             places: Arc::new(Semaphore::new(threads * 2)),
             timeout,
+            waiting: Occupancy::default(),
+            admissions: Admissions::default(),
+        }
+    }
+
+    /// The pool, counting its admissions and refusals in `metrics`.
+    pub fn counted_in(self, metrics: &Metrics) -> Self {
+        Self {
+            admissions: Admissions::new(metrics, "cpu"),
+            ..self
         }
     }
 
@@ -145,7 +159,7 @@ impl CpuPool {
     /// Test-only: sends `fault` to the actor (`fault-injection` builds only).
     #[cfg(feature = "fault-injection")]
     pub async fn inject(&self, fault: super::supervise::Fault) -> Result<(), AppError> {
-        ask(&self.addr, fault.0, super::supervise::Fault::TIMEOUT).await
+        super::supervise::ask(&self.addr, fault.0, super::supervise::Fault::TIMEOUT).await
     }
 
     /// Whether the threads answer within `timeout`.
@@ -181,11 +195,20 @@ impl CpuPool {
         self.threads
     }
 
+    /// Jobs admitted now: running, or queued for a thread.
+    pub fn jobs(&self) -> usize {
+        (self.threads * 2).saturating_sub(self.places.available_permits())
+    }
+
+    /// Callers waiting for a place now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.now()
+    }
+
     fn admit(&self) -> Result<OwnedSemaphorePermit, AppError> {
-        self.places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AppError::overloaded("the CPU pool", "every thread is busy"))
+        let place = self.places.clone().try_acquire_owned();
+        self.admissions.admission(place.is_ok());
+        place.map_err(|_| AppError::overloaded("the CPU pool", "every thread is busy"))
     }
 
     /// Runs one job on a CPU thread if there is room, else 503 at once.
@@ -196,7 +219,7 @@ impl CpuPool {
         T: Send + 'static,
     {
         let _slot = self.admit()?;
-        ask(&self.addr, msg, self.timeout).await
+        ask_counted(&self.addr, msg, self.timeout, &self.admissions).await
     }
 
     /// Runs one job on a CPU thread, waiting at most `max_wait` for a place (in arrival
@@ -207,7 +230,10 @@ impl CpuPool {
         M: Message<Result = Result<T, AppError>> + Send + 'static,
         T: Send + 'static,
     {
+        let waiting = self.waiting.enter();
         let place = tokio::time::timeout(max_wait, self.places.clone().acquire_owned()).await;
+        drop(waiting);
+        self.admissions.admission(matches!(place, Ok(Ok(_))));
         let _slot = match place {
             Ok(Ok(permit)) => permit,
             _ => {
@@ -217,6 +243,6 @@ impl CpuPool {
                 ))
             }
         };
-        ask(&self.addr, msg, self.timeout).await
+        ask_counted(&self.addr, msg, self.timeout, &self.admissions).await
     }
 }

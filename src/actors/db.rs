@@ -19,22 +19,25 @@ use actix_web::http::header::HeaderValue;
 use chrono::NaiveDateTime;
 
 use super::supervise::{
-    ask, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, OwnArbiter, Shutdown,
+    ask, ask_counted, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, OwnArbiter,
+    Shutdown,
 };
 use crate::config::Config;
 use crate::db::page::PageRequest;
 use crate::db::uploads::{self, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
-use crate::db::DbPool;
+use crate::db::{DbPool, PoolStats};
 use crate::error::AppError;
 use crate::http::request_id;
 use crate::ids::{UploadId, UserId};
+use crate::metrics::{Admissions, Metrics};
 
 /// Owns the pool; restarted by its `Supervisor` after a panic.
 pub struct DbActor {
     pool: DbPool,
     in_flight: Rc<Cell<usize>>,
     max_in_flight: usize,
+    admissions: Admissions,
 }
 
 impl DbActor {
@@ -44,7 +47,13 @@ impl DbActor {
             pool,
             in_flight: Rc::new(Cell::new(0)),
             max_in_flight,
+            admissions: Admissions::default(),
         }
+    }
+
+    /// The actor, counting what its admission limit lets in and refuses in `admissions`.
+    pub fn counting(self, admissions: Admissions) -> Self {
+        Self { admissions, ..self }
     }
 
     /// Runs `query` with the pool if there is room, counting it while it runs.
@@ -60,6 +69,7 @@ impl DbActor {
         respond(self, ctx, |this| {
             let admitted = InFlight::admit(&this.in_flight, this.max_in_flight)
                 .map(|slot| (slot, query(this.pool.clone())));
+            this.admissions.admission(admitted.is_some());
             async move {
                 let Some((_slot, fut)) = admitted else {
                     return Err(AppError::overloaded(
@@ -123,6 +133,11 @@ pub struct DeleteUser(pub UserId);
 #[rtype(result = "Result<(), AppError>")]
 pub struct CheckDatabase;
 
+/// Reads the pool's figures (`/metrics`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PoolStats, AppError>")]
+pub struct ReadPoolStats;
+
 impl Handler<CreateUser> for DbActor {
     type Result = ResponseFuture<Result<User, AppError>>;
     fn handle(&mut self, msg: CreateUser, ctx: &mut Self::Context) -> Self::Result {
@@ -168,6 +183,13 @@ impl Handler<CheckDatabase> for DbActor {
             let pool = this.pool.clone();
             async move { pool.check().await }
         })
+    }
+}
+
+impl Handler<ReadPoolStats> for DbActor {
+    type Result = Result<PoolStats, AppError>;
+    fn handle(&mut self, _msg: ReadPoolStats, _ctx: &mut Self::Context) -> Self::Result {
+        Ok(self.pool.stats())
     }
 }
 
@@ -411,6 +433,7 @@ pub struct Db {
     timeout: Duration,
     /// The arbiter `start` made for the actor, stopped by `shut_down`.
     arbiter: OwnArbiter,
+    admissions: Admissions,
 }
 
 impl Db {
@@ -418,9 +441,9 @@ impl Db {
     /// arbiter's thread (the database must be migrated already): its connections' sockets
     /// are then driven where the actor runs, so a query's answer wakes one thread, not the
     /// main one first. It admits 32 queries per pooled connection; callers wait
-    /// [`DbPool::answer_within`], longer than any operation may take. Answers the handle
-    /// and the pool.
-    pub async fn start(config: &Config) -> std::io::Result<(Self, DbPool)> {
+    /// [`DbPool::answer_within`], longer than any operation may take. Its admissions are
+    /// counted in `metrics`. Answers the handle and the pool.
+    pub async fn start(config: &Config, metrics: &Metrics) -> std::io::Result<(Self, DbPool)> {
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pool_config = config.clone();
@@ -433,8 +456,10 @@ impl Db {
         };
         let max_in_flight = config.db_pool_size as usize * 32;
         let actor_pool = pool.clone();
+        let admissions = Admissions::new(metrics, "db");
+        let counted = admissions.clone();
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            DbActor::new(actor_pool, max_in_flight)
+            DbActor::new(actor_pool, max_in_flight).counting(counted)
         });
         let arbiter = OwnArbiter::new(arbiter);
         let timeout = pool.answer_within();
@@ -443,6 +468,7 @@ impl Db {
                 addr,
                 timeout,
                 arbiter,
+                admissions,
             },
             pool,
         ))
@@ -454,6 +480,7 @@ impl Db {
             addr,
             timeout,
             arbiter: OwnArbiter::default(),
+            admissions: Admissions::default(),
         }
     }
 
@@ -494,6 +521,11 @@ impl Db {
         ask(&self.addr, ForRequest::current(CheckDatabase), timeout).await
     }
 
+    /// The pool's figures, if the actor answers within `timeout`.
+    pub async fn pool_stats(&self, timeout: Duration) -> Result<PoolStats, AppError> {
+        ask(&self.addr, ReadPoolStats, timeout).await
+    }
+
     /// Sends `msg` for the current request and waits for its answer.
     async fn call<M, T>(&self, msg: M) -> Result<T, AppError>
     where
@@ -501,7 +533,8 @@ impl Db {
         DbActor: Handler<ForRequest<M>>,
         T: Send + 'static,
     {
-        ask(&self.addr, ForRequest::current(msg), self.timeout).await
+        let msg = ForRequest::current(msg);
+        ask_counted(&self.addr, msg, self.timeout, &self.admissions).await
     }
 
     /// Inserts a user.

@@ -19,11 +19,12 @@ use futures::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::supervise::{
-    ask, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, Shutdown,
+    ask_counted, drain, is_alive, respond, shut_down, Admits, Drained, InFlight, Shutdown,
 };
 use crate::error::AppError;
 use crate::fetch::call::{all_or_nothing, build_client, gather};
 use crate::fetch::{FanOut, SourceFailure, SourceId, SourceResult, Upstreams};
+use crate::metrics::Admissions;
 
 /// Fan-outs one actor runs at once; past this, requests answer 503 `overloaded`.
 pub const MAX_IN_FLIGHT: usize = 2048;
@@ -35,6 +36,7 @@ pub struct FetchActor {
     upstreams: Arc<Upstreams>,
     in_flight: Rc<Cell<usize>>,
     max_in_flight: usize,
+    admissions: Admissions,
 }
 
 impl FetchActor {
@@ -46,7 +48,13 @@ impl FetchActor {
             upstreams,
             in_flight: Rc::new(Cell::new(0)),
             max_in_flight,
+            admissions: Admissions::default(),
         }
+    }
+
+    /// The actor, counting what its admission limit lets in and refuses in `admissions`.
+    pub fn counting(self, admissions: Admissions) -> Self {
+        Self { admissions, ..self }
     }
 
     /// Starts a supervised actor admitting [`MAX_IN_FLIGHT`] fan-outs on the current
@@ -74,6 +82,7 @@ impl FetchActor {
         respond(self, ctx, |this| {
             let admitted = InFlight::admit(&this.in_flight, this.max_in_flight)
                 .map(|slot| (slot, work(this.client.clone(), this.upstreams.clone())));
+            this.admissions.admission(admitted.is_some());
             async move {
                 let Some((_slot, fut)) = admitted else {
                     return Err(AppError::overloaded(
@@ -193,14 +202,19 @@ const ACTOR_MARGIN: Duration = Duration::from_millis(1000);
 pub struct Fetch {
     addr: Addr<FetchActor>,
     upstreams: Arc<Upstreams>,
+    admissions: Admissions,
 }
 
 impl Fetch {
-    /// Starts a `FetchActor` on the current thread's arbiter (an HTTP worker's).
-    pub fn start_here(upstreams: Arc<Upstreams>) -> Self {
+    /// Starts a `FetchActor` on the current thread's arbiter (an HTTP worker's), counting
+    /// its admissions in `admissions` (shared by every worker's).
+    pub fn start_here(upstreams: Arc<Upstreams>, admissions: Admissions) -> Self {
+        let (up, counted) = (upstreams.clone(), admissions.clone());
+        let addr = Supervisor::start(move |_| FetchActor::new(up, MAX_IN_FLIGHT).counting(counted));
         Self {
-            addr: FetchActor::start_here(upstreams.clone()),
+            addr,
             upstreams,
+            admissions,
         }
     }
 
@@ -270,6 +284,7 @@ impl Fetch {
             request_id,
         };
         let (_cancel_on_drop, cancel) = cancellation();
-        ask(&self.addr, make(fan_out, cancel), limit + ACTOR_MARGIN).await
+        let msg = make(fan_out, cancel);
+        ask_counted(&self.addr, msg, limit + ACTOR_MARGIN, &self.admissions).await
     }
 }

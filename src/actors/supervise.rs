@@ -21,6 +21,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 
 use crate::error::{panic_text, AppError};
+use crate::metrics::Admissions;
 
 /// Asks whether an actor is serving; it answers at once from its mailbox.
 #[derive(Debug, Clone, Copy, Message)]
@@ -248,7 +249,25 @@ where
     M: Message<Result = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
+    ask_counted(addr, msg, timeout, &Admissions::default()).await
+}
+
+/// [`ask`], counting a failed send (the mailbox full past `timeout`, or closed) among the
+/// actor's refusals (`/metrics`).
+pub async fn ask_counted<A, M, T>(
+    addr: &Addr<A>,
+    msg: M,
+    timeout: Duration,
+    admissions: &Admissions,
+) -> Result<T, AppError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message<Result = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
     addr.send(msg).timeout(timeout).await.map_err(|err| {
+        admissions.mailbox_failed(&err);
         let why = match err {
             MailboxError::Timeout => "did not answer in time",
             MailboxError::Closed => "has a closed mailbox",

@@ -23,6 +23,7 @@ pub mod uploads;
 pub mod users;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ use futures::FutureExt;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::error::AppError;
+use crate::metrics::Occupancy;
 use circuit::{Circuit, Probe};
 use postgres::PgTarget;
 
@@ -70,6 +72,30 @@ pub struct DbPool {
     checkout_timeout: Duration,
     /// `TROUPE_DB_STATEMENT_TIMEOUT_MS`: the longest a statement runs, lock waits included.
     statement_timeout: Duration,
+    /// `TROUPE_DB_POOL_SIZE`.
+    max_size: u32,
+    /// Checkouts waiting now, and those that found no connection in time (`/metrics`).
+    waiting: Occupancy,
+    wait_timeouts: Arc<AtomicU64>,
+}
+
+/// The pool's figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    /// Connections open.
+    pub connections: u32,
+    /// Of which idle.
+    pub idle: u32,
+    /// The pool's size.
+    pub max: u32,
+    /// Checkouts under way now (waiting for a connection, or about to get one).
+    pub waiting: usize,
+    /// Checkouts that waited for a connection and got one.
+    pub waited: u64,
+    /// Checkouts that found no connection free in time.
+    pub wait_timeouts: u64,
+    /// Connections opened.
+    pub opened: u64,
 }
 
 /// The pool of one backend; `with_conn!` matches on it.
@@ -236,6 +262,26 @@ impl DbPool {
             circuit,
             checkout_timeout,
             statement_timeout,
+            max_size: config.db_pool_size,
+            waiting: Occupancy::default(),
+            wait_timeouts: Arc::default(),
+        }
+    }
+
+    /// The pool's figures now.
+    pub fn stats(&self) -> PoolStats {
+        let state = match &self.backend {
+            Backend::Pg(pool) => pool.state(),
+            Backend::Sqlite(pool) => pool.state(),
+        };
+        PoolStats {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.max_size,
+            waiting: self.waiting.now(),
+            waited: state.statistics.get_waited,
+            wait_timeouts: self.wait_timeouts.load(Ordering::Relaxed),
+            opened: state.statistics.connections_created,
         }
     }
 
@@ -283,6 +329,7 @@ impl DbPool {
             if self.circuit.is_down() && pool.state().idle_connections == 0 {
                 return Err(self.unreachable());
             }
+            let waiting = self.waiting.enter();
             let got = tokio::select! {
                 biased;
                 got = pool.get() => got,
@@ -291,6 +338,7 @@ impl DbPool {
                     Err(bb8::RunError::TimedOut)
                 }
             };
+            drop(waiting);
             let mut conn = match got {
                 Ok(conn) => conn,
                 Err(_) if self.circuit.is_down() => return Err(self.unreachable()),
@@ -301,10 +349,11 @@ impl DbPool {
                     ))
                 }
                 Err(bb8::RunError::TimedOut) => {
+                    self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(AppError::overloaded(
                         "the database pool",
                         "no connection free in time",
-                    ))
+                    ));
                 }
             };
             if access == Access::Write {

@@ -96,6 +96,7 @@ pub async fn fetch(
     };
     let started = Instant::now();
     let Some(permit) = source.breaker.admit(started) else {
+        source.stats.record_circuit_open();
         return Err(FetchError::new(
             FetchErrorKind::CircuitOpen,
             "the source failed repeatedly; calls to it are paused for a cool-down",

@@ -14,6 +14,7 @@ use actix_web::http::Uri;
 
 use crate::config::{UpstreamConfig, UpstreamSource};
 use crate::error::FieldError;
+use crate::metrics::Metrics;
 use breaker::{Breaker, BreakerState};
 use stats::{SourceStats, StatsSnapshot};
 
@@ -59,7 +60,17 @@ pub struct Upstreams {
 impl Upstreams {
     /// The sources of `config`, each with a closed breaker. The URLs were validated with
     /// the configuration; one that still does not parse is left out with an error log.
+    /// Their statistics are for `/readyz` only: see [`Upstreams::measured`].
     pub fn new(config: &UpstreamConfig) -> Self {
+        Self::with_stats(config, |_| SourceStats::default())
+    }
+
+    /// [`Upstreams::new`], each source's calls also exported through `metrics`.
+    pub fn measured(config: &UpstreamConfig, metrics: &Metrics) -> Self {
+        Self::with_stats(config, |name| SourceStats::new(metrics, name))
+    }
+
+    fn with_stats(config: &UpstreamConfig, stats: impl Fn(&str) -> SourceStats) -> Self {
         let sources = config
             .sources
             .iter()
@@ -68,7 +79,7 @@ impl Upstreams {
                     name: name.clone(),
                     uri,
                     breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
-                    stats: SourceStats::default(),
+                    stats: stats(name),
                 }),
                 Err(_) => {
                     log::error!("upstream {name}: URL does not parse; source left out");

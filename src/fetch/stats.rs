@@ -1,25 +1,74 @@
-//! Per-source call statistics for `/readyz`: counts, the last error, and latency
-//! percentiles over the most recent calls.
+//! Per-source call statistics: what `/metrics` exports (calls, errors by code, calls the
+//! breaker kept from being made, a latency histogram) and what `/readyz` shows (counts, the
+//! last error, and latency percentiles estimated from the histogram's buckets).
+//!
+//! The Prometheus handles cannot be read back, so the few figures `/readyz` needs are also
+//! kept here, under one short-held lock per source.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// How many recent latencies the percentiles are taken over.
-const WINDOW: usize = 256;
+use metrics::{Counter, Histogram};
+
+use super::FetchErrorKind;
+use crate::metrics::{
+    Metrics, UPSTREAM_BUCKETS, UPSTREAM_CALLS, UPSTREAM_CIRCUIT_OPEN, UPSTREAM_DURATION,
+    UPSTREAM_ERRORS,
+};
+
+/// The failures of a call that was made (an open breaker's is counted apart).
+const CALL_FAILURES: [FetchErrorKind; 5] = [
+    FetchErrorKind::Timeout,
+    FetchErrorKind::Status,
+    FetchErrorKind::InvalidJson,
+    FetchErrorKind::TooLarge,
+    FetchErrorKind::Unreachable,
+];
 
 #[derive(Debug, Default)]
 struct Inner {
     calls: u64,
     failures: u64,
     last_error: Option<&'static str>,
-    /// Ring of recent latencies in microseconds; call `n` (from 0) goes at `n % WINDOW`.
-    recent: Vec<u32>,
+    /// Calls per latency bucket ([`UPSTREAM_BUCKETS`], then the one past the last bound).
+    buckets: [u64; UPSTREAM_BUCKETS.len() + 1],
+}
+
+/// The source's Prometheus handles.
+struct Exported {
+    calls: Counter,
+    errors: [(&'static str, Counter); CALL_FAILURES.len()],
+    circuit_open: Counter,
+    latency: Histogram,
 }
 
 /// One source's statistics (shared with the source, inside `Arc<Upstreams>`).
-#[derive(Debug, Default)]
 pub struct SourceStats {
     inner: Mutex<Inner>,
+    exported: Exported,
+}
+
+impl std::fmt::Debug for SourceStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceStats")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SourceStats {
+    /// Statistics for `/readyz` only (no-op Prometheus handles).
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            exported: Exported {
+                calls: Counter::noop(),
+                errors: CALL_FAILURES.map(|k| (k.code(), Counter::noop())),
+                circuit_open: Counter::noop(),
+                latency: Histogram::noop(),
+            },
+        }
+    }
 }
 
 /// A snapshot of [`SourceStats`].
@@ -31,63 +80,104 @@ pub struct StatsSnapshot {
     pub failures: u64,
     /// The code of the latest failure, if any.
     pub last_error: Option<&'static str>,
-    /// Median latency of the recent calls, in milliseconds.
+    /// Median latency, in milliseconds, estimated from the buckets.
     pub p50_ms: Option<f64>,
-    /// 99th-percentile latency of the recent calls, in milliseconds.
+    /// 99th-percentile latency, in milliseconds, estimated from the buckets.
     pub p99_ms: Option<f64>,
-    /// How many recent calls the percentiles cover.
-    pub window: usize,
+    /// How many calls the percentiles cover: every call since start.
+    pub window: u64,
 }
 
 impl SourceStats {
+    /// The statistics of the source called `source`, exported through `metrics`.
+    pub fn new(metrics: &Metrics, source: &str) -> Self {
+        let by_source = [("source", source)];
+        Self {
+            inner: Mutex::default(),
+            exported: Exported {
+                calls: metrics.counter(UPSTREAM_CALLS, &by_source),
+                errors: CALL_FAILURES.map(|kind| {
+                    let labels = [("source", source), ("code", kind.code())];
+                    (kind.code(), metrics.counter(UPSTREAM_ERRORS, &labels))
+                }),
+                circuit_open: metrics.counter(UPSTREAM_CIRCUIT_OPEN, &by_source),
+                latency: metrics.histogram(UPSTREAM_DURATION, &by_source),
+            },
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records one finished call: its latency, and its error code when it failed.
     pub fn record(&self, latency: Duration, error: Option<&'static str>) {
-        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        let secs = latency.as_secs_f64();
+        let e = &self.exported;
+        e.calls.increment(1);
+        e.latency.record(secs);
+        if let Some((_, counter)) = error.and_then(|code| e.errors.iter().find(|(c, _)| *c == code))
+        {
+            counter.increment(1);
+        }
+        let bucket = UPSTREAM_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(UPSTREAM_BUCKETS.len());
         let mut inner = self.lock();
-        let at = (inner.calls % WINDOW as u64) as usize;
         inner.calls += 1;
+        inner.buckets[bucket] += 1;
         if error.is_some() {
             inner.failures += 1;
             inner.last_error = error;
         }
-        if inner.recent.len() < WINDOW {
-            inner.recent.push(micros);
-        } else {
-            inner.recent[at] = micros;
-        }
+    }
+
+    /// Records a call not made because the breaker was open.
+    pub fn record_circuit_open(&self) {
+        self.exported.circuit_open.increment(1);
     }
 
     /// The counts and percentiles now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let (calls, failures, last_error, mut recent) = {
+        let (calls, failures, last_error, buckets) = {
             let inner = self.lock();
-            (
-                inner.calls,
-                inner.failures,
-                inner.last_error,
-                inner.recent.clone(),
-            )
-        };
-        recent.sort_unstable();
-        let pick = |q: f64| {
-            let last = recent.len().checked_sub(1)?;
-            // Nearest rank; the index is within 0..=last by construction.
-            let at = ((last as f64) * q).round() as usize;
-            recent.get(at.min(last)).map(|&us| f64::from(us) / 1000.0)
+            (inner.calls, inner.failures, inner.last_error, inner.buckets)
         };
         StatsSnapshot {
             calls,
             failures,
             last_error,
-            p50_ms: pick(0.5),
-            p99_ms: pick(0.99),
-            window: recent.len(),
+            p50_ms: quantile(&buckets, 0.5).map(|s| s * 1000.0),
+            p99_ms: quantile(&buckets, 0.99).map(|s| s * 1000.0),
+            window: calls,
         }
     }
+}
+
+/// The `q`-quantile of the calls counted in `buckets`, in seconds, as Prometheus'
+/// `histogram_quantile` estimates it: linear within the bucket it falls in (from 0 in the
+/// first), the last finite bound when it falls past it. `None` without calls.
+fn quantile(buckets: &[u64; UPSTREAM_BUCKETS.len() + 1], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &count) in buckets.iter().enumerate() {
+        let upto = below + count;
+        if count > 0 && upto as f64 >= rank {
+            let Some(&upper) = UPSTREAM_BUCKETS.get(i) else {
+                return UPSTREAM_BUCKETS.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { UPSTREAM_BUCKETS[i - 1] };
+            let within = (rank - below as f64) / count as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+        below = upto;
+    }
+    UPSTREAM_BUCKETS.last().copied()
 }
 
 #[cfg(test)]
@@ -95,22 +185,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_cover_the_recent_window_only() {
+    fn percentiles_fall_in_the_buckets_of_the_calls() {
         let stats = SourceStats::default();
         assert_eq!(stats.snapshot().p50_ms, None);
-        for _ in 0..WINDOW {
-            stats.record(Duration::from_millis(500), None);
+        // 98 fast calls (in the 1–5 ms bucket), 2 slow ones (in the 0.5–1 s bucket).
+        for _ in 0..98 {
+            stats.record(Duration::from_millis(3), None);
         }
-        for ms in 1..=WINDOW as u64 {
-            stats.record(Duration::from_millis(ms), Some("upstream_timeout"));
+        for _ in 0..2 {
+            stats.record(Duration::from_millis(800), Some("upstream_timeout"));
         }
         let snap = stats.snapshot();
-        assert_eq!(snap.calls, 2 * WINDOW as u64);
-        assert_eq!(snap.failures, WINDOW as u64);
+        assert_eq!((snap.calls, snap.failures, snap.window), (100, 2, 100));
         assert_eq!(snap.last_error, Some("upstream_timeout"));
-        assert_eq!(snap.window, WINDOW);
         let p50 = snap.p50_ms.unwrap();
-        assert!((127.0..=130.0).contains(&p50), "{p50}");
-        assert!(snap.p99_ms.unwrap() >= 250.0);
+        assert!((1.0..=5.0).contains(&p50), "{p50}");
+        let p99 = snap.p99_ms.unwrap();
+        assert!((500.0..=1000.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn a_call_past_the_last_bucket_reads_as_its_bound() {
+        let stats = SourceStats::default();
+        stats.record(Duration::from_secs(30), None);
+        assert_eq!(stats.snapshot().p99_ms, Some(10_000.0));
+    }
+
+    #[test]
+    fn calls_errors_and_latency_are_exported_by_source() {
+        let metrics = Metrics::new();
+        let stats = SourceStats::new(&metrics, "a");
+        stats.record(Duration::from_millis(3), None);
+        stats.record(Duration::from_millis(3), Some("upstream_status"));
+        stats.record_circuit_open();
+        let text = metrics.render();
+        for line in [
+            r#"upstream_calls_total{source="a"} 2"#,
+            r#"upstream_errors_total{source="a",code="upstream_status"} 1"#,
+            r#"upstream_errors_total{source="a",code="upstream_timeout"} 0"#,
+            r#"upstream_circuit_open_total{source="a"} 1"#,
+            r#"upstream_request_duration_seconds_count{source="a"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -43,7 +43,8 @@ pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 /// Registers every route, the extractor error handlers and the JSON 404 for the rest;
 /// with `guard` (keys configured), each protected route behind the scope it needs
 /// (`http::auth`): users `users:read` (GET, HEAD) and `users:write`; uploads `uploads:read`
-/// and `uploads:write`; every tus request `uploads:write`; the fan-out `fetch`.
+/// and `uploads:write`; every tus request `uploads:write`; the fan-out `fetch`; `/metrics`
+/// `metrics`.
 /// Every path is one resource holding all its methods, so that a method it lacks gets
 /// actix-web's 405 with `Allow` (rendered as the JSON error by the request context), and
 /// every GET route answers HEAD too: the same handler runs, and the server sends its
@@ -53,7 +54,7 @@ pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 /// on every other route it would cost each request a content-type parse and a body wrapper
 /// for nothing (`/ping`, small objects, file bytes that are streamed as they are).
 pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
-    use Scope::{Fetch, UploadsRead, UploadsWrite, UsersRead, UsersWrite};
+    use Scope::{Fetch, Metrics, UploadsRead, UploadsWrite, UsersRead, UsersWrite};
     let users = Needs::split(UsersRead, UsersWrite);
     let uploads = Needs::split(UploadsRead, UploadsWrite);
     cfg.app_data(json_config())
@@ -124,6 +125,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
                 .guard(guard::Any(guard::Get()).or(guard::Head()))
                 .service(fn_service(uploads::content)),
         ),
+    );
+    protect(
+        cfg,
+        guard,
+        Needs::all(Metrics),
+        get_and_head("/metrics", crate::metrics::scrape).wrap(Compress::default()),
     );
     let files = web::scope("/files")
         .wrap(actix_web::middleware::from_fn(tus::protocol))

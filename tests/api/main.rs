@@ -15,6 +15,7 @@ mod http_semantics;
 mod json_logs;
 mod log_lines;
 mod logs;
+mod metrics;
 mod openapi;
 mod ownership;
 mod pg_tls;

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::cpu::CpuPool;
 use super::db::Db;
 use super::supervise::{
-    ask, is_alive, respond, shut_down, wait_until, Drained, OwnArbiter, Shutdown,
+    ask, ask_counted, is_alive, respond, shut_down, wait_until, Drained, OwnArbiter, Shutdown,
 };
 use crate::auth::Access;
 use crate::bulk::Pace;
@@ -35,6 +35,7 @@ use crate::config::Limits;
 use crate::db::uploads::Upload;
 use crate::error::AppError;
 use crate::ids::UploadId;
+use crate::metrics::{Admissions, Metrics, TUS_COMPLETED, TUS_CREATED, TUS_EXPIRED, UPLOAD_BYTES};
 use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
 use crate::upload::handover::Holders;
@@ -66,6 +67,37 @@ pub struct Deps {
     digests: Arc<DigestCache>,
     /// The PATCHes holding an upload's lock, for the hand-over.
     holders: Arc<Holders>,
+    /// tus uploads created, completed and expired (`/metrics`).
+    tus: TusCounts,
+}
+
+/// The tus uploads created, completed and expired, for `/metrics`; no-op by default.
+#[derive(Clone)]
+pub struct TusCounts {
+    created: metrics::Counter,
+    completed: metrics::Counter,
+    expired: metrics::Counter,
+}
+
+impl Default for TusCounts {
+    fn default() -> Self {
+        Self {
+            created: metrics::Counter::noop(),
+            completed: metrics::Counter::noop(),
+            expired: metrics::Counter::noop(),
+        }
+    }
+}
+
+impl TusCounts {
+    /// The counters in `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            created: metrics.counter(TUS_CREATED, &[]),
+            completed: metrics.counter(TUS_COMPLETED, &[]),
+            expired: metrics.counter(TUS_EXPIRED, &[]),
+        }
+    }
 }
 
 /// Owns the upload sessions; restarted by its `Supervisor` after a panic (sessions then end,
@@ -114,10 +146,17 @@ impl UploadActor {
                 tus_expiry,
                 digests: Arc::new(DigestCache::new(DIGEST_CACHE_CAPACITY)),
                 holders,
+                tus: TusCounts::default(),
             },
             sessions: HashMap::new(),
             files: Vec::new(),
         }
+    }
+
+    /// The actor, counting the tus uploads it creates, completes and expires in `tus`.
+    pub fn counting(mut self, tus: TusCounts) -> Self {
+        self.deps.tus = tus;
+        self
     }
 
     /// Sweeps expired (and finishes whole) uploads in the background; failures are logged.
@@ -559,6 +598,9 @@ pub struct Uploads {
     holders: Arc<Holders>,
     /// Upload bodies streaming now (`POST /upload` and PATCH), against `max_active_uploads`.
     active: Arc<AtomicUsize>,
+    admissions: Admissions,
+    /// Upload body bytes received (`/metrics`).
+    received: metrics::Counter,
 }
 
 /// A place among the upload bodies allowed to stream at once; given back when dropped.
@@ -572,15 +614,23 @@ impl Drop for Admission {
 }
 
 impl Uploads {
-    /// Starts a supervised `UploadActor` over `store` on an arbiter of its own.
-    pub fn start(store: Store, db: Db, cpu: CpuPool, pace: Arc<Pace>, limits: Limits) -> Self {
+    /// Starts a supervised `UploadActor` over `store` on an arbiter of its own; what it
+    /// admits and receives is counted in `metrics`.
+    pub fn start(
+        store: Store,
+        db: Db,
+        cpu: CpuPool,
+        pace: Arc<Pace>,
+        limits: Limits,
+        metrics: &Metrics,
+    ) -> Self {
         let arbiter = Arbiter::new();
         let db_timeout = db.timeout();
         let holders = Arc::new(Holders::default());
         let addr = {
-            let (cpu, holders) = (cpu.clone(), holders.clone());
+            let (cpu, holders, tus) = (cpu.clone(), holders.clone(), TusCounts::new(metrics));
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                UploadActor::new(store, db, cpu, limits.tus_expiry, holders)
+                UploadActor::new(store, db, cpu, limits.tus_expiry, holders).counting(tus)
             })
         };
         Self {
@@ -592,6 +642,8 @@ impl Uploads {
             db_timeout,
             holders,
             active: Arc::new(AtomicUsize::new(0)),
+            admissions: Admissions::new(metrics, "upload"),
+            received: metrics.counter(UPLOAD_BYTES, &[]),
         }
     }
 
@@ -604,6 +656,7 @@ impl Uploads {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             });
+        self.admissions.admission(taken.is_ok());
         match taken {
             Ok(_) => Ok(Admission(self.active.clone())),
             Err(_) => Err(AppError::overloaded(
@@ -664,16 +717,28 @@ impl Uploads {
 
     /// Creates a tus upload (its file, then its row).
     pub async fn create_tus(&self, row: Upload) -> Result<Upload, AppError> {
-        ask(&self.addr, CreateTusUpload(row), FINISH_TIMEOUT).await
+        self.ask(CreateTusUpload(row), FINISH_TIMEOUT).await
     }
 
     /// Removes an upload (`DELETE /uploads/{id}`; with `tus`, tus termination).
     pub async fn remove(&self, id: UploadId, tus: bool) -> Result<(), AppError> {
-        ask(&self.addr, RemoveUpload { id, tus }, self.db_timeout * 2).await
+        self.ask(RemoveUpload { id, tus }, self.db_timeout * 2)
+            .await
+    }
+
+    /// Sends `msg` to the actor and waits up to `timeout` for its answer; a mailbox that
+    /// fails is counted among the actor's refusals.
+    async fn ask<M, T>(&self, msg: M, timeout: Duration) -> Result<T, AppError>
+    where
+        UploadActor: Handler<M>,
+        M: Message<Result = Result<T, AppError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        ask_counted(&self.addr, msg, timeout, &self.admissions).await
     }
 
     /// Removes expired tus uploads now; answers how many went.
     pub async fn sweep(&self) -> Result<usize, AppError> {
-        ask(&self.addr, SweepExpired, FINISH_TIMEOUT).await
+        self.ask(SweepExpired, FINISH_TIMEOUT).await
     }
 }

@@ -29,7 +29,6 @@ use super::{
 use crate::actors::cpu::{CpuPool, HashChunk};
 use crate::actors::supervise::ask;
 use crate::auth::Access;
-use crate::bulk::Pace;
 use crate::db::uploads::{FileInfo, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
@@ -79,7 +78,7 @@ impl Uploads {
     ) -> Result<UploadSession, AppError> {
         let (id, session) = (UploadId::new(), Uuid::new_v4());
         let guard = SessionGuard::new(self.addr.clone(), session, false);
-        ask(&self.addr, CreateFile { session, id }, STEP_TIMEOUT).await?;
+        self.ask(CreateFile { session, id }, STEP_TIMEOUT).await?;
         Ok(UploadSession {
             uploads: self.clone(),
             guard,
@@ -121,7 +120,7 @@ impl Uploads {
         };
         // Time for the database twice, and for a PATCH holding the upload to hand it over.
         let wait = self.db_timeout * 2 + super::HANDOVER_WAIT;
-        let super::PatchStart { row, stop } = ask(&self.addr, begin, wait).await?;
+        let super::PatchStart { row, stop } = self.ask(begin, wait).await?;
         let mut session = UploadSession {
             uploads: self.clone(),
             guard,
@@ -208,8 +207,7 @@ impl UploadSession {
             } => (row.remaining(), hasher.take(), stop.clone()),
         };
         let streamed = stream_into(
-            &self.uploads.cpu,
-            &self.uploads.pace,
+            &self.uploads,
             &mut self.guard,
             body,
             limit,
@@ -265,8 +263,9 @@ impl UploadSession {
                 };
                 let row = Upload::stored(file, hex(&hasher.finish())).owned_by(owner);
                 let session = guard.session;
-                let finished =
-                    ask(&uploads.addr, FinishFile { session, row }, FINISH_TIMEOUT).await;
+                let finished = uploads
+                    .ask(FinishFile { session, row }, FINISH_TIMEOUT)
+                    .await;
                 // Finished, or failed inside the actor, which then removed the file itself.
                 guard.armed = false;
                 finished
@@ -412,11 +411,10 @@ impl Drop for SessionGuard {
 /// so an upload holds at most two in memory, and only what has arrived). More than `limit`
 /// bytes is 413 as soon as it is crossed. `stop`, when notified, ends the body where it is:
 /// another request wants the upload. The batch being gathered and the one being written live
-/// in the guard, so that a session dropped half-way still has them. Answers the bytes
-/// streamed and the digest state.
+/// in the guard, so that a session dropped half-way still has them. Every byte is counted
+/// in `/metrics` as it arrives. Answers the bytes streamed and the digest state.
 async fn stream_into<S, E>(
-    cpu: &CpuPool,
-    pace: &Pace,
+    uploads: &Uploads,
     guard: &mut SessionGuard,
     mut body: S,
     limit: u64,
@@ -442,14 +440,15 @@ where
             && (batch_len >= BATCH_BYTES || (ended.is_some() && batch_len > 0))
         {
             let chunks = std::mem::take(&mut guard.pending);
-            paced_until = pace
+            paced_until = uploads
+                .pace
                 .pause_after(batch_len)
                 .map(|pause| Instant::now() + pause);
             batch_len = 0;
             // Spawned, so the write and the hash go on while the next batch is read.
             guard.in_flight = Some(actix_web::rt::spawn(step(
                 guard.addr.clone(),
-                cpu.clone(),
+                uploads.cpu.clone(),
                 guard.session,
                 chunks,
                 hasher.take(),
@@ -470,6 +469,7 @@ where
                 while ended.is_none() {
                     match body.next().now_or_never() {
                         Some(Some(Ok(chunk))) => {
+                            uploads.received.increment(chunk.len() as u64);
                             take(guard, chunk, &mut total, &mut batch_len, limit)?;
                         }
                         Some(Some(Err(err))) => ended = Some(Err(err.into())),
@@ -483,7 +483,10 @@ where
                 hasher = written?;
             }
             chunk = body.next(), if reading => match chunk {
-                Some(Ok(chunk)) => take(guard, chunk, &mut total, &mut batch_len, limit)?,
+                Some(Ok(chunk)) => {
+                    uploads.received.increment(chunk.len() as u64);
+                    take(guard, chunk, &mut total, &mut batch_len, limit)?;
+                }
                 Some(Err(err)) => ended = Some(Err(err.into())),
                 None => ended = Some(Ok(())),
             },

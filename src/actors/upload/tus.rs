@@ -75,6 +75,7 @@ pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     })
     .await?;
     let row = insert_row_or_remove(deps, row, path).await?;
+    deps.tus.created.increment(1);
     if row.size == 0 {
         return finish(deps, id, None).await;
     }
@@ -352,7 +353,9 @@ async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Up
         })
         .await?;
     }
-    deps.db.complete_upload(id, hex(&digest)).await
+    let done = deps.db.complete_upload(id, hex(&digest)).await?;
+    deps.tus.completed.increment(1);
+    Ok(done)
 }
 
 /// Removes one upload: its row, then its files. `tus` allows an unfinished one (tus
@@ -442,6 +445,7 @@ pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
         }
     }
     if removed > 0 {
+        deps.tus.expired.increment(removed as u64);
         log::info!("removed {removed} expired tus upload(s)");
     }
     Ok(removed)
