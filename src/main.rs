@@ -188,11 +188,13 @@ fn readyz_status(addr: SocketAddr) -> std::io::Result<u16> {
     let mut conn = TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT)?;
     conn.set_read_timeout(Some(HEALTHCHECK_TIMEOUT))?;
     conn.set_write_timeout(Some(HEALTHCHECK_TIMEOUT))?;
-    write!(
-        conn,
+    // One write: `write!` on the socket would send each piece of the format by itself, and
+    // a server that answers after the first could close before the rest (a broken pipe).
+    let request = format!(
         "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: troupe-healthcheck\r\n\
          Connection: close\r\n\r\n"
-    )?;
+    );
+    conn.write_all(request.as_bytes())?;
     // The status line is all it needs: `HTTP/1.1 200 OK`.
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -295,13 +295,19 @@ fn healthcheck_is_1_when_readyz_is_not_200() {
     let bind = listener.local_addr().unwrap().to_string();
     let answering = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        let mut request = [0u8; 1024];
-        let n = conn.read(&mut request).unwrap();
+        // The whole request head, however it arrives.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the request ended before its head did");
+            request.extend_from_slice(&buf[..n]);
+        }
         conn.write_all(
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         )
         .unwrap();
-        String::from_utf8_lossy(&request[..n]).into_owned()
+        String::from_utf8_lossy(&request).into_owned()
     });
     let out = run(&["healthcheck"], &[("TROUPE_BIND", &bind)]);
     let request = answering.join().unwrap();
