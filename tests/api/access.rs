@@ -176,6 +176,13 @@ fn protected() -> Vec<Call> {
             vec![],
             vec![],
         ),
+        (
+            Method::GET,
+            "/metrics".into(),
+            Scope::Metrics,
+            vec![],
+            vec![],
+        ),
         // The test builds' fault route: breaking an actor is `admin`'s alone.
         (
             Method::POST,
@@ -248,7 +255,7 @@ async fn every_route_asks_for_its_scope(backend: Backend) {
             );
         }
     }
-    for path in ["/ping", "/healthz", "/readyz"] {
+    for path in ["/ping", "/healthz", "/readyz", "/openapi.json", "/docs/"] {
         let (status, _, json) = app.get_json(path).await;
         assert_eq!(status, 200, "{path} without a key: {json}");
     }
