@@ -66,10 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
         .service(get_and_head("/readyz", health::readyz))
         .app_data(web::Data::new(docs::KeysConfigured(
             guard.is_some_and(Guard::has_keys),
-        )))
-        .service(get_and_head(docs::OPENAPI_PATH, docs::openapi_json))
-        .service(get_and_head("/docs", docs::docs_root))
-        .service(get_and_head("/docs/{file:.*}", docs::docs_file));
+        )));
     protect(
         cfg,
         guard,
@@ -126,12 +123,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
                 .service(fn_service(uploads::content)),
         ),
     );
-    protect(
-        cfg,
-        guard,
-        Needs::all(Metrics),
-        get_and_head("/metrics", crate::metrics::scrape).wrap(Compress::default()),
-    );
     let files = web::scope("/files")
         .wrap(actix_web::middleware::from_fn(tus::protocol))
         .service(
@@ -151,6 +142,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, guard: Option<&Guard>) {
         Some(keys) => cfg.service(files.wrap(keys.require(Needs::all(UploadsWrite)))),
         None => cfg.service(files),
     };
+    protect(
+        cfg,
+        guard,
+        Needs::all(Metrics),
+        get_and_head("/metrics", crate::metrics::scrape).wrap(Compress::default()),
+    );
+    // The document and its UI, public, after the API: a request is matched against the
+    // resources in the order they are registered, so these (`/docs/{file:.*}` is a regex)
+    // cost the API's requests nothing.
+    cfg.service(get_and_head(docs::OPENAPI_PATH, docs::openapi_json))
+        .service(get_and_head("/docs", docs::docs_root))
+        .service(get_and_head("/docs/{file:.*}", docs::docs_file));
     // Test builds only; with keys set, only `admin` may break an actor.
     #[cfg(feature = "fault-injection")]
     protect(
