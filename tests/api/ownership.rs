@@ -71,6 +71,11 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
+/// `method` on `/uploads/{id}` as `key`.
+async fn on_upload(app: &TestApp, key: &str, method: Method, id: &str) -> Reply {
+    call(app, key, method, &format!("/uploads/{id}"), &[], vec![]).await
+}
+
 /// The 404 of an upload that does not exist, as `key` gets it on `GET /uploads/{id}`.
 async fn not_found_message(app: &TestApp, key: &str) -> Value {
     let path = format!("/uploads/{}", uuid::Uuid::new_v4());
@@ -102,58 +107,18 @@ async fn form_uploads_are_their_keys(backend: Backend) {
         let (status, _, _) = call(&app, ROOT, Method::GET, &path, &[], vec![]).await;
         assert_eq!(status, 200, "root GET {path}");
     }
-    let (status, _, _) = call(
-        &app,
-        ALICE,
-        Method::HEAD,
-        &format!("/uploads/{b}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, ALICE, Method::HEAD, &b).await;
     assert_eq!(status, 404);
 
     // Alice cannot delete Bob's upload; it is still there, whole.
-    let (status, _, json) = call(
-        &app,
-        ALICE,
-        Method::DELETE,
-        &format!("/uploads/{b}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, json) = on_upload(&app, ALICE, Method::DELETE, &b).await;
     assert_eq!(status, 404, "{json}");
-    let (status, _, json) = call(
-        &app,
-        BOB,
-        Method::GET,
-        &format!("/uploads/{b}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, json) = on_upload(&app, BOB, Method::GET, &b).await;
     assert_eq!((status, json["size"].as_u64()), (200, Some(11)), "{json}");
     // Bob deletes his own; root deletes Alice's.
-    let (status, _, _) = call(
-        &app,
-        BOB,
-        Method::DELETE,
-        &format!("/uploads/{b}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, BOB, Method::DELETE, &b).await;
     assert_eq!(status, 204);
-    let (status, _, _) = call(
-        &app,
-        ROOT,
-        Method::DELETE,
-        &format!("/uploads/{a}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, ROOT, Method::DELETE, &a).await;
     assert_eq!(status, 204);
     assert!(listed(&app, ROOT).await.is_empty());
 }
@@ -219,15 +184,7 @@ async fn tus_uploads_are_their_keys_on_every_verb(backend: Backend) {
     let id = at.trim_start_matches("/files/").to_owned();
     assert_eq!(listed(&app, ALICE).await, vec![id.clone()]);
     assert!(listed(&app, BOB).await.is_empty());
-    let (status, _, _) = call(
-        &app,
-        BOB,
-        Method::GET,
-        &format!("/uploads/{id}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, BOB, Method::GET, &id).await;
     assert_eq!(status, 404);
 
     // Termination: Bob's own works, and root ends anyone's.
@@ -253,26 +210,10 @@ async fn uploads_from_open_mode_are_admins_only(backend: Backend) {
     let keys = keys();
     let app = start(db, dir, &[("TROUPE_API_KEYS", &keys)]).await;
     assert!(listed(&app, ALICE).await.is_empty());
-    let (status, _, _) = call(
-        &app,
-        ALICE,
-        Method::GET,
-        &format!("/uploads/{id}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, ALICE, Method::GET, &id).await;
     assert_eq!(status, 404);
     assert_eq!(listed(&app, ROOT).await, vec![id.clone()]);
-    let (status, _, _) = call(
-        &app,
-        ROOT,
-        Method::GET,
-        &format!("/uploads/{id}"),
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = on_upload(&app, ROOT, Method::GET, &id).await;
     assert_eq!(status, 200);
 }
 
