@@ -131,10 +131,16 @@ impl fmt::Debug for PgTarget {
 }
 
 impl PgTarget {
-    /// Reads a `postgres://` URL: its `sslmode` (default `prefer`) and `sslrootcert`, then
-    /// the rest as tokio-postgres does. The root file is read here, once. Fails with one
-    /// line naming what is wrong.
+    /// Reads a `postgres://` URL: its `sslmode` and `sslrootcert`, then the rest as
+    /// tokio-postgres does. As in libpq, a setting the URL leaves out is taken from
+    /// `PGSSLMODE` / `PGSSLROOTCERT`, and `sslmode` defaults to `prefer`. The root file is
+    /// read here, once. Fails with one line naming what is wrong.
     pub fn parse(url: &str) -> Result<Self, String> {
+        Self::parse_with(url, |name| std::env::var(name).ok())
+    }
+
+    /// [`PgTarget::parse`], with the environment given (`PGSSLMODE`, `PGSSLROOTCERT`).
+    pub fn parse_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut mode = None;
         let mut root_file = None;
@@ -146,6 +152,19 @@ impl PgTarget {
                 "sslrootcert" => root_file = Some(percent_decode(value)?),
                 _ => rest.push(pair),
             }
+        }
+        if mode.is_none() {
+            if let Some(value) = env("PGSSLMODE").filter(|v| !v.is_empty()) {
+                mode = Some(value.parse::<SslMode>().map_err(|_| {
+                    format!(
+                        "PGSSLMODE must be disable, prefer, require, verify-ca or verify-full, \
+                         got {value:?}"
+                    )
+                })?);
+            }
+        }
+        if root_file.is_none() {
+            root_file = env("PGSSLROOTCERT").filter(|v| !v.is_empty());
         }
         let url = if rest.is_empty() {
             base.to_owned()
@@ -444,7 +463,26 @@ mod tests {
     use super::*;
 
     fn parse(url: &str) -> Result<PgTarget, String> {
-        PgTarget::parse(url)
+        PgTarget::parse_with(url, |_| None)
+    }
+
+    #[test]
+    fn pgsslmode_and_pgsslrootcert_fill_in_what_the_url_leaves_out() {
+        let env =
+            |mode: &'static str| move |name: &str| (name == "PGSSLMODE").then(|| mode.to_owned());
+        let from_env = PgTarget::parse_with("postgres://u@h/db", env("disable")).unwrap();
+        assert_eq!(from_env.mode(), SslMode::Disable);
+        let url_wins =
+            PgTarget::parse_with("postgres://u@h/db?sslmode=require", env("disable")).unwrap();
+        assert_eq!(url_wins.mode(), SslMode::Require);
+        let err = PgTarget::parse_with("postgres://u@h/db", env("off")).unwrap_err();
+        assert!(err.starts_with("PGSSLMODE must be"), "{err}");
+        let empty_is_unset = PgTarget::parse_with("postgres://u@h/db", env("")).unwrap();
+        assert_eq!(empty_is_unset.mode(), SslMode::Prefer);
+
+        let missing = |name: &str| (name == "PGSSLROOTCERT").then(|| "/nonexistent.pem".to_owned());
+        let err = PgTarget::parse_with("postgres://u@h/db?sslmode=verify-ca", missing).unwrap_err();
+        assert!(err.contains("sslrootcert: cannot read"), "{err}");
     }
 
     #[test]

@@ -107,7 +107,16 @@ async fn serves_a_request(address: &str, email: &str) {
 /// Runs the binary in `dir` with `database_url` until it exits: it must not start, and if it
 /// says it serves, it is stopped and the test fails there and then.
 fn run_to_exit(dir: &Path, database_url: &str) -> Output {
-    let mut child = troupe()
+    run_to_exit_with(dir, database_url, &[])
+}
+
+/// [`run_to_exit`] with libpq's variables: `PGSSLMODE` and `PGSSLROOTCERT` are unset unless
+/// `pg_env` sets them.
+fn run_to_exit_with(dir: &Path, database_url: &str, pg_env: &[(&str, &str)]) -> Output {
+    let mut command = troupe();
+    command.env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+    command.envs(pg_env.iter().copied());
+    let mut child = command
         .current_dir(dir)
         .env("DATABASE_URL", database_url)
         .env("TROUPE_BIND", "127.0.0.1:0")
@@ -265,6 +274,20 @@ async fn a_certificate_troupe_cannot_trust_or_a_plain_connection_stops_it_at_sta
             "sslmode=disable: this server takes only TLS",
         ],
     );
+
+    // The same two refusals with the settings in libpq's variables, not in the URL.
+    let out = run_to_exit_with(
+        dir.path(),
+        &url(&cluster, "127.0.0.1", ""),
+        &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &other)],
+    );
+    assert_refused_at_start(&out, &["UnknownIssuer", "sslmode=verify-full"]);
+    let out = run_to_exit_with(
+        dir.path(),
+        &url(&cluster, "127.0.0.1", ""),
+        &[("PGSSLMODE", "disable")],
+    );
+    assert_refused_at_start(&out, &["sslmode=disable: this server takes only TLS"]);
 
     // A mode libpq does not have, and a root file that is not there: refused before any
     // connection is tried.
