@@ -520,7 +520,7 @@ impl Config {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let bind = parse_bind(get(BIND_VAR))?;
         let config = Self {
-            database: parse_database(get("DATABASE_URL"))?,
+            database: parse_database(get("DATABASE_URL"), |name| vars.get(name).cloned())?,
             bind: bind.addr,
             workers: parse_int(get("TROUPE_WORKERS"), "TROUPE_WORKERS", cores, 1, 256)?,
             db_pool_size: parse_int(
@@ -1014,11 +1014,29 @@ fn check_upstream_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_database(value: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
+/// `DATABASE_URL`; a PostgreSQL URL's TLS settings (with libpq's `PGSSLMODE` and
+/// `PGSSLROOTCERT` from `env`) are checked here, root file included, so that a typo is a
+/// configuration error (exit 2, and `check-config` says so) rather than a failed start.
+fn parse_database(
+    value: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<DatabaseUrl, ConfigError> {
     let Some(url) = value else {
         return Ok(DatabaseUrl::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        crate::db::postgres::PgTarget::parse_with(url, env).map_err(|said| {
+            // `VAR: problem`, VAR being DATABASE_URL or PGSSLMODE.
+            let (var, problem) = match said.split_once(": ") {
+                Some(("PGSSLMODE", problem)) => ("PGSSLMODE", problem),
+                Some(("DATABASE_URL", problem)) => ("DATABASE_URL", problem),
+                _ => ("DATABASE_URL", said.as_str()),
+            };
+            ConfigError {
+                var,
+                problem: problem.to_owned(),
+            }
+        })?;
         return Ok(DatabaseUrl::Postgres(url.to_owned()));
     }
     if let Some(path) = url
@@ -1050,6 +1068,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_postgres_url_s_tls_settings_are_checked_with_the_configuration() {
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@h/db?sslmode=on")]))
+            .unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.problem.starts_with("sslmode must be"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("PGSSLMODE", "on"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "PGSSLMODE");
+        let err = Config::from_vars(vars(&[(
+            "DATABASE_URL",
+            "postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+        )]))
+        .unwrap_err();
+        assert!(err.problem.starts_with("sslrootcert: cannot read"), "{err}");
+        Config::from_vars(vars(&[(
+            "DATABASE_URL",
+            "postgres://u@h/db?sslmode=disable",
+        )]))
+        .unwrap();
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl PgTarget {
             if let Some(value) = env("PGSSLMODE").filter(|v| !v.is_empty()) {
                 mode = Some(value.parse::<SslMode>().map_err(|_| {
                     format!(
-                        "PGSSLMODE must be disable, prefer, require, verify-ca or verify-full, \
+                        "PGSSLMODE: must be disable, prefer, require, verify-ca or verify-full, \
                          got {value:?}"
                     )
                 })?);
@@ -476,7 +476,7 @@ mod tests {
             PgTarget::parse_with("postgres://u@h/db?sslmode=require", env("disable")).unwrap();
         assert_eq!(url_wins.mode(), SslMode::Require);
         let err = PgTarget::parse_with("postgres://u@h/db", env("off")).unwrap_err();
-        assert!(err.starts_with("PGSSLMODE must be"), "{err}");
+        assert!(err.starts_with("PGSSLMODE: must be"), "{err}");
         let empty_is_unset = PgTarget::parse_with("postgres://u@h/db", env("")).unwrap();
         assert_eq!(empty_is_unset.mode(), SslMode::Prefer);
 

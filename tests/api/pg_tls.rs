@@ -166,6 +166,21 @@ fn assert_refused_at_start(out: &Output, needles: &[&str]) {
     assert_eq!(stderr.lines().last(), Some(line), "{stderr}");
 }
 
+/// The binary exited 2 with one line, `troupe: invalid configuration: …`, containing each
+/// of `needles`.
+fn assert_invalid_configuration(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr.trim_end();
+    assert!(
+        line.starts_with("troupe: invalid configuration: ") && !line.contains('\n'),
+        "{stderr}"
+    );
+    for needle in needles {
+        assert!(line.contains(needle), "{needle:?} not in {line:?}");
+    }
+}
+
 #[actix_web::test]
 async fn troupe_connects_over_tls_with_require_verify_ca_verify_full_and_by_default() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,10 +304,16 @@ async fn a_certificate_troupe_cannot_trust_or_a_plain_connection_stops_it_at_sta
     );
     assert_refused_at_start(&out, &["sslmode=disable: this server takes only TLS"]);
 
-    // A mode libpq does not have, and a root file that is not there: refused before any
-    // connection is tried.
+    // A mode libpq does not have, and a root file that is not there: configuration errors,
+    // refused before any connection is tried.
     let out = run_to_exit(dir.path(), &url(&cluster, "127.0.0.1", "sslmode=yes"));
-    assert_refused_at_start(&out, &["DATABASE_URL: sslmode must be", "\"yes\""]);
+    assert_invalid_configuration(&out, &["DATABASE_URL: sslmode must be", "\"yes\""]);
+    let out = run_to_exit_with(
+        dir.path(),
+        &url(&cluster, "127.0.0.1", ""),
+        &[("PGSSLMODE", "yes")],
+    );
+    assert_invalid_configuration(&out, &["PGSSLMODE: must be", "\"yes\""]);
     let out = run_to_exit(
         dir.path(),
         &url(
@@ -301,7 +322,7 @@ async fn a_certificate_troupe_cannot_trust_or_a_plain_connection_stops_it_at_sta
             "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
         ),
     );
-    assert_refused_at_start(&out, &["sslrootcert: cannot read", "/nonexistent/ca.pem"]);
+    assert_invalid_configuration(&out, &["sslrootcert: cannot read", "/nonexistent/ca.pem"]);
 }
 
 #[actix_web::test]
