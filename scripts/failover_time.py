@@ -240,7 +240,7 @@ def main():
                 "requests": len(records),
                 "down_after_ms": round((down_at - killed_at) * 1000),
                 "failed": len(failed),
-                "failed_methods": sorted({r[2] for r in failed}),
+                "failed_as": sorted({f"{r[2]} {r[3]}" for r in failed}),
                 "last_failure_after_ms": round((max(r[1] for r in failed) - killed_at) * 1000) if failed else None,
                 "slowest_after_kill_ms": round(max(r[1] - r[0] for r in started_after) * 1000) if started_after else None,
                 "median_before_ms": round(statistics.median(before) * 1000, 2) if before else None,

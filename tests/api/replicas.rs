@@ -209,6 +209,10 @@ async fn a_tus_upload_created_on_one_replica_is_patched_on_the_others_and_listed
     }
 }
 
+/// The pause before each request of a load client: continuous load that leaves the cores
+/// to the tests running beside it.
+const LOAD_PAUSE: Duration = Duration::from_millis(2);
+
 /// What the writers creating users during a test saw.
 #[derive(Default)]
 struct Writes {
@@ -222,7 +226,8 @@ struct Writes {
 }
 
 /// Loads `addr` until `stop`: client `n` on one keep-alive connection sending, in turn,
-/// `GET /ping`, `GET {read}` and `POST /users` (`POST /users` only when `read` is `None`).
+/// `GET /ping`, `GET {read}` and `POST /users` (`POST /users` only when `read` is `None`),
+/// a request every [`LOAD_PAUSE`] or as fast as they are answered.
 fn load(
     addr: SocketAddr,
     n: usize,
@@ -235,6 +240,7 @@ fn load(
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        thread::sleep(LOAD_PAUSE);
         let email = format!("load-{n}-{i}@example.com");
         let body = user_body(&email);
         let (label, sent) = match (&read, i % 3) {
