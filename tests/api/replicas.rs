@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    files_under, logged_status, sha256_hex, tus_client_required, Answer, Haproxy, KeepAlive, Noise,
+    files_under, logged_status, sha256_hex, tuspy_python, Answer, Haproxy, KeepAlive, Noise,
     Replicas, Storage,
 };
 
@@ -323,31 +323,6 @@ uploader = client.TusClient(url).uploader(
 uploader.upload()
 print(uploader.url, flush=True)
 "#;
-
-/// The interpreter with tuspy (`TROUPE_PYTHON`, else `python3`), or `None` (skipped, said
-/// out loud) when it has none and the client is not required.
-fn tuspy_python() -> Option<String> {
-    let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_tuspy = Command::new(&python)
-        .args(["-c", "import tusclient"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_tuspy {
-        return Some(python);
-    }
-    assert!(
-        !tus_client_required(),
-        "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
-    );
-    crate::helpers::skip(
-        "tuspy missing",
-        format_args!(
-            "`{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0, TROUPE_PYTHON \
-             names the interpreter; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"
-        ),
-    );
-    None
-}
 
 #[actix::test]
 async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_upload() {

@@ -124,8 +124,8 @@ impl Haproxy {
             );
             super::skip(
                 "HAProxy missing",
-                "no haproxy on PATH nor TROUPE_HAPROXY: apt-get install haproxy; \
-                 TROUPE_REQUIRE_HAPROXY=1 makes this fail",
+                "no haproxy on PATH or in /usr/sbin, or TROUPE_HAPROXY names no file: \
+                 apt-get install haproxy; TROUPE_REQUIRE_HAPROXY=1 makes this fail",
             );
             return None;
         };

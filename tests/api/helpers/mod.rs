@@ -23,7 +23,9 @@ pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
 };
 pub use binary::RunningBinary;
-pub use clients::{client_source, run_client, tus_client_required, Access, OTHER_KEY};
+pub use clients::{
+    client_source, run_client, tus_client_required, tuspy_python, Access, OTHER_KEY,
+};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use haproxy::{logged_status, Haproxy};
