@@ -51,6 +51,12 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// The PostgreSQL advisory lock (one `bigint` key, "troupemi" in ASCII) that replicas
+/// starting at once on one database take in turn around their migrations: without it,
+/// two of them creating the same table fail (`duplicate key value violates unique
+/// constraint "pg_type_typname_nsp_index"`) and exit.
+const PG_MIGRATION_LOCK: i64 = 0x7472_6f75_7065_6d69;
+
 /// How long past its budget an operation waits for the database's own answer (the error
 /// that ended its statement) before it gives up on the connection.
 const GUARD_MARGIN: Duration = Duration::from_millis(250);
@@ -597,6 +603,13 @@ async fn run_migrations(database: &DatabaseUrl, limit: Duration) -> Result<(), C
                     AsyncPgConnection,
                 >;
                 let mut conn = Wrapper::from(*conn);
+                // A session lock: it ends with this connection, right after the run. The
+                // first replica applies the migrations; the others wait, then find none.
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    &format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"),
+                )
+                .map_err(|e| format!("taking the migration lock: {e}"))?;
                 conn.run_pending_migrations(PG_MIGRATIONS)
                     .map(|v| v.len())
                     .map_err(|e| e.to_string())

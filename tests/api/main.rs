@@ -20,6 +20,7 @@ mod openapi;
 mod ownership;
 mod pg_tls;
 mod rate_limits;
+mod replicas;
 mod shutdown;
 mod stalled;
 mod startup;

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt as _;
 use crate::both_backends;
 use crate::helpers::{
     app_on_small_disk, client_source, files_under, header, hex, read_json, run_client, sha256_hex,
-    spawn_app, spawn_app_with, start, tus_client_required, Access, Backend, Noise, Reply, TestApp,
+    spawn_app, spawn_app_with, start, tuspy_python, Access, Backend, Noise, Reply, TestApp,
     OTHER_KEY,
 };
 
@@ -579,25 +579,9 @@ print(second.url)
 /// tuspy uploads and resumes `access`'s way; with keys, the upload is the client key's and
 /// another key gets 404 for it.
 async fn tuspy_uploads_and_resumes(access: Access) {
-    let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_tuspy = std::process::Command::new(&python)
-        .args(["-c", "import tusclient"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_tuspy {
-        assert!(
-            !tus_client_required(),
-            "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
-        );
-        crate::helpers::skip(
-            "tuspy missing",
-            format_args!(
-                "`{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0, TROUPE_PYTHON \
-                 names the interpreter; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"
-            ),
-        );
+    let Some(python) = tuspy_python() else {
         return;
-    }
+    };
     let (app, data, file) = client_source(77, "tuspy-source.bin", access).await;
     let script = app.dir.path().join("tuspy_upload.py");
     std::fs::write(&script, TUSPY_SCRIPT).unwrap();

@@ -82,3 +82,28 @@ pub async fn run_client(name: &str, program: String, args: Vec<String>, access: 
     );
     stdout
 }
+
+/// The interpreter with tuspy (`TROUPE_PYTHON`, else `python3`), or `None` (skipped, said
+/// out loud) when it has none and the client is not required.
+pub fn tuspy_python() -> Option<String> {
+    let python = std::env::var("TROUPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_tuspy = std::process::Command::new(&python)
+        .args(["-c", "import tusclient"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_tuspy {
+        return Some(python);
+    }
+    assert!(
+        !tus_client_required(),
+        "TROUPE_REQUIRE_TUS_CLIENT=1 but `{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0"
+    );
+    super::skip(
+        "tuspy missing",
+        format_args!(
+            "`{python} -c 'import tusclient'` fails: pip install tuspy==1.1.0, TROUPE_PYTHON \
+             names the interpreter; TROUPE_REQUIRE_TUS_CLIENT=1 makes this fail"
+        ),
+    );
+    None
+}

@@ -1,15 +1,18 @@
 //! What the tests share: the real troupe on port 0 over a fresh database ([`spawn_app`]),
 //! the requests they send it, and what they stand on (databases, files, forms, a small
-//! disk, an upstream server, real tus clients, the binary itself).
+//! disk, an upstream server, real tus clients, the binary itself, replicas of it behind
+//! HAProxy).
 
 mod app;
 mod binary;
 mod clients;
 mod files;
 mod forms;
+mod haproxy;
 mod http;
 mod pg;
 mod raw_http;
+mod replicas;
 mod requests;
 mod skip;
 mod small_disk;
@@ -20,12 +23,16 @@ pub use app::{
     spawn_app, spawn_app_with, start, test_config, test_db, troupe, Backend, TestApp, TestDb,
 };
 pub use binary::RunningBinary;
-pub use clients::{client_source, run_client, tus_client_required, Access, OTHER_KEY};
+pub use clients::{
+    client_source, run_client, tus_client_required, tuspy_python, Access, OTHER_KEY,
+};
 pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
+pub use haproxy::{logged_status, Haproxy};
 pub use http::{header, read_json, request_id};
 pub use pg::{PgTestDb, PrivateCluster, ServerCert};
-pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Failure, KeepAlive};
+pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Answer, Failure, KeepAlive};
+pub use replicas::{free_port, Replicas, Storage};
 pub use requests::Reply;
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
