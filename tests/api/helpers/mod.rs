@@ -10,6 +10,7 @@ mod forms;
 mod http;
 mod pg;
 mod raw_http;
+mod replicas;
 mod requests;
 mod skip;
 mod small_disk;
@@ -25,7 +26,10 @@ pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use http::{header, read_json, request_id};
 pub use pg::{PgTestDb, PrivateCluster, ServerCert};
-pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Failure, KeepAlive};
+pub use raw_http::{
+    ends_unanswered, send_partial, wait_until_read, wait_until_read_blocking, Failure, KeepAlive,
+};
+pub use replicas::{patch_answer, Replicas};
 pub use requests::Reply;
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
