@@ -334,14 +334,14 @@ pub async fn head(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
     let access = access_of(&req);
-    let mut upload = services.db.upload(id).await?;
-    // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
-    check_owner(access.as_ref(), &upload)?;
-    // Only an unfinished upload has a PATCH to ask (here or on another replica).
-    if !upload.complete && services.uploads.is_held(id).await {
+    if services.uploads.is_held(id).await {
+        // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
+        authorize(&services, access.as_ref(), id).await?;
         services.uploads.hand_over(id).await;
-        upload = services.db.upload(id).await?;
     }
+    // Read after the check: a PATCH that ended just before it has recorded its offset.
+    let upload = services.db.upload(id).await?;
+    check_owner(access.as_ref(), &upload)?;
     if upload.is_expired(now()) {
         return Err(AppError::Gone("this upload has expired".into()));
     }
