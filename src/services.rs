@@ -14,6 +14,7 @@ use crate::actors::supervise::Drained;
 use crate::actors::upload::Uploads;
 use crate::bulk::Pace;
 use crate::config::{Config, Limits};
+use crate::db::locks::UploadLocks;
 use crate::fetch::Upstreams;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Admissions, Metrics};
@@ -81,6 +82,7 @@ impl Shared {
             pace.clone(),
             limits,
             &metrics,
+            UploadLocks::new(config),
         );
         Self {
             db,

@@ -63,6 +63,14 @@ impl Application {
             .await
             .map_err(|e| StartError::Io(e.to_string()))?;
         let shared = Shared::start(&config, db, store, metrics.clone());
+        // A replica that serves takes PATCHes: their locks' connection first (PostgreSQL).
+        let within = config.db_timeout.max(std::time::Duration::from_secs(5));
+        if !shared.uploads.wait_for_locks(within).await {
+            log::warn!(
+                "upload locks: no lock connection within {} ms; PATCHes get 503 until it opens",
+                within.as_millis()
+            );
+        }
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartError::Io(format!("cannot bind {}: {e}", config.bind)))?;
         let port = listener

@@ -16,6 +16,7 @@
 //! checkout that would wait for a new connection fails at once with `database_unavailable`.
 
 pub mod circuit;
+pub mod locks;
 pub mod page;
 pub mod postgres;
 pub mod schema;

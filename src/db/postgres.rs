@@ -197,6 +197,23 @@ impl PgTarget {
         })
     }
 
+    /// The same server for a connection of its own that holds state (the upload locks):
+    /// named `application_name` in `pg_stat_activity`, with TCP keepalive probing a silent
+    /// server after 5 s, 3 times 2 s apart, and unacknowledged writes given up after 11 s, so
+    /// that a vanished server is noticed in seconds, not the system's two hours.
+    pub fn dedicated(&self, application_name: &str) -> Self {
+        let mut target = self.clone();
+        target
+            .config
+            .application_name(application_name)
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(5))
+            .keepalives_interval(std::time::Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(std::time::Duration::from_secs(11));
+        target
+    }
+
     /// The `sslmode` in force.
     pub fn mode(&self) -> SslMode {
         self.mode

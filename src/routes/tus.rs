@@ -301,8 +301,9 @@ pub async fn create(
 }
 
 /// `HEAD /files/{id}`: the durable offset (bytes all on disk), the length, the metadata.
-/// A PATCH of this process writing the upload is asked to stop first, so the offset answered
-/// covers every byte it had read (a client resuming after a dropped link finds its bytes).
+/// A PATCH writing the upload (in this process, or on PostgreSQL in another replica) is
+/// asked to stop first, so the offset answered covers every byte it had read (a client
+/// resuming after a dropped link finds its bytes).
 #[utoipa::path(
     head,
     path = "/files/{id}",
@@ -333,11 +334,12 @@ pub async fn head(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
     let access = access_of(&req);
-    if services.uploads.is_held(id) {
+    if services.uploads.is_held(id).await {
         // Before the hand-over: another key's HEAD must not interrupt its owner's PATCH.
         authorize(&services, access.as_ref(), id).await?;
         services.uploads.hand_over(id).await;
     }
+    // Read after the check: a PATCH that ended just before it has recorded its offset.
     let upload = services.db.upload(id).await?;
     check_owner(access.as_ref(), &upload)?;
     if upload.is_expired(now()) {
@@ -382,7 +384,7 @@ pub async fn head(
         (status = 415, description = "`unsupported_media_type`: not `application/offset+octet-stream`", body = ErrorBody),
         (status = 423, description = "`upload_locked`: another process's PATCH holds it", body = ErrorBody),
         (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; nothing appended", body = ErrorBody),
-        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the database", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the database; `database_unavailable`: the database, or this replica's lock connection (PostgreSQL), is down", body = ErrorBody),
         (status = 507, description = "`insufficient_storage`: the disk is full", body = ErrorBody),
     )
 )]

@@ -2,16 +2,23 @@
 //! PATCH of this process holds asks that PATCH to stop, and waits until it has saved what it
 //! read, recorded the offset and let go of the file.
 //!
-//! A PATCH that takes an upload's file lock registers a [`Hold`]; the hold lives in the
-//! session's open file, after the file itself, so it ends exactly when the lock is released
-//! (whatever ended the session: its own end, its client going away, an actor restart).
+//! A PATCH that takes an upload's file lock registers a [`Hold`], which carries its
+//! [`Lease`] (the lock across replicas, `db::locks`); the hold lives in the session's open
+//! file, after the file itself, so it ends exactly when the lock is released (whatever ended
+//! the session: its own end, its client going away, an actor restart).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use crate::db::locks::Lease;
 use crate::ids::UploadId;
+
+/// How long a request waits for the PATCH it asked to stop (the lock hand-over) to save
+/// what it read and let go; past it, the upload is still locked (423).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// The PATCHes of this process that hold an upload's lock, by upload.
 #[derive(Debug, Default)]
@@ -33,9 +40,9 @@ impl Holders {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers the PATCH that has just locked upload `id`; answers its hold and the signal
-    /// it must watch.
-    pub fn hold(self: &Arc<Self>, id: UploadId) -> (Hold, Arc<Notify>) {
+    /// Registers the PATCH that has just locked upload `id` with `lease`; answers its hold
+    /// and the signal it must watch.
+    pub fn hold(self: &Arc<Self>, id: UploadId, lease: Lease) -> (Hold, Arc<Notify>) {
         let stop = Arc::new(Notify::new());
         let holder = Holder {
             stop: stop.clone(),
@@ -49,6 +56,7 @@ impl Holders {
             holders: self.clone(),
             id,
             stop: stop.clone(),
+            lease: Some(lease),
         };
         (hold, stop)
     }
@@ -69,6 +77,16 @@ impl Holders {
         holder.waiters.push(tx);
         Some(rx)
     }
+
+    /// Asks every PATCH of this process holding a lock to stop (the locks were lost);
+    /// answers how many there were.
+    pub fn stop_all(&self) -> usize {
+        let held = self.map();
+        for holder in held.values() {
+            holder.stop.notify_one();
+        }
+        held.len()
+    }
 }
 
 impl Holder {
@@ -79,17 +97,21 @@ impl Holder {
     }
 }
 
-/// One PATCH's registration; dropping it tells the waiters the lock is free.
+/// One PATCH's registration; dropping it releases its lease, then tells the waiters the
+/// lock is free.
 #[derive(Debug)]
 pub struct Hold {
     holders: Arc<Holders>,
     id: UploadId,
     /// Tells this hold's entry from a later one for the same upload.
     stop: Arc<Notify>,
+    lease: Option<Lease>,
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
+        // First: a waiter told below takes the lease at once.
+        drop(self.lease.take());
         let mut held = self.holders.map();
         if held
             .get(&self.id)
@@ -112,7 +134,7 @@ mod tests {
         let holders = Arc::new(Holders::default());
         let id = UploadId::new();
         assert!(holders.ask_release(id).is_none(), "nobody holds it yet");
-        let (hold, stop) = holders.hold(id);
+        let (hold, stop) = holders.hold(id, Lease::local());
         let released = holders.ask_release(id).unwrap();
         // The request was kept although the holder was not waiting for it.
         stop.notified().await;

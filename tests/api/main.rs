@@ -27,5 +27,6 @@ mod startup;
 mod supervision;
 mod tus;
 mod tus_js;
+mod tus_replicas;
 mod uploads;
 mod users;

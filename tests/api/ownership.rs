@@ -235,7 +235,7 @@ async fn another_key_cannot_interrupt_a_running_patch(backend: Backend) {
     );
     let mut patch = app.send_partial(&head, &[b'a'; 4000]).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !app.services.uploads.is_held(id) {
+    while !app.services.uploads.is_held(id).await {
         assert!(
             std::time::Instant::now() < deadline,
             "the PATCH never took the upload"
@@ -249,7 +249,7 @@ async fn another_key_cannot_interrupt_a_running_patch(backend: Backend) {
     let (status, _, _) = call(&app, BOB, Method::DELETE, &at, &tus(&[]), vec![]).await;
     assert_eq!(status, 404);
     assert!(
-        app.services.uploads.is_held(id),
+        app.services.uploads.is_held(id).await,
         "Alice's PATCH was interrupted"
     );
 

@@ -194,7 +194,7 @@ async fn no_byte_a_patch_received_is_lost_when_it_is_interrupted() {
         // then the cut.
         let id = location.trim_start_matches("/files/").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !app.services.uploads.is_held(id) {
+        while !app.services.uploads.is_held(id).await {
             assert!(
                 Instant::now() < deadline,
                 "round {round}: the PATCH never began"

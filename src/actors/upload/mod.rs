@@ -32,13 +32,13 @@ use super::supervise::{
 use crate::auth::Access;
 use crate::bulk::Pace;
 use crate::config::Limits;
+use crate::db::locks::UploadLocks;
 use crate::db::uploads::Upload;
 use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::metrics::{Admissions, Metrics, TUS_COMPLETED, TUS_CREATED, TUS_EXPIRED, UPLOAD_BYTES};
 use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
-use crate::upload::handover::Holders;
 use crate::upload::Store;
 pub use session::{SessionGuard, UploadSession};
 pub use tus::{PatchStart, SessionEnd, CHECKPOINT_BYTES, HANDOVER_WAIT};
@@ -65,8 +65,9 @@ pub struct Deps {
     tus_expiry: Duration,
     /// Digests of unfinished tus uploads between their PATCHes (this process's only).
     digests: Arc<DigestCache>,
-    /// The PATCHes holding an upload's lock, for the hand-over.
-    holders: Arc<Holders>,
+    /// Uploads' locks: the PATCHes holding one (the hand-over), and on PostgreSQL the
+    /// locks every replica sees.
+    locks: UploadLocks,
     /// tus uploads created, completed and expired (`/metrics`).
     tus: TusCounts,
 }
@@ -130,13 +131,13 @@ enum Target {
 
 impl UploadActor {
     /// An actor over `store`, recording metadata through `db` and digesting on `cpu`; its
-    /// PATCHes register as lock holders in `holders`.
+    /// PATCHes take their uploads' locks from `locks`.
     pub fn new(
         store: Store,
         db: Db,
         cpu: CpuPool,
         tus_expiry: Duration,
-        holders: Arc<Holders>,
+        locks: UploadLocks,
     ) -> Self {
         Self {
             deps: Deps {
@@ -145,7 +146,7 @@ impl UploadActor {
                 cpu,
                 tus_expiry,
                 digests: Arc::new(DigestCache::new(DIGEST_CACHE_CAPACITY)),
-                holders,
+                locks,
                 tus: TusCounts::default(),
             },
             sessions: HashMap::new(),
@@ -595,7 +596,7 @@ pub struct Uploads {
     pace: Arc<Pace>,
     limits: Limits,
     db_timeout: Duration,
-    holders: Arc<Holders>,
+    locks: UploadLocks,
     /// Upload bodies streaming now (`POST /upload` and PATCH), against `max_active_uploads`.
     active: Arc<AtomicUsize>,
     admissions: Admissions,
@@ -614,8 +615,9 @@ impl Drop for Admission {
 }
 
 impl Uploads {
-    /// Starts a supervised `UploadActor` over `store` on an arbiter of its own; what it
-    /// admits and receives is counted in `metrics`.
+    /// Starts a supervised `UploadActor` over `store` on an arbiter of its own, its PATCHes
+    /// locking through `locks` (whose lock connection, on PostgreSQL, is kept on the same
+    /// arbiter and closed with it); what it admits and receives is counted in `metrics`.
     pub fn start(
         store: Store,
         db: Db,
@@ -623,14 +625,18 @@ impl Uploads {
         pace: Arc<Pace>,
         limits: Limits,
         metrics: &Metrics,
+        locks: UploadLocks,
     ) -> Self {
         let arbiter = Arbiter::new();
         let db_timeout = db.timeout();
-        let holders = Arc::new(Holders::default());
+        let session = locks.clone();
+        let _ = arbiter.spawn_fn(move || {
+            actix_web::rt::spawn(session.keep_session());
+        });
         let addr = {
-            let (cpu, holders, tus) = (cpu.clone(), holders.clone(), TusCounts::new(metrics));
+            let (cpu, locks, tus) = (cpu.clone(), locks.clone(), TusCounts::new(metrics));
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                UploadActor::new(store, db, cpu, limits.tus_expiry, holders).counting(tus)
+                UploadActor::new(store, db, cpu, limits.tus_expiry, locks).counting(tus)
             })
         };
         Self {
@@ -640,7 +646,7 @@ impl Uploads {
             pace,
             limits,
             db_timeout,
-            holders,
+            locks,
             active: Arc::new(AtomicUsize::new(0)),
             admissions: Admissions::new(metrics, "upload"),
             received: metrics.counter(UPLOAD_BYTES, &[]),
@@ -673,16 +679,23 @@ impl Uploads {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Asks a PATCH of this process that holds upload `id` to stop, and waits until it has
-    /// recorded its offset and let go (up to [`HANDOVER_WAIT`]): what `HEAD` does before
-    /// it reads the offset.
-    /// Whether a PATCH of this process writes upload `id` right now.
-    pub fn is_held(&self, id: UploadId) -> bool {
-        self.holders.is_held(id)
+    /// Waits, up to `within`, until the uploads' lock connection is open (PostgreSQL; at
+    /// once on SQLite); answers whether it is.
+    pub async fn wait_for_locks(&self, within: Duration) -> bool {
+        self.locks.wait_connected(within).await
     }
 
+    /// Whether a PATCH writes upload `id` right now: one of this process, or, on
+    /// PostgreSQL, of another replica (one round trip on the lock connection).
+    pub async fn is_held(&self, id: UploadId) -> bool {
+        self.locks.is_held(id).await
+    }
+
+    /// Asks the PATCH that holds upload `id` (here or on another replica) to stop, and waits
+    /// until it has recorded its offset and let go (up to [`HANDOVER_WAIT`]): what `HEAD`
+    /// does before it reads the offset.
     pub async fn hand_over(&self, id: UploadId) {
-        tus::hand_over(&self.holders, id).await;
+        self.locks.hand_over(id).await;
     }
 
     /// Shuts the actor down: every session still open ends first (within `within`; a cut

@@ -4,7 +4,7 @@
 //! | state | on disk | row | reached by |
 //! |---|---|---|---|
 //! | created | `tus/{id}`, empty | offset 0, `expires_at` = now + expiry | `POST /files/` ([`create`]) |
-//! | locked by a PATCH | `tus/{id}` under an exclusive `flock`, cut back to the offset | as before | [`begin_patch`] (423 while another PATCH holds it) |
+//! | locked by a PATCH | `tus/{id}` under an exclusive `flock`, cut back to the offset | as before; on PostgreSQL, its advisory lock held (`db::locks`) | [`begin_patch`] (423 while another PATCH holds it) |
 //! | checkpointed | bytes up to the offset fsynced | offset moved, expiry pushed | every [`CHECKPOINT_BYTES`] of a long PATCH ([`checkpoint`]), and at its end ([`end_patch`]) |
 //! | whole | every byte fsynced | offset = size, not complete | the last PATCH's end |
 //! | complete | `{id}`, fsynced, renamed, directory fsynced | complete, `sha256`, no expiry | `finish`, right after the last PATCH's end |
@@ -16,9 +16,10 @@
 //! needs no second read of its file; any other case (a restart, another replica) digests
 //! the file at completion.
 //!
-//! The offset in the row only ever covers bytes already fsynced, and the file's lock is
-//! released only after the offset is recorded, so the next PATCH (here or in another process
-//! sharing the directory) starts from a durable offset.
+//! The offset in the row only ever covers bytes already fsynced, and the file's lock (and
+//! the upload's lease, which every replica on the same PostgreSQL sees) is released only
+//! after the offset is recorded, so the next PATCH (here or in another process) starts from
+//! a durable offset.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -31,21 +32,19 @@ use crate::actors::cpu::DigestFile;
 use crate::auth::{may_use, Access};
 use chrono::NaiveDateTime;
 
+use crate::db::locks::Lease;
 use crate::db::uploads::{expires_at, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::time::now;
 use crate::upload::file::{self, SharedFile};
-use crate::upload::handover::{Hold, Holders};
+use crate::upload::handover::Hold;
+pub use crate::upload::handover::HANDOVER_WAIT;
 
 /// How often a long PATCH records its offset (fsync, then the database), so a crash mid-way
 /// keeps what was written up to the last checkpoint.
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
-
-/// How long a request waits for the PATCH it asked to stop (the lock hand-over) to save
-/// what it read and let go; past it, the upload is still locked (423).
-pub const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// How long recording the offset of bytes already on disk waits for a busy database.
 const ADVANCE_PATIENCE: Duration = Duration::from_secs(30);
@@ -92,48 +91,33 @@ pub struct PatchStart {
     pub stop: Option<Arc<Notify>>,
 }
 
-/// Asks the PATCH of this process that holds upload `id`'s lock, if one does, to stop, and
-/// waits (up to [`HANDOVER_WAIT`]) until it has recorded its offset and let go. Answers
-/// whether there was such a PATCH.
-pub async fn hand_over(holders: &Holders, id: UploadId) -> bool {
-    let Some(released) = holders.ask_release(id) else {
-        return false;
-    };
-    let _ = actix_web::rt::time::timeout(HANDOVER_WAIT, released).await;
-    true
-}
-
 /// An unfinished tus upload's file, as a try at its lock found it.
 enum TusLock {
-    /// Locked by this caller until the file is dropped.
-    Held(File),
+    /// Locked by this caller until the file and the lease are dropped.
+    Held(File, Lease),
     /// Another writer (in this process or another) holds it.
     Busy,
     /// No file: finished and moved into place, or removed.
     Gone,
 }
 
-/// Tries to lock the tus file of upload `id`, on a blocking thread.
-async fn lock(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
+/// Tries to lock upload `id`: its lease (`db::locks`: on PostgreSQL, across replicas), then
+/// its tus file, on a blocking thread. With `hand_over`, a PATCH holding the lease (here or
+/// on another replica) is asked to hand it over first.
+async fn lock(deps: &Deps, id: &UploadId, hand_over: bool) -> Result<TusLock, AppError> {
+    let Some(lease) = deps.locks.take(*id, hand_over).await? else {
+        return Ok(TusLock::Busy);
+    };
     let path = deps.store.tus_path(id);
     blocking("locking a tus file", move || {
         match file::open_locked(&path) {
-            Ok(Some(file)) => Ok(TusLock::Held(file)),
+            Ok(Some(file)) => Ok(TusLock::Held(file, lease)),
             Ok(None) => Ok(TusLock::Busy),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TusLock::Gone),
             Err(e) => Err(e),
         }
     })
     .await
-}
-
-/// Like [`lock`], but a PATCH of this process that holds the lock is asked to hand it over
-/// first (and the lock tried again once it has).
-async fn take_over(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
-    match lock(deps, id).await? {
-        TusLock::Busy if hand_over(&deps.holders, *id).await => lock(deps, id).await,
-        other => Ok(other),
-    }
 }
 
 /// A locked tus file and its holder's registration, in the order they must go: the file
@@ -148,10 +132,10 @@ fn locked() -> AppError {
 }
 
 /// Starts a PATCH on upload `id` in the session whose file is `shared`, for a key that may
-/// use it (another key's upload is 404, and its PATCH is left alone): locks the upload's
-/// file (a PATCH of this process holding it is asked to hand it over; 423 when it does not,
-/// or another process holds it), reads the row under the lock, and cuts off any bytes past
-/// the durable offset. A complete upload is answered as it is, unlocked.
+/// use it (another key's upload is 404, and its PATCH is left alone): locks the upload and
+/// its file (a PATCH holding it, here or on another replica, is asked to hand it over; 423
+/// when it does not), reads the row under the lock, and cuts off any bytes past the durable
+/// offset. A complete upload is answered as it is, unlocked.
 pub async fn begin_patch(
     deps: &Deps,
     id: UploadId,
@@ -166,14 +150,14 @@ pub async fn begin_patch(
     if row.complete {
         return Ok(unlocked(row));
     }
-    let file = match take_over(deps, &id).await? {
+    let (file, lease) = match lock(deps, &id, true).await? {
         // Finished (and moved into place) or terminated since the first read.
         TusLock::Gone => return deps.db.upload(id).await.map(unlocked),
         TusLock::Busy => return Err(locked()),
-        TusLock::Held(file) => file,
+        TusLock::Held(file, lease) => (file, lease),
     };
     // Registered at once, so that a newcomer from now on can ask for the lock.
-    let (hold, stop) = deps.holders.hold(id);
+    let (hold, stop) = deps.locks.hold(id, lease);
     let handle = Locked { file, hold };
     // Read again under the lock: the previous writer may have moved the offset.
     let row = deps.db.upload(id).await?;
@@ -374,19 +358,14 @@ pub async fn remove(
     let held = if row.complete {
         None
     } else {
-        let lock = if only_expired {
-            lock(deps, &id).await?
-        } else {
-            take_over(deps, &id).await?
-        };
-        match lock {
+        match lock(deps, &id, !only_expired).await? {
             TusLock::Busy if only_expired => return Ok(false),
             TusLock::Busy => {
                 return Err(AppError::Locked(
                     "a request is writing this upload; retry when it is done".into(),
                 ))
             }
-            TusLock::Held(handle) => Some(handle),
+            TusLock::Held(handle, lease) => Some((handle, lease)),
             TusLock::Gone => None,
         }
     };
@@ -414,9 +393,9 @@ pub async fn remove(
 /// and will not PATCH again); one that a PATCH holds is left to that PATCH.
 async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
     for id in deps.db.whole_uploads(SWEEP_LIMIT).await? {
-        let held = match lock(deps, &id).await? {
+        let held = match lock(deps, &id, false).await? {
             TusLock::Busy => continue,
-            TusLock::Held(handle) => Some(handle),
+            TusLock::Held(handle, lease) => Some((handle, lease)),
             TusLock::Gone => None,
         };
         let row = deps.db.upload(id).await?;

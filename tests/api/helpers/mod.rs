@@ -10,6 +10,7 @@ mod files;
 mod forms;
 mod haproxy;
 mod http;
+mod lock_replicas;
 mod pg;
 mod raw_http;
 mod replicas;
@@ -31,7 +32,11 @@ pub use forms::{content_type, form, framing, BOUNDARY};
 pub use haproxy::{logged_status, Haproxy};
 pub use http::{header, read_json, request_id};
 pub use pg::{PgTestDb, PrivateCluster, ServerCert};
-pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Answer, Failure, KeepAlive};
+pub use lock_replicas::{patch_answer, LockReplicas};
+pub use raw_http::{
+    ends_unanswered, send_partial, wait_until_read, wait_until_read_blocking, Answer, Failure,
+    KeepAlive,
+};
 pub use replicas::{free_port, Replicas, Storage};
 pub use requests::Reply;
 pub use skip::skip;

@@ -230,31 +230,54 @@ pub fn ends_unanswered(stream: &mut TcpStream, wait: Duration) -> bool {
 /// receive queue, as `/proc/net/tcp` shows them. Bytes the server has read are its to keep;
 /// bytes still in a socket buffer are not yet received.
 pub async fn wait_until_read(stream: &tokio::net::TcpStream) {
-    let client = stream.local_addr().unwrap().port();
-    let server = stream.peer_addr().unwrap().port();
+    let ends = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        // Columns: sl, local, remote, state, tx_queue:rx_queue (hex), …
-        let queue = |local: u16, remote: u16, column: usize| {
-            table.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-                (port(fields[1]) == Some(local) && port(fields[2]) == Some(remote))
-                    .then(|| fields[4].split(':').nth(column))
-                    .flatten()
-                    .and_then(|n| u64::from_str_radix(n, 16).ok())
-            })
-        };
-        let unsent = queue(client, server, 0);
-        let unread = queue(server, client, 1);
-        if unsent == Some(0) && unread == Some(0) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never read what was sent: {unsent:?} unsent, {unread:?} unread"
-        );
+    while !all_read(ends, deadline) {
         actix_web::rt::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// [`wait_until_read`] for a blocking socket ([`send_partial`]'s).
+pub fn wait_until_read_blocking(stream: &TcpStream) {
+    let ends = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !all_read(ends, deadline) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the server has read everything the client end of `(client, server)` sent; fails
+/// the test past `deadline`.
+fn all_read((client, server): (SocketAddr, SocketAddr), deadline: std::time::Instant) -> bool {
+    let (client, server) = (client.port(), server.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // Columns: sl, local, remote, state, tx_queue:rx_queue (hex), …
+    let queue = |local: u16, remote: u16, column: usize| {
+        table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+            (port(fields[1]) == Some(local) && port(fields[2]) == Some(remote))
+                .then(|| fields[4].split(':').nth(column))
+                .flatten()
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+        })
+    };
+    let unsent = queue(client, server, 0);
+    let unread = queue(server, client, 1);
+    if unsent == Some(0) && unread == Some(0) {
+        return true;
+    }
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the server never read what was sent: {unsent:?} unsent, {unread:?} unread"
+    );
+    false
+}
+
+/// Reads the answer a request written on `stream` (by [`send_partial`]) gets.
+pub fn answer_on(stream: &mut TcpStream) -> Result<Answer, Failure> {
+    stream
+        .set_read_timeout(Some(ANSWER_WAIT))
+        .map_err(|e| Failure::of(&e))?;
+    read_answer(stream, false)
 }
