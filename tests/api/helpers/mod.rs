@@ -31,8 +31,8 @@ pub use files::{assert_no_files_left, files_under, hex, sha256_hex, Noise};
 pub use forms::{content_type, form, framing, BOUNDARY};
 pub use haproxy::{logged_status, Haproxy};
 pub use http::{header, read_json, request_id};
-pub use pg::{PgTestDb, PrivateCluster, ServerCert};
 pub use lock_replicas::{patch_answer, LockReplicas};
+pub use pg::{PgTestDb, PrivateCluster, ServerCert};
 pub use raw_http::{
     ends_unanswered, send_partial, wait_until_read, wait_until_read_blocking, Answer, Failure,
     KeepAlive,

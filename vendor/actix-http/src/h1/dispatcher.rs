@@ -1382,7 +1382,26 @@ where
                         let inner = inner.as_mut().project();
                         inner.flags.insert(Flags::READ_DISCONNECT);
                         if let Some(mut payload) = inner.payload.take() {
-                            payload.set_error(PayloadError::Incomplete(None));
+                            // troupe: what the peer sent before it went is still the
+                            // request's. A payload applying backpressure stopped
+                            // `poll_request` decoding, so up to MAX_BUFFER_SIZE bytes read off
+                            // the socket would be dropped here: hand them over first.
+                            let mut complete = false;
+                            loop {
+                                match inner.codec.decode(inner.read_buf) {
+                                    Ok(Some(Message::Chunk(Some(chunk)))) => {
+                                        payload.feed_data(chunk)
+                                    }
+                                    Ok(Some(Message::Chunk(None))) => {
+                                        complete = true;
+                                        break;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            if !complete {
+                                payload.set_error(PayloadError::Incomplete(None));
+                            }
                             payload.feed_eof();
                         }
                     };
