@@ -20,6 +20,7 @@ mod openapi;
 mod ownership;
 mod pg_tls;
 mod rate_limits;
+mod s3;
 mod shutdown;
 mod stalled;
 mod startup;

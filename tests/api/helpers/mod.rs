@@ -1,6 +1,6 @@
 //! What the tests share: the real troupe on port 0 over a fresh database ([`spawn_app`]),
 //! the requests they send it, and what they stand on (databases, files, forms, a small
-//! disk, an upstream server, real tus clients, the binary itself).
+//! disk, an upstream server, an S3-compatible server, real tus clients, the binary itself).
 
 mod app;
 mod binary;
@@ -11,6 +11,7 @@ mod http;
 mod pg;
 mod raw_http;
 mod requests;
+mod s3;
 mod skip;
 mod small_disk;
 mod upstream_stub;
@@ -27,6 +28,7 @@ pub use http::{header, read_json, request_id};
 pub use pg::{PgTestDb, PrivateCluster, ServerCert};
 pub use raw_http::{ends_unanswered, send_partial, wait_until_read, Failure, KeepAlive};
 pub use requests::Reply;
+pub use s3::Moto;
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
