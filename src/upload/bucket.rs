@@ -353,6 +353,26 @@ impl ObjectWrite {
     }
 }
 
+impl Drop for ObjectWrite {
+    /// A write let go of without its end (the upload actor restarted after a panic, its
+    /// sessions cleared) still aborts its multipart upload, in the background.
+    fn drop(&mut self) {
+        let Some(multipart) = self.multipart.take().filter(|_| !self.closed) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            log::warn!("the multipart upload of {} is left unaborted", self.path);
+            return;
+        };
+        let (store, path) = (self.bucket.store.clone(), self.path.clone());
+        runtime.spawn(async move {
+            if let Err(err) = store.abort_multipart(&path, &multipart).await {
+                log::warn!("could not abort the multipart upload of {path}: {err}");
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
