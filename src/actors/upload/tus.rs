@@ -68,7 +68,7 @@ pub struct SessionEnd {
 /// Creates a tus upload: its empty file, then its row; an empty upload is complete at once.
 pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     let id = row.id;
-    let path = deps.store.tus_path(&id);
+    let path = deps.dir()?.tus_path(&id);
     let created = path.clone();
     blocking("creating a tus file", move || {
         file::create_new(&created).map(drop)
@@ -115,7 +115,7 @@ enum TusLock {
 
 /// Tries to lock the tus file of upload `id`, on a blocking thread.
 async fn lock(deps: &Deps, id: &UploadId) -> Result<TusLock, AppError> {
-    let path = deps.store.tus_path(id);
+    let path = deps.dir()?.tus_path(id);
     blocking("locking a tus file", move || {
         match file::open_locked(&path) {
             Ok(Some(file)) => Ok(TusLock::Held(file)),
@@ -327,11 +327,11 @@ pub async fn end_patch(
 /// (moved, not yet marked): it is digested there.
 async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Upload, AppError> {
     deps.digests.forget(&id);
-    let tus_path = deps.store.tus_path(&id);
+    let tus_path = deps.dir()?.tus_path(&id);
     let probe = tus_path.clone();
     let moved = !blocking("finding a tus file", move || probe.try_exists()).await?;
     let path = if moved {
-        deps.store.file_path(&id)
+        deps.dir()?.file_path(&id)
     } else {
         tus_path
     };
@@ -346,7 +346,7 @@ async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Up
         }
     };
     if !moved {
-        let store = deps.store.clone();
+        let store = deps.dir()?.clone();
         blocking("moving a finished tus upload into place", move || {
             let file = File::open(&path)?;
             store.persist(&file, &path, &id)
@@ -399,7 +399,7 @@ pub async fn remove(
     }
     deps.db.delete_upload(id).await?;
     deps.digests.forget(&id);
-    let (file_path, tus_path) = (deps.store.file_path(&id), deps.store.tus_path(&id));
+    let (file_path, tus_path) = (deps.dir()?.file_path(&id), deps.dir()?.tus_path(&id));
     blocking("removing an upload's files", move || {
         file::remove_quietly(&file_path)?;
         file::remove_quietly(&tus_path)?;
@@ -433,6 +433,10 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
 
 /// Finishes whole uploads, then removes expired ones; answers how many were removed.
 pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
+    // No tus uploads without a directory (`s3://` storage): nothing to sweep.
+    if deps.store.dir().is_none() {
+        return Ok(0);
+    }
     if let Err(err) = finish_whole(deps).await {
         log::warn!("finishing whole uploads failed: {}", err.cause());
     }
