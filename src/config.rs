@@ -102,9 +102,41 @@ pub const VARS: &[Var] = &[
         meaning: "CpuActor threads (1–256)",
     },
     Var {
-        name: "TROUPE_UPLOAD_DIR",
+        name: STORAGE_VAR,
+        default: "file://data/uploads",
+        meaning: "where uploaded files live, named by id: file://DIR, a directory created at \
+                  start-up (unset: TROUPE_UPLOAD_DIR's, if set), or s3://BUCKET/PREFIX, \
+                  objects in an S3-compatible bucket (the AWS_* variables below; tus needs \
+                  file://)",
+    },
+    Var {
+        name: UPLOAD_DIR_VAR,
         default: "./data/uploads",
-        meaning: "where uploaded files live, named by id; created at start-up",
+        meaning: "the older name of TROUPE_STORAGE=file://DIR; both set naming different \
+                  places stops start-up",
+    },
+    Var {
+        name: "AWS_ACCESS_KEY_ID",
+        default: "none",
+        meaning: "with s3:// storage: the access key (required; instance and profile \
+                  credentials are not looked up)",
+    },
+    Var {
+        name: "AWS_SECRET_ACCESS_KEY",
+        default: "none",
+        meaning: "with s3:// storage: the secret key (required; shown as *** at start-up)",
+    },
+    Var {
+        name: "AWS_REGION",
+        default: "us-east-1",
+        meaning: "with s3:// storage: the bucket's region",
+    },
+    Var {
+        name: "AWS_ENDPOINT_URL",
+        default: "none",
+        meaning: "with s3:// storage: an S3-compatible server's URL (http or https), \
+                  addressed path-style (ENDPOINT/BUCKET/KEY); unset, AWS's endpoint for \
+                  the region, virtual-hosted style",
     },
     Var {
         name: "TROUPE_MAX_UPLOAD_BYTES",
@@ -233,6 +265,12 @@ pub const VARS: &[Var] = &[
 
 /// The variable that sets the listening address.
 pub const BIND_VAR: &str = "TROUPE_BIND";
+
+/// The variable that says where uploads live.
+pub const STORAGE_VAR: &str = "TROUPE_STORAGE";
+
+/// The older name of `TROUPE_STORAGE=file://DIR`.
+pub const UPLOAD_DIR_VAR: &str = "TROUPE_UPLOAD_DIR";
 
 /// The log's format; read by the logger (`logging`), listed here so that `--help` shows it.
 pub use crate::logging::LOG_FORMAT_VAR;
@@ -449,8 +487,12 @@ pub struct Config {
     pub cpu_threads: usize,
     /// `TROUPE_UPSTREAMS` and the `TROUPE_UPSTREAM_*` bounds.
     pub upstream: UpstreamConfig,
-    /// `TROUPE_UPLOAD_DIR`, default `./data/uploads`; created at start-up if missing.
-    pub upload_dir: PathBuf,
+    /// `TROUPE_STORAGE` (or its older name `TROUPE_UPLOAD_DIR`), default the directory
+    /// `./data/uploads`, created at start-up if missing.
+    pub storage: Storage,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` as
+    /// given: what an `s3://` storage connects with (checked only then).
+    pub aws: AwsSettings,
     /// `TROUPE_MAX_UPLOAD_BYTES`, default 1 GiB: the largest file `POST /upload` or tus takes.
     pub max_upload_bytes: u64,
     /// `TROUPE_TUS_EXPIRY_SECS`, default 86400: an unfinished tus upload untouched this long
@@ -552,7 +594,13 @@ impl Config {
                 256,
             )?,
             upstream: UpstreamConfig::from_vars(get)?,
-            upload_dir: PathBuf::from(get("TROUPE_UPLOAD_DIR").unwrap_or(DEFAULT_UPLOAD_DIR)),
+            storage: parse_storage(get(STORAGE_VAR), get(UPLOAD_DIR_VAR))?,
+            aws: AwsSettings {
+                access_key_id: get("AWS_ACCESS_KEY_ID").map(str::to_owned),
+                secret_access_key: get("AWS_SECRET_ACCESS_KEY").map(|s| Secret(s.to_owned())),
+                region: get("AWS_REGION").map(str::to_owned),
+                endpoint: get("AWS_ENDPOINT_URL").map(str::to_owned),
+            },
             max_upload_bytes: parse_int(
                 get("TROUPE_MAX_UPLOAD_BYTES"),
                 "TROUPE_MAX_UPLOAD_BYTES",
@@ -622,6 +670,9 @@ impl Config {
         };
         crate::logging::LogFormat::parse(get(LOG_FORMAT_VAR))?;
         config.check_access(bind.loopback, get(BIND_VAR))?;
+        if let Storage::S3(location) = &config.storage {
+            config.aws.check(location)?;
+        }
         Ok(config)
     }
 
@@ -702,7 +753,27 @@ impl Config {
             "TROUPE_DB_TIMEOUT_MS" => ms(self.db_timeout),
             "TROUPE_DB_STATEMENT_TIMEOUT_MS" => ms(self.db_statement_timeout),
             "TROUPE_CPU_THREADS" => self.cpu_threads.to_string(),
-            "TROUPE_UPLOAD_DIR" => self.upload_dir.display().to_string(),
+            STORAGE_VAR => self.storage.to_string(),
+            UPLOAD_DIR_VAR => match &self.storage {
+                Storage::Dir(dir) => dir.display().to_string(),
+                Storage::S3(_) => "none".to_owned(),
+            },
+            "AWS_ACCESS_KEY_ID" => self
+                .aws
+                .access_key_id
+                .as_deref()
+                .unwrap_or("none")
+                .to_owned(),
+            "AWS_SECRET_ACCESS_KEY" => match self.aws.secret_access_key {
+                Some(_) => "***".to_owned(),
+                None => "none".to_owned(),
+            },
+            "AWS_REGION" => self.aws.region().to_owned(),
+            "AWS_ENDPOINT_URL" => self
+                .aws
+                .endpoint
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), mask_url),
             "TROUPE_MAX_UPLOAD_BYTES" => self.max_upload_bytes.to_string(),
             "TROUPE_TUS_EXPIRY_SECS" => self.tus_expiry.as_secs().to_string(),
             "TROUPE_BODY_TIMEOUT_MS" => ms(self.body_timeout),
@@ -1014,6 +1085,153 @@ fn check_upstream_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where uploads live (`TROUPE_STORAGE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `file://DIR`: files in a directory (`upload::Store`).
+    Dir(PathBuf),
+    /// `s3://BUCKET/PREFIX`: objects in an S3-compatible bucket (`upload::Bucket`).
+    S3(S3Location),
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "file://{}", dir.display()),
+            Self::S3(S3Location { bucket, prefix }) if prefix.is_empty() => {
+                write!(f, "s3://{bucket}")
+            }
+            Self::S3(S3Location { bucket, prefix }) => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// A bucket and the key prefix under which uploads are named (`{prefix}/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Slash-separated, without a leading or trailing slash; empty for the bucket's root.
+    pub prefix: String,
+}
+
+/// A value that is never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The standard AWS variables, as given; an `s3://` storage needs the keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<Secret>,
+    /// `AWS_REGION`; `us-east-1` when unset.
+    pub region: Option<String>,
+    /// `AWS_ENDPOINT_URL`: an S3-compatible server, addressed path-style.
+    pub endpoint: Option<String>,
+}
+
+/// The region when `AWS_REGION` is unset.
+pub const DEFAULT_AWS_REGION: &str = "us-east-1";
+
+impl AwsSettings {
+    /// The region, defaulted.
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or(DEFAULT_AWS_REGION)
+    }
+
+    /// What an `s3://` storage at `location` needs: both keys (troupe never asks an
+    /// instance metadata service), and an endpoint, when given, that is an http(s) URL.
+    fn check(&self, location: &S3Location) -> Result<(), ConfigError> {
+        let needs = |var: &'static str| ConfigError {
+            var,
+            problem: format!(
+                "unset, and TROUPE_STORAGE=s3://{} needs it (instance and profile credentials \
+                 are not looked up)",
+                location.bucket
+            ),
+        };
+        if self.access_key_id.is_none() {
+            return Err(needs("AWS_ACCESS_KEY_ID"));
+        }
+        if self.secret_access_key.is_none() {
+            return Err(needs("AWS_SECRET_ACCESS_KEY"));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            check_upstream_url(endpoint).map_err(|problem| ConfigError {
+                var: "AWS_ENDPOINT_URL",
+                problem: format!("{problem} (the URL is not shown: it may hold a secret)"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `TROUPE_STORAGE`, with `TROUPE_UPLOAD_DIR` as its older name for `file://DIR`:
+/// either alone says where; both may be set only when they name the same directory.
+fn parse_storage(storage: Option<&str>, upload_dir: Option<&str>) -> Result<Storage, ConfigError> {
+    let bad = |problem: String| ConfigError {
+        var: STORAGE_VAR,
+        problem,
+    };
+    let Some(value) = storage else {
+        return Ok(Storage::Dir(PathBuf::from(
+            upload_dir.unwrap_or(DEFAULT_UPLOAD_DIR),
+        )));
+    };
+    let parsed = if let Some(dir) = value.strip_prefix("file://") {
+        if dir.is_empty() {
+            return Err(bad("file:// needs a directory (file://DIR)".into()));
+        }
+        Storage::Dir(PathBuf::from(dir))
+    } else if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && !bucket.starts_with(['.', '-'])
+            && !bucket.ends_with(['.', '-']);
+        if !bucket_ok {
+            return Err(bad(format!(
+                "{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '.' and '-'): expected \
+                 s3://BUCKET/PREFIX"
+            )));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        let segment_ok =
+            |s: &str| !s.is_empty() && s != "." && s != ".." && !s.chars().any(|c| c.is_control());
+        if !prefix.is_empty() && !prefix.split('/').all(segment_ok) {
+            return Err(bad(format!(
+                "the prefix {prefix:?} has an empty, '.' or '..' segment"
+            )));
+        }
+        Storage::S3(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    } else {
+        return Err(bad(format!(
+            "expected file://DIR or s3://BUCKET/PREFIX, got {value:?}"
+        )));
+    };
+    match (&parsed, upload_dir) {
+        (Storage::Dir(dir), Some(old)) if dir == &PathBuf::from(old) => Ok(parsed),
+        (_, Some(old)) => Err(bad(format!(
+            "set to {parsed}, and TROUPE_UPLOAD_DIR (its older name) to {old:?}: unset one of \
+             them"
+        ))),
+        (_, None) => Ok(parsed),
+    }
+}
+
 /// `DATABASE_URL`; a PostgreSQL URL's TLS settings (with libpq's `PGSSLMODE` and
 /// `PGSSLROOTCERT` from `env`) are checked here, root file included, so that a typo is a
 /// configuration error (exit 2, and `check-config` says so) rather than a failed start.
@@ -1136,7 +1354,10 @@ mod tests {
     #[test]
     fn upload_settings_have_documented_defaults_and_name_a_bad_value() {
         let config = Config::from_vars(vars(&[])).unwrap();
-        assert_eq!(config.upload_dir, PathBuf::from(DEFAULT_UPLOAD_DIR));
+        assert_eq!(
+            config.storage,
+            Storage::Dir(PathBuf::from(DEFAULT_UPLOAD_DIR))
+        );
         assert_eq!(config.max_upload_bytes, 1 << 30);
         let config = Config::from_vars(vars(&[("TROUPE_MAX_UPLOAD_BYTES", "4294967296")])).unwrap();
         assert_eq!(config.max_upload_bytes, 4 << 30);
@@ -1144,6 +1365,105 @@ mod tests {
         assert_eq!(err.var, "TROUPE_MAX_UPLOAD_BYTES");
         let err = Config::from_vars(vars(&[("TROUPE_TUS_EXPIRY_SECS", "0")])).unwrap_err();
         assert_eq!(err.var, "TROUPE_TUS_EXPIRY_SECS");
+    }
+
+    #[test]
+    fn storage_is_a_directory_or_a_bucket_and_upload_dir_is_its_older_name() {
+        let dir = |pairs: &[(&str, &str)]| Config::from_vars(vars(pairs)).map(|c| c.storage);
+        assert_eq!(
+            dir(&[("TROUPE_UPLOAD_DIR", "/srv/up")]),
+            Ok(Storage::Dir("/srv/up".into()))
+        );
+        assert_eq!(
+            dir(&[("TROUPE_STORAGE", "file:///srv/up")]),
+            Ok(Storage::Dir("/srv/up".into()))
+        );
+        // Both, naming the same directory: fine; naming two places: refused, in one line.
+        assert_eq!(
+            dir(&[
+                ("TROUPE_STORAGE", "file://data/x"),
+                ("TROUPE_UPLOAD_DIR", "data/x")
+            ]),
+            Ok(Storage::Dir("data/x".into()))
+        );
+        let keys = [
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG"),
+        ];
+        for both in [
+            vec![("TROUPE_STORAGE", "file://a"), ("TROUPE_UPLOAD_DIR", "b")],
+            vec![
+                ("TROUPE_STORAGE", "s3://bucket"),
+                ("TROUPE_UPLOAD_DIR", "b"),
+            ],
+        ] {
+            let mut pairs = both.clone();
+            pairs.extend(keys);
+            let err = dir(&pairs).unwrap_err();
+            assert_eq!(err.var, "TROUPE_STORAGE", "{err}");
+            assert!(err.problem.contains("unset one"), "{err}");
+            assert_eq!(err.to_string().lines().count(), 1);
+        }
+        let mut pairs = vec![("TROUPE_STORAGE", "s3://my-bucket/a/b/")];
+        pairs.extend(keys);
+        assert_eq!(
+            dir(&pairs),
+            Ok(Storage::S3(S3Location {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }))
+        );
+        for bad in [
+            "s3://",
+            "s3://B",
+            "s3://ok-bucket/a//b",
+            "s3://ok-bucket/../x",
+            "ftp://x",
+        ] {
+            let mut pairs = vec![("TROUPE_STORAGE", bad)];
+            pairs.extend(keys);
+            assert_eq!(dir(&pairs).unwrap_err().var, "TROUPE_STORAGE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_needs_both_keys_and_never_shows_the_secret() {
+        let err = Config::from_vars(vars(&[("TROUPE_STORAGE", "s3://bucket")])).unwrap_err();
+        assert_eq!(err.var, "AWS_ACCESS_KEY_ID");
+        let err = Config::from_vars(vars(&[
+            ("TROUPE_STORAGE", "s3://bucket"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "AWS_SECRET_ACCESS_KEY");
+        let err = Config::from_vars(vars(&[
+            ("TROUPE_STORAGE", "s3://bucket"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t-value"),
+            ("AWS_ENDPOINT_URL", "minio:9000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "AWS_ENDPOINT_URL");
+        let config = Config::from_vars(vars(&[
+            ("TROUPE_STORAGE", "s3://bucket/up"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t-value"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ]))
+        .unwrap();
+        let line = config.summary();
+        assert!(!line.contains("s3cr3t"), "{line}");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        for part in [
+            "TROUPE_STORAGE=s3://bucket/up ",
+            "TROUPE_UPLOAD_DIR=none ",
+            "AWS_ACCESS_KEY_ID=AKIDEXAMPLE ",
+            "AWS_SECRET_ACCESS_KEY=*** ",
+            "AWS_REGION=us-east-1 ",
+            "AWS_ENDPOINT_URL=http://127.0.0.1:9000 ",
+        ] {
+            assert!(line.contains(part), "{part} not in {line}");
+        }
     }
 
     #[test]
@@ -1363,14 +1683,17 @@ mod tests {
             .filter(|name| !LOGGER_VARS.contains(name))
             .collect();
         assert_eq!(shown, held);
-        // Each is read: a value of its own is refused naming it, or shows.
+        // Each is read: a value of its own is refused naming it, or shows (a secret as ***).
         for name in held {
+            let shown = if name == "AWS_SECRET_ACCESS_KEY" {
+                "***"
+            } else {
+                "x-unlikely-x"
+            };
             match Config::from_vars(vars(&[(name, "x-unlikely-x")])) {
                 Err(err) => assert_eq!(err.var, name, "{err}"),
                 Ok(config) => assert!(
-                    config
-                        .effective()
-                        .contains(&(name, "x-unlikely-x".to_owned())),
+                    config.effective().contains(&(name, shown.to_owned())),
                     "{name} is not read"
                 ),
             }

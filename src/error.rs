@@ -111,6 +111,8 @@ pub enum AppError {
     Overloaded(Hidden),
     /// A dependency (the database) cannot be reached right now.
     DatabaseUnavailable(Hidden),
+    /// The object store uploads live in (`TROUPE_STORAGE=s3://…`) is down or refuses.
+    StorageUnavailable(Hidden),
     /// An upstream answered badly.
     Upstream(String),
     /// An upstream did not answer in time.
@@ -129,6 +131,8 @@ pub enum AppError {
     RangeNotSatisfiable,
     /// A conditional request (`If-Match`, `If-Unmodified-Since`) whose condition fails.
     PreconditionFailed,
+    /// A feature this configuration does not offer (tus on `s3://` storage).
+    NotImplemented(String),
     /// The upload storage is full (or over its quota): nothing of the failed write is kept.
     InsufficientStorage(Hidden),
     /// A bug, a panic or a failing disk.
@@ -137,7 +141,7 @@ pub enum AppError {
 
 /// Every code [`AppError::code`] answers, in variant order: the `code` enum of the OpenAPI
 /// document (a test holds it to the variants).
-pub const CODES: [&str; 25] = [
+pub const CODES: [&str; 27] = [
     "bad_request",
     "validation_failed",
     "not_found",
@@ -152,6 +156,7 @@ pub const CODES: [&str; 25] = [
     "unsupported_media_type",
     "overloaded",
     "database_unavailable",
+    "storage_unavailable",
     "upstream_error",
     "upstream_timeout",
     "offset_mismatch",
@@ -161,6 +166,7 @@ pub const CODES: [&str; 25] = [
     "gone",
     "range_not_satisfiable",
     "precondition_failed",
+    "not_implemented",
     "insufficient_storage",
     "internal",
 ];
@@ -182,6 +188,12 @@ impl AppError {
     /// A 503 `database_unavailable` whose cause only the log sees.
     pub fn database_unavailable(what: &'static str, cause: impl fmt::Display) -> Self {
         Self::DatabaseUnavailable(Hidden::new(what, cause))
+    }
+
+    /// A 503 `storage_unavailable` (the object store is down or refuses) whose cause only
+    /// the log sees.
+    pub fn storage_unavailable(what: &'static str, cause: impl fmt::Display) -> Self {
+        Self::StorageUnavailable(Hidden::new(what, cause))
     }
 
     /// A file operation on the upload storage failed: a full disk (or quota) is 507,
@@ -227,6 +239,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Overloaded(_) => "overloaded",
             Self::DatabaseUnavailable(_) => "database_unavailable",
+            Self::StorageUnavailable(_) => "storage_unavailable",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::OffsetMismatch(_) => "offset_mismatch",
@@ -236,6 +249,7 @@ impl AppError {
             Self::Gone(_) => "gone",
             Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::PreconditionFailed => "precondition_failed",
+            Self::NotImplemented(_) => "not_implemented",
             Self::InsufficientStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
         }
@@ -256,6 +270,7 @@ impl AppError {
             | Self::UpstreamTimeout(m)
             | Self::OffsetMismatch(m)
             | Self::Locked(m)
+            | Self::NotImplemented(m)
             | Self::Gone(m) => m,
             Self::Validation(_) => "the request has invalid fields",
             Self::MethodNotAllowed => "method not allowed",
@@ -273,6 +288,7 @@ impl AppError {
             }
             Self::Overloaded(_) => "the service is overloaded, retry later",
             Self::DatabaseUnavailable(_) => "the database is unavailable, retry later",
+            Self::StorageUnavailable(_) => "the upload storage is unavailable, retry later",
             Self::ChecksumMismatch => "the body does not match Upload-Checksum",
             Self::UnsupportedTusVersion => {
                 "this server speaks tus 1.0.0 only (Tus-Resumable: 1.0.0)"
@@ -289,6 +305,7 @@ impl AppError {
         match self {
             Self::Overloaded(h)
             | Self::DatabaseUnavailable(h)
+            | Self::StorageUnavailable(h)
             | Self::InsufficientStorage(h)
             | Self::Internal(h) => Some(h),
             _ => None,
@@ -316,7 +333,9 @@ impl AppError {
             Self::UploadInterrupted => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Overloaded(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::DatabaseUnavailable(_) | Self::StorageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::OffsetMismatch(_) => StatusCode::CONFLICT,
@@ -328,6 +347,7 @@ impl AppError {
             Self::Gone(_) => StatusCode::GONE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -512,6 +532,7 @@ mod tests {
             AppError::UnsupportedMediaType(String::new()),
             AppError::Overloaded(hidden()),
             AppError::DatabaseUnavailable(hidden()),
+            AppError::StorageUnavailable(hidden()),
             AppError::Upstream(String::new()),
             AppError::UpstreamTimeout(String::new()),
             AppError::OffsetMismatch(String::new()),
@@ -521,6 +542,7 @@ mod tests {
             AppError::Gone(String::new()),
             AppError::RangeNotSatisfiable,
             AppError::PreconditionFailed,
+            AppError::NotImplemented(String::new()),
             AppError::InsufficientStorage(hidden()),
             AppError::Internal(hidden()),
         ];
@@ -540,6 +562,7 @@ mod tests {
                 | AppError::UnsupportedMediaType(_)
                 | AppError::Overloaded(_)
                 | AppError::DatabaseUnavailable(_)
+                | AppError::StorageUnavailable(_)
                 | AppError::Upstream(_)
                 | AppError::UpstreamTimeout(_)
                 | AppError::OffsetMismatch(_)
@@ -549,6 +572,7 @@ mod tests {
                 | AppError::Gone(_)
                 | AppError::RangeNotSatisfiable
                 | AppError::PreconditionFailed
+                | AppError::NotImplemented(_)
                 | AppError::InsufficientStorage(_)
                 | AppError::Internal(_) => {}
             }
@@ -622,6 +646,7 @@ mod tests {
                 AppError::Internal(_) => Some("AppError::internal("),
                 AppError::Overloaded(_) => Some("AppError::overloaded("),
                 AppError::DatabaseUnavailable(_) => Some("AppError::database_unavailable("),
+                AppError::StorageUnavailable(_) => Some("AppError::storage_unavailable("),
                 AppError::InsufficientStorage(_) => Some("AppError::storage("),
                 AppError::NotFound(_) => Some("AppError::no_upload("),
                 AppError::Validation(_) => Some("AppError::invalid("),

@@ -552,8 +552,9 @@ pub struct Readiness {
     #[schema(pattern = "^(?:ready|unavailable|draining)$")]
     status: String,
     /// Each component's state: `database`, `db_actor`, `cpu_actor`, `fetch_actor`,
-    /// `upload_actor` (`{"state": "up"|"down"}`) and `upstreams` (each source's breaker,
-    /// calls, failures, last error and latency); absent while draining.
+    /// `upload_actor` (`{"state": "up"|"down"}`), `storage` (`{"state", "backend": "file"|"s3"}`)
+    /// and `upstreams` (each source's breaker, calls, failures, last error and latency);
+    /// absent while draining.
     #[schema(value_type = Option<Object>, nullable = false)]
     components: Option<Map<String, Value>>,
     /// `draining` while a shutdown drains.

@@ -18,7 +18,7 @@ use crate::db::locks::UploadLocks;
 use crate::fetch::Upstreams;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Admissions, Metrics};
-use crate::upload::Store;
+use crate::upload::Storage;
 
 /// The handles of one HTTP worker.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct Services {
     /// Digests and other CPU-heavy jobs.
     pub cpu: CpuPool,
     /// Where uploads live (handlers read complete files from it).
-    pub store: Store,
+    pub store: Storage,
     /// What requests may be.
     pub limits: Limits,
     /// Serving, or shutting down.
@@ -52,7 +52,7 @@ pub struct Shared {
     /// Digests and other CPU-heavy jobs.
     pub cpu: CpuPool,
     /// Where uploads live.
-    pub store: Store,
+    pub store: Storage,
     /// What requests may be.
     pub limits: Limits,
     /// Serving, or shutting down.
@@ -71,7 +71,7 @@ impl Shared {
     /// Starts the process-wide actors besides `db` (`Db::start`): `UploadActor` on an
     /// arbiter of its own under a `Supervisor`, the CPU pool on `SyncArbiter` threads; each
     /// counts into `metrics`. Needs a running actix system.
-    pub fn start(config: &Config, db: Db, store: Store, metrics: Metrics) -> Self {
+    pub fn start(config: &Config, db: Db, store: Storage, metrics: Metrics) -> Self {
         let cpu = CpuPool::start(config.cpu_threads, Duration::from_secs(60)).counted_in(&metrics);
         let pace = Pace::new(config.upload_shared_rate_mib << 20);
         let limits = config.limits();

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::services::Shared;
 use crate::shutdown::{Signals, Timings};
-use crate::upload::Store;
+use crate::upload::Storage;
 
 /// Why start-up failed; printed as one line by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +49,7 @@ impl Application {
         // Caught from here on: a SIGTERM right after start-up still shuts down gracefully.
         let signals =
             Signals::catch().map_err(|e| StartError::Io(format!("cannot catch signals: {e}")))?;
-        let store = Store::open(&config.upload_dir).map_err(|e| {
-            StartError::Io(format!(
-                "TROUPE_UPLOAD_DIR: cannot create {}: {e}",
-                config.upload_dir.display()
-            ))
-        })?;
+        let store = Storage::open(&config.storage, &config.aws).map_err(StartError::Io)?;
         DbPool::migrate(&config).await?;
         // This application's own recorder: never the process's global one.
         let metrics = Metrics::new();
@@ -135,9 +130,10 @@ impl Application {
         .map_err(|e| StartError::Io(e.to_string()))?
         .run();
         log::info!(
-            "troupe serving on {}:{port} with {} database, {} workers",
+            "troupe serving on {}:{port} with {} database, {} storage, {} workers",
             config.bind.ip(),
             pool.backend_name(),
+            shared.store.backend(),
             config.workers
         );
         Ok(Self {

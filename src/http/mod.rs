@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod client_ip;
+pub mod conditional;
 pub mod cors;
 pub mod middleware;
 pub mod multipart;

@@ -38,8 +38,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: 200 when the database answers and every actor is alive, else 503; the body
-/// gives each component's state. While troupe shuts down, 503 `draining` at once.
+/// Readiness: 200 when the database and the upload storage answer and every actor is alive,
+/// else 503; the body gives each component's state. While troupe shuts down, 503 `draining` at once.
 /// Upstream sources are listed (breaker, latency) but never make it 503: readiness is about
 /// this service, and an upstream's failures are answered per source.
 #[utoipa::path(
@@ -48,7 +48,7 @@ pub async fn healthz() -> HttpResponse {
     tag = "probes",
     operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready: the database answers and every actor is alive", body = Readiness),
+        (status = 200, description = "Ready: the database and the upload storage answer, and every actor is alive", body = Readiness),
         (status = 503, description = "Not ready (a component is down), or `draining` once a shutdown has begun", body = Readiness),
     )
 )]
@@ -57,19 +57,26 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
         return draining();
     }
     let db_timeout = PROBE_TIMEOUT.min(services.db.timeout());
-    let (db_actor, cpu_actor, fetch_actor, upload_actor, database) = futures::join!(
+    let (db_actor, cpu_actor, fetch_actor, upload_actor, database, storage) = futures::join!(
         services.db.is_alive(PROBE_TIMEOUT),
         services.cpu.is_alive(PROBE_TIMEOUT),
         services.fetch.is_alive(PROBE_TIMEOUT),
         services.uploads.is_alive(PROBE_TIMEOUT),
         services.db.check(db_timeout),
+        services.store.check(PROBE_TIMEOUT),
     );
     let state = |up: bool| if up { "up" } else { "down" };
     let database_state = match &database {
         Ok(()) => json!({"state": "up"}),
         Err(e) => json!({"state": "down", "code": e.code()}),
     };
-    let ready = db_actor && cpu_actor && fetch_actor && upload_actor && database.is_ok();
+    let backend = services.store.backend();
+    let storage_state = match &storage {
+        Ok(()) => json!({"state": "up", "backend": backend}),
+        Err(e) => json!({"state": "down", "backend": backend, "code": e.code()}),
+    };
+    let ready =
+        db_actor && cpu_actor && fetch_actor && upload_actor && database.is_ok() && storage.is_ok();
     let upstreams: serde_json::Map<_, _> = services
         .fetch
         .upstreams()
@@ -96,6 +103,7 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
             "fetch_actor": {"state": state(fetch_actor)},
             "upstreams": upstreams,
             "upload_actor": {"state": state(upload_actor)},
+            "storage": storage_state,
         },
     });
     if ready {
@@ -119,10 +127,18 @@ pub async fn readyz(services: web::Data<Services>) -> HttpResponse {
             .err()
             .map(|e| format!("database ({})", e.cause())),
     )
+    .chain(
+        storage
+            .as_ref()
+            .err()
+            .map(|e| format!("storage ({})", e.cause())),
+    )
     .collect();
     let cause = format!("down: {}", down.join(", "));
     let err = if database.is_err() {
         AppError::database_unavailable("readiness", cause)
+    } else if storage.is_err() {
+        AppError::storage_unavailable("readiness", cause)
     } else {
         AppError::overloaded("readiness", cause)
     };

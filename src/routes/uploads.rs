@@ -5,12 +5,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_files::NamedFile;
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, MessageBody, SizedStream};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
-    self, ContentDisposition, DispositionParam, DispositionType, ExtendedValue, HeaderValue,
+    self, ContentDisposition, DispositionParam, DispositionType, EntityTag, ExtendedValue,
+    HeaderValue, HttpDate,
 };
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{mime, web, HttpMessage as _, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -24,12 +25,14 @@ use crate::auth::{may_use, Access};
 use crate::db::page::{parse_limit, PageRequest};
 use crate::db::uploads::{Upload, UploadPage};
 use crate::error::{AppError, FieldError};
+use crate::http::conditional::{self, Answer, Validators};
 use crate::http::multipart::{form_data_type, Boundary, MultipartReader, PartBody, PartHeaders};
 use crate::ids::UploadId;
 use crate::openapi::{Binary, ErrorBody, UploadForm};
 use crate::services::Services;
 use crate::time::Rfc3339;
 use crate::upload::filename::{ascii_filename, sanitize_filename};
+use crate::upload::{Bucket, Storage};
 
 /// Most parts a `POST /upload` body may have (the `file` part and a few plain fields).
 pub const MAX_PARTS: usize = 16;
@@ -116,7 +119,7 @@ impl<'a> From<&'a UploadPage> for PageAnswer<'a> {
         (status = 413, description = "`payload_too_large`: the file is over `TROUPE_MAX_UPLOAD_BYTES`, or a plain field over 64 KiB; nothing is kept", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `multipart/form-data`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: no `file` field", body = ErrorBody),
-        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the digest threads are saturated", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many upload bodies streaming, or the digest threads are saturated; `storage_unavailable`: the object store is down or refuses (`s3://` storage), nothing is kept", body = ErrorBody),
         (status = 507, description = "`insufficient_storage`: the disk is full; nothing is kept", body = ErrorBody),
     )
 )]
@@ -410,7 +413,7 @@ pub async fn get(
         (status = 412, description = "`precondition_failed`: `If-Match` or `If-Unmodified-Since` failed", body = ErrorBody),
         (status = 416, description = "`range_not_satisfiable`: the range starts at or past the end",
             body = ErrorBody, headers(("Content-Range" = String, description = "`bytes */size`"))),
-        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+        (status = 503, description = "`overloaded`, `database_unavailable`, or `storage_unavailable`: the object store is down or refuses (`s3://` storage)", body = ErrorBody),
     )
 )]
 pub async fn content(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
@@ -436,14 +439,6 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
     if !keep_range {
         req.headers_mut().remove(header::RANGE);
     }
-    let (id, path) = (upload.id, services.store.file_path(&upload.id));
-    let file = web::block(move || NamedFile::open(path))
-        .await
-        .map_err(|e| AppError::internal("opening a stored file", e))?
-        .map_err(|e| {
-            log::warn!("upload {id} has a row but its file cannot be opened: {e}");
-            AppError::NotFound("this upload's content is gone".into())
-        })?;
     let content_type = upload
         .content_type
         .parse::<mime::Mime>()
@@ -456,18 +451,33 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
             value: upload.filename.clone().into_bytes(),
         }));
     }
-    let mut res = file
-        .set_content_type(content_type)
-        .set_content_disposition(ContentDisposition {
-            disposition: DispositionType::Attachment,
-            parameters,
-        })
-        // Stored bytes go out as they are (this route is not under `Compress`: compressing
-        // would break byte ranges), with no `Content-Encoding`: RFC 9110 §8.4.1 has no
-        // `identity` coding to send.
-        .use_etag(true)
-        .use_last_modified(true)
-        .into_response(req.request());
+    let disposition = ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters,
+    };
+    let mut res = match &services.store {
+        Storage::Dir(store) => {
+            let (id, path) = (upload.id, store.file_path(&upload.id));
+            let file = web::block(move || NamedFile::open(path))
+                .await
+                .map_err(|e| AppError::internal("opening a stored file", e))?
+                .map_err(|e| {
+                    log::warn!("upload {id} has a row but its file cannot be opened: {e}");
+                    AppError::NotFound("this upload's content is gone".into())
+                })?;
+            file.set_content_type(content_type)
+                .set_content_disposition(disposition)
+                // Stored bytes go out as they are (this route is not under `Compress`:
+                // compressing would break byte ranges), with no `Content-Encoding`: RFC 9110
+                // §8.4.1 has no `identity` coding to send.
+                .use_etag(true)
+                .use_last_modified(true)
+                .into_response(req.request())
+        }
+        Storage::Bucket(bucket) => {
+            object_answer(req.request(), bucket, &upload, content_type, disposition).await?
+        }
+    };
     let headers = res.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -483,6 +493,84 @@ async fn file_answer(req: &mut ServiceRequest) -> Result<HttpResponse, AppError>
         return Ok(res.map_body(|_, body| BoxBody::new(Headless(body.size()))));
     }
     Ok(res)
+}
+
+/// Upload content from the bucket, with the headers and answers actix-files gives a file:
+/// the type (text in UTF-8), the disposition, `ETag` (the content's SHA-256) and
+/// `Last-Modified` (when it was stored), `Accept-Ranges`; 412, 304, 206 and 416 as
+/// [`conditional::evaluate`] decides, before the store is asked anything. A HEAD only asks
+/// whether the object is there; a GET streams the bytes (or the range) from the store.
+async fn object_answer(
+    req: &HttpRequest,
+    bucket: &Bucket,
+    upload: &Upload,
+    content_type: mime::Mime,
+    disposition: ContentDisposition,
+) -> Result<HttpResponse, AppError> {
+    let validators = Validators {
+        etag: EntityTag::new_strong(
+            upload
+                .sha256
+                .clone()
+                .unwrap_or_else(|| upload.id.to_string()),
+        ),
+        last_modified: HttpDate::from(std::time::SystemTime::from(upload.created_at.and_utc())),
+    };
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::CONTENT_TYPE, utf8_text(content_type).to_string()))
+        .insert_header((header::CONTENT_DISPOSITION, disposition.to_string()))
+        .insert_header((header::LAST_MODIFIED, validators.last_modified.to_string()))
+        .insert_header((header::ETAG, validators.etag.to_string()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    let size = upload.size;
+    let (status, range) = match conditional::evaluate(req, &validators, size) {
+        Answer::PreconditionFailed => {
+            return Ok(res.status(StatusCode::PRECONDITION_FAILED).finish())
+        }
+        Answer::NotModified => return Ok(res.status(StatusCode::NOT_MODIFIED).finish()),
+        Answer::Unsatisfiable => {
+            res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            return Ok(res.status(StatusCode::RANGE_NOT_SATISFIABLE).finish());
+        }
+        Answer::Whole => (StatusCode::OK, None),
+        Answer::Part { start, length } => {
+            let last = start + length - 1;
+            res.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{last}/{size}"),
+            ));
+            (StatusCode::PARTIAL_CONTENT, Some(start..start + length))
+        }
+    };
+    res.status(status);
+    let length = range.as_ref().map_or(size, |r| r.end - r.start);
+    if req.method() == Method::HEAD {
+        bucket.stat(&upload.id).await?;
+        return Ok(res.body(BoxBody::new(Headless(BodySize::Sized(length)))));
+    }
+    let bytes = bucket.read(&upload.id, range).await?;
+    Ok(res.body(SizedStream::new(length, bytes)))
+}
+
+/// A text type as actix-files labels it for a file: with `charset=utf-8`.
+fn utf8_text(ct: mime::Mime) -> mime::Mime {
+    let utf8 = [
+        (
+            mime::APPLICATION_JAVASCRIPT,
+            mime::APPLICATION_JAVASCRIPT_UTF_8,
+        ),
+        (mime::TEXT_HTML, mime::TEXT_HTML_UTF_8),
+        (mime::TEXT_CSS, mime::TEXT_CSS_UTF_8),
+        (mime::TEXT_PLAIN, mime::TEXT_PLAIN_UTF_8),
+        (mime::TEXT_CSV, mime::TEXT_CSV_UTF_8),
+        (
+            mime::TEXT_TAB_SEPARATED_VALUES,
+            mime::TEXT_TAB_SEPARATED_VALUES_UTF_8,
+        ),
+    ];
+    utf8.into_iter()
+        .find(|(plain, _)| *plain == ct)
+        .map_or(ct, |(_, with_charset)| with_charset)
 }
 
 /// Whether a `Range` value is one well-formed byte range (RFC 9110 §14.1.2): `bytes=` and one
@@ -546,7 +634,7 @@ impl MessageBody for Headless {
         (status = 204, description = "Deleted: the row, then the file"),
         (status = 404, description = "`not_found`: no upload with this id that this key may use", body = ErrorBody),
         (status = 423, description = "`upload_locked`: a tus PATCH is writing it", body = ErrorBody),
-        (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
+        (status = 503, description = "`overloaded`, `database_unavailable`, or `storage_unavailable`: the object store is down or refuses (`s3://` storage)", body = ErrorBody),
     )
 )]
 pub async fn delete(

@@ -160,6 +160,50 @@ fn check_config_refuses_a_bad_value_with_exit_2_and_one_line() {
     );
 }
 
+#[test]
+fn check_config_shows_s3_storage_with_its_secret_masked() {
+    let out = run(
+        &["check-config"],
+        &[
+            ("TROUPE_STORAGE", "s3://troupe-bucket/up"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIK7MDENGbPxRfiCY"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("wJalr"), "the secret shown in:\n{stdout}");
+    for line in [
+        "TROUPE_STORAGE=s3://troupe-bucket/up",
+        "TROUPE_UPLOAD_DIR=none",
+        "AWS_ACCESS_KEY_ID=AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY=***",
+        "AWS_REGION=us-east-1",
+        "AWS_ENDPOINT_URL=http://127.0.0.1:9000",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line} not in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn storage_and_upload_dir_naming_two_places_stop_with_exit_2() {
+    let out = run(
+        &["check-config"],
+        &[("TROUPE_STORAGE", "file://a"), ("TROUPE_UPLOAD_DIR", "b")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("troupe: invalid configuration: TROUPE_STORAGE: "),
+        "{stderr}"
+    );
+}
+
 /// The tables in `db`, sorted.
 async fn tables(db: &TestDb) -> Vec<String> {
     match db {

@@ -27,12 +27,13 @@ async fn readyz_is_ready_when_everything_is_up(backend: Backend) {
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
-    for component in ["database", "db_actor", "cpu_actor"] {
+    for component in ["database", "db_actor", "cpu_actor", "storage"] {
         assert_eq!(
             body["components"][component]["state"], "up",
             "{component}: {body}"
         );
     }
+    assert_eq!(body["components"]["storage"]["backend"], "file", "{body}");
 }
 
 crate::both_backends!(readyz_ready => readyz_is_ready_when_everything_is_up);

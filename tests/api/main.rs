@@ -21,6 +21,7 @@ mod ownership;
 mod pg_tls;
 mod rate_limits;
 mod replicas;
+mod s3;
 mod shutdown;
 mod stalled;
 mod startup;

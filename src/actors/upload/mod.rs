@@ -8,8 +8,12 @@
 //! with exactly one [`FinishFile`] or [`EndSession`]; a session dropped mid-way (client gone)
 //! ends itself, so nothing half-written is ever kept.
 //!
+//! With `s3://` storage a `POST /upload` session writes an object instead of a file: its
+//! parts go to the bucket as they fill, and the object exists once the session finishes
+//! (`upload::bucket`).
+//!
 //! tus uploads keep their offset in the database and their bytes in `tus/{id}`; their
-//! lifecycle is [`tus`]'s.
+//! lifecycle is [`tus`]'s. They need `file://` storage.
 
 pub mod session;
 pub mod tus;
@@ -37,9 +41,10 @@ use crate::db::uploads::Upload;
 use crate::error::AppError;
 use crate::ids::UploadId;
 use crate::metrics::{Admissions, Metrics, TUS_COMPLETED, TUS_CREATED, TUS_EXPIRED, UPLOAD_BYTES};
+use crate::upload::bucket::SharedObject;
 use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
-use crate::upload::Store;
+use crate::upload::{Bucket, Storage, Store};
 pub use session::{SessionGuard, UploadSession};
 pub use tus::{PatchStart, SessionEnd, CHECKPOINT_BYTES, HANDOVER_WAIT};
 
@@ -59,7 +64,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
 /// What the actor needs besides its sessions; cloned into each handler's future.
 #[derive(Clone)]
 pub struct Deps {
-    store: Store,
+    store: Storage,
     db: Db,
     cpu: CpuPool,
     tus_expiry: Duration,
@@ -70,6 +75,23 @@ pub struct Deps {
     locks: UploadLocks,
     /// tus uploads created, completed and expired (`/metrics`).
     tus: TusCounts,
+}
+
+impl Deps {
+    /// The upload directory, which tus needs; with `s3://` storage tus is not offered
+    /// (501: the routes refuse it before it gets here).
+    fn dir(&self) -> Result<&Store, AppError> {
+        self.store.dir().ok_or_else(tus_needs_files)
+    }
+}
+
+/// 501 for tus on `s3://` storage.
+pub fn tus_needs_files() -> AppError {
+    AppError::NotImplemented(
+        "tus uploads need TROUPE_STORAGE=file://DIR; this server stores uploads in an S3 \
+         bucket (use POST /upload)"
+            .into(),
+    )
 }
 
 /// The tus uploads created, completed and expired, for `/metrics`; no-op by default.
@@ -113,14 +135,18 @@ pub struct UploadActor {
 }
 
 struct Session {
+    /// The session's file; an object session's stays empty, held only so that the
+    /// shutdown waits for the session's work as for any other.
     file: SharedFile,
     target: Target,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Target {
     /// A `POST /upload` written to a temp file.
     Fresh { id: UploadId },
+    /// A `POST /upload` written to an object in the bucket.
+    Object { write: SharedObject },
     /// A tus PATCH appending to `tus/{id}`; with `checkpoint_every`, the offset is recorded
     /// each time that many bytes past the last recorded one are written (and fsynced).
     Tus {
@@ -133,7 +159,7 @@ impl UploadActor {
     /// An actor over `store`, recording metadata through `db` and digesting on `cpu`; its
     /// PATCHes take their uploads' locks from `locks`.
     pub fn new(
-        store: Store,
+        store: impl Into<Storage>,
         db: Db,
         cpu: CpuPool,
         tus_expiry: Duration,
@@ -141,7 +167,7 @@ impl UploadActor {
     ) -> Self {
         Self {
             deps: Deps {
-                store,
+                store: store.into(),
                 db,
                 cpu,
                 tus_expiry,
@@ -207,6 +233,39 @@ impl Supervised for UploadActor {
         log::warn!("UploadActor restarting");
         self.sessions.clear();
     }
+}
+
+/// Writes an upload's row; when that fails, removes the object already in `bucket`, so that
+/// no object is left without its row.
+async fn insert_row_or_remove_object(
+    deps: &Deps,
+    bucket: &Bucket,
+    row: Upload,
+) -> Result<Upload, AppError> {
+    let id = row.id;
+    let inserted = deps.db.create_upload(row).await;
+    if inserted.is_err() {
+        if let Err(err) = bucket.remove(&id).await {
+            log::warn!(
+                "upload {id}: its row failed and its object stays: {}",
+                err.cause()
+            );
+        }
+    }
+    inserted
+}
+
+/// Removes a complete upload stored as an object: the object first, then the row, so that
+/// a failure at either step leaves a `DELETE` that can be retried (a row whose object is
+/// gone reads as 404 content until then).
+async fn remove_object(deps: &Deps, bucket: &Bucket, id: UploadId) -> Result<(), AppError> {
+    let row = deps.db.upload(id).await?;
+    if !row.complete {
+        return Err(AppError::no_upload());
+    }
+    bucket.remove(&id).await?;
+    deps.db.delete_upload(id).await?;
+    Ok(())
 }
 
 /// Writes an upload's row; when that fails, removes the file already on disk at `path`, so
@@ -352,15 +411,23 @@ impl Handler<CreateFile> for UploadActor {
     type Result = ResponseFuture<Result<(), AppError>>;
     fn handle(&mut self, msg: CreateFile, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
+            let store = match &this.deps.store {
+                Storage::Dir(store) => store.clone(),
+                Storage::Bucket(bucket) => {
+                    let write = Arc::new(tokio::sync::Mutex::new(bucket.begin(&msg.id)));
+                    this.open_session(msg.session, Target::Object { write });
+                    return futures::future::Either::Left(async { Ok::<(), AppError>(()) });
+                }
+            };
             let file = this.open_session(msg.session, Target::Fresh { id: msg.id });
-            let path = this.deps.store.temp_path(&msg.id);
-            blocking("creating an upload's file", move || {
+            let path = store.temp_path(&msg.id);
+            futures::future::Either::Right(blocking("creating an upload's file", move || {
                 let (created, writer) = file::create_new_direct(&path, BATCH_BYTES)?;
                 let mut open = file::lock(&file)?;
                 open.file = Some(created);
                 open.writer = Some(writer);
                 Ok(())
-            })
+            }))
         })
     }
 }
@@ -372,15 +439,21 @@ impl Handler<WriteChunk> for UploadActor {
             let session = this
                 .sessions
                 .get(&msg.session)
-                .map(|s| (s.file.clone(), s.target));
+                .map(|s| (s.file.clone(), s.target.clone()));
             let deps = this.deps.clone();
             async move {
                 let (shared, target) = session.ok_or_else(no_session)?;
-                let every = match target {
+                let every = match &target {
                     Target::Tus {
                         checkpoint_every, ..
-                    } => checkpoint_every,
+                    } => *checkpoint_every,
                     Target::Fresh { .. } => None,
+                    Target::Object { write } => {
+                        // Held across the part's upload: the session's end waits for it.
+                        let written = write.lock().await.append(msg.chunks).await;
+                        drop(shared);
+                        return written;
+                    }
                 };
                 let inner = shared.clone();
                 // The checkpoint's fsync on the same blocking hop as the write.
@@ -410,14 +483,25 @@ impl Handler<FinishFile> for UploadActor {
             let session = this.sessions.remove(&msg.session);
             let deps = this.deps.clone();
             async move {
-                let Some(Session {
-                    file: shared,
-                    target: Target::Fresh { id },
-                }) = session
-                else {
-                    return Err(no_session());
+                let (shared, id) = match session {
+                    Some(Session {
+                        file: shared,
+                        target: Target::Fresh { id },
+                    }) => (shared, id),
+                    Some(Session {
+                        file: shared,
+                        target: Target::Object { write },
+                    }) => {
+                        let bucket = deps.store.bucket().ok_or_else(no_session)?;
+                        write.lock().await.complete().await?;
+                        let stored = insert_row_or_remove_object(&deps, bucket, msg.row).await;
+                        drop(shared);
+                        return stored;
+                    }
+                    _ => return Err(no_session()),
                 };
-                let (store, temp) = (deps.store.clone(), deps.store.temp_path(&id));
+                let store = deps.dir()?.clone();
+                let (temp, stored) = (store.temp_path(&id), store.file_path(&id));
                 blocking("putting an upload in place", move || {
                     let mut open = file::lock(&shared)?;
                     let result =
@@ -428,7 +512,7 @@ impl Handler<FinishFile> for UploadActor {
                     result
                 })
                 .await?;
-                insert_row_or_remove(&deps, msg.row, deps.store.file_path(&id)).await
+                insert_row_or_remove(&deps, msg.row, stored).await
             }
         })
     }
@@ -471,9 +555,18 @@ impl Handler<EndSession> for UploadActor {
                     None => Ok(SessionEnd::default()),
                     Some(Session {
                         file: shared,
+                        target: Target::Object { write },
+                    }) => {
+                        // After the part being sent, if any: nothing is sent after the abort.
+                        write.lock().await.abort().await;
+                        drop(shared);
+                        Ok(SessionEnd::default())
+                    }
+                    Some(Session {
+                        file: shared,
                         target: Target::Fresh { id },
                     }) => {
-                        let temp = deps.store.temp_path(&id);
+                        let temp = deps.dir()?.temp_path(&id);
                         blocking("removing an unfinished upload", move || {
                             let mut open = file::lock(&shared)?;
                             open.closed = true;
@@ -544,7 +637,12 @@ impl Handler<RemoveUpload> for UploadActor {
     fn handle(&mut self, msg: RemoveUpload, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
             let deps = this.deps.clone();
-            async move { tus::remove(&deps, msg.id, msg.tus, false).await.map(drop) }
+            async move {
+                match deps.store.bucket() {
+                    Some(bucket) => remove_object(&deps, bucket, msg.id).await,
+                    None => tus::remove(&deps, msg.id, msg.tus, false).await.map(drop),
+                }
+            }
         })
     }
 }
@@ -619,7 +717,7 @@ impl Uploads {
     /// locking through `locks` (whose lock connection, on PostgreSQL, is kept on the same
     /// arbiter and closed with it); what it admits and receives is counted in `metrics`.
     pub fn start(
-        store: Store,
+        store: Storage,
         db: Db,
         cpu: CpuPool,
         pace: Arc<Pace>,

@@ -67,7 +67,7 @@ pub struct SessionEnd {
 /// Creates a tus upload: its empty file, then its row; an empty upload is complete at once.
 pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     let id = row.id;
-    let path = deps.store.tus_path(&id);
+    let path = deps.dir()?.tus_path(&id);
     let created = path.clone();
     blocking("creating a tus file", move || {
         file::create_new(&created).map(drop)
@@ -108,7 +108,7 @@ async fn lock(deps: &Deps, id: &UploadId, hand_over: bool) -> Result<TusLock, Ap
     let Some(lease) = deps.locks.take(*id, hand_over).await? else {
         return Ok(TusLock::Busy);
     };
-    let path = deps.store.tus_path(id);
+    let path = deps.dir()?.tus_path(id);
     blocking("locking a tus file", move || {
         match file::open_locked(&path) {
             Ok(Some(file)) => Ok(TusLock::Held(file, lease)),
@@ -311,11 +311,11 @@ pub async fn end_patch(
 /// (moved, not yet marked): it is digested there.
 async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Upload, AppError> {
     deps.digests.forget(&id);
-    let tus_path = deps.store.tus_path(&id);
+    let tus_path = deps.dir()?.tus_path(&id);
     let probe = tus_path.clone();
     let moved = !blocking("finding a tus file", move || probe.try_exists()).await?;
     let path = if moved {
-        deps.store.file_path(&id)
+        deps.dir()?.file_path(&id)
     } else {
         tus_path
     };
@@ -330,7 +330,7 @@ async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Up
         }
     };
     if !moved {
-        let store = deps.store.clone();
+        let store = deps.dir()?.clone();
         blocking("moving a finished tus upload into place", move || {
             let file = File::open(&path)?;
             store.persist(&file, &path, &id)
@@ -378,7 +378,7 @@ pub async fn remove(
     }
     deps.db.delete_upload(id).await?;
     deps.digests.forget(&id);
-    let (file_path, tus_path) = (deps.store.file_path(&id), deps.store.tus_path(&id));
+    let (file_path, tus_path) = (deps.dir()?.file_path(&id), deps.dir()?.tus_path(&id));
     blocking("removing an upload's files", move || {
         file::remove_quietly(&file_path)?;
         file::remove_quietly(&tus_path)?;
@@ -412,6 +412,10 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
 
 /// Finishes whole uploads, then removes expired ones; answers how many were removed.
 pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
+    // No tus uploads without a directory (`s3://` storage): nothing to sweep.
+    if deps.store.dir().is_none() {
+        return Ok(0);
+    }
     if let Err(err) = finish_whole(deps).await {
         log::warn!("finishing whole uploads failed: {}", err.cause());
     }

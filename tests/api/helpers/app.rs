@@ -94,14 +94,16 @@ pub async fn test_db(backend: Backend) -> Option<(TestDb, TempDir)> {
 }
 
 /// The test configuration for `db`, with `vars` on top of the defaults; uploads stay inside
-/// the test's scratch dir unless `vars` say otherwise.
+/// the test's scratch dir unless `vars` say otherwise (`TROUPE_STORAGE` names another place).
 pub fn test_config(db: &TestDb, dir: &TempDir, vars: &[(&str, &str)]) -> Config {
     let mut all = base_vars(&db.url());
-    let upload_dir = dir.path().join("uploads");
-    all.push((
-        "TROUPE_UPLOAD_DIR".into(),
-        upload_dir.to_string_lossy().into_owned(),
-    ));
+    if !vars.iter().any(|(k, _)| *k == "TROUPE_STORAGE") {
+        let upload_dir = dir.path().join("uploads");
+        all.push((
+            "TROUPE_UPLOAD_DIR".into(),
+            upload_dir.to_string_lossy().into_owned(),
+        ));
+    }
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::from_vars(all).expect("test config")
 }
@@ -146,11 +148,11 @@ impl TestApp {
     }
 }
 
-/// The binary, with no `TROUPE_*` or `DATABASE_URL` from the environment.
+/// The binary, with no `TROUPE_*`, `AWS_*` or `DATABASE_URL` from the environment.
 pub fn troupe() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("TROUPE_") || key == "DATABASE_URL" {
+        if key.starts_with("TROUPE_") || key.starts_with("AWS_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
         }
     }

@@ -1,7 +1,7 @@
 //! What the tests share: the real troupe on port 0 over a fresh database ([`spawn_app`]),
 //! the requests they send it, and what they stand on (databases, files, forms, a small
-//! disk, an upstream server, real tus clients, the binary itself, replicas of it behind
-//! HAProxy).
+//! disk, an upstream server, an S3-compatible server, real tus clients, the binary itself,
+//! replicas of it behind HAProxy).
 
 mod app;
 mod binary;
@@ -15,6 +15,7 @@ mod pg;
 mod raw_http;
 mod replicas;
 mod requests;
+mod s3;
 mod skip;
 mod small_disk;
 mod upstream_stub;
@@ -39,6 +40,7 @@ pub use raw_http::{
 };
 pub use replicas::{free_port, Replicas, Storage};
 pub use requests::Reply;
+pub use s3::Moto;
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
