@@ -131,8 +131,6 @@ pub enum AppError {
     RangeNotSatisfiable,
     /// A conditional request (`If-Match`, `If-Unmodified-Since`) whose condition fails.
     PreconditionFailed,
-    /// A feature this configuration does not offer (tus on `s3://` storage).
-    NotImplemented(String),
     /// The upload storage is full (or over its quota): nothing of the failed write is kept.
     InsufficientStorage(Hidden),
     /// A bug, a panic or a failing disk.
@@ -141,7 +139,7 @@ pub enum AppError {
 
 /// Every code [`AppError::code`] answers, in variant order: the `code` enum of the OpenAPI
 /// document (a test holds it to the variants).
-pub const CODES: [&str; 27] = [
+pub const CODES: [&str; 26] = [
     "bad_request",
     "validation_failed",
     "not_found",
@@ -166,7 +164,6 @@ pub const CODES: [&str; 27] = [
     "gone",
     "range_not_satisfiable",
     "precondition_failed",
-    "not_implemented",
     "insufficient_storage",
     "internal",
 ];
@@ -249,7 +246,6 @@ impl AppError {
             Self::Gone(_) => "gone",
             Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::PreconditionFailed => "precondition_failed",
-            Self::NotImplemented(_) => "not_implemented",
             Self::InsufficientStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
         }
@@ -270,7 +266,6 @@ impl AppError {
             | Self::UpstreamTimeout(m)
             | Self::OffsetMismatch(m)
             | Self::Locked(m)
-            | Self::NotImplemented(m)
             | Self::Gone(m) => m,
             Self::Validation(_) => "the request has invalid fields",
             Self::MethodNotAllowed => "method not allowed",
@@ -347,7 +342,6 @@ impl AppError {
             Self::Gone(_) => StatusCode::GONE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -542,7 +536,6 @@ mod tests {
             AppError::Gone(String::new()),
             AppError::RangeNotSatisfiable,
             AppError::PreconditionFailed,
-            AppError::NotImplemented(String::new()),
             AppError::InsufficientStorage(hidden()),
             AppError::Internal(hidden()),
         ];
@@ -572,7 +565,6 @@ mod tests {
                 | AppError::Gone(_)
                 | AppError::RangeNotSatisfiable
                 | AppError::PreconditionFailed
-                | AppError::NotImplemented(_)
                 | AppError::InsufficientStorage(_)
                 | AppError::Internal(_) => {}
             }

@@ -24,7 +24,7 @@ use super::supervise::{
 };
 use crate::config::Config;
 use crate::db::page::PageRequest;
-use crate::db::uploads::{self, Upload, UploadPage};
+use crate::db::uploads::{self, Multipart, StoredPart, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::{DbPool, PoolStats};
 use crate::error::AppError;
@@ -306,7 +306,24 @@ pub struct AdvanceUpload {
     pub to: u64,
     /// Its new expiry.
     pub expires_at: NaiveDateTime,
+    /// The parts the new offset covers (`s3://` storage), recorded with it.
+    pub parts: Vec<StoredPart>,
 }
+
+/// Records the multipart upload of an unfinished tus upload, if it has none yet.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, AppError>")]
+pub struct BeginMultipart {
+    /// The upload.
+    pub id: UploadId,
+    /// The multipart upload's id.
+    pub multipart_id: String,
+}
+
+/// Reads a tus upload's multipart upload and its recorded parts.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Multipart, AppError>")]
+pub struct GetMultipart(pub UploadId);
 
 /// Marks an upload complete with its SHA-256.
 #[derive(Debug, Message)]
@@ -368,8 +385,28 @@ impl Handler<AdvanceUpload> for DbActor {
     type Result = ResponseFuture<Result<bool, AppError>>;
     fn handle(&mut self, msg: AdvanceUpload, ctx: &mut Self::Context) -> Self::Result {
         self.run(ctx, |pool| async move {
-            uploads::advance(&pool, msg.id, msg.from, msg.to, msg.expires_at).await
+            let span = (msg.from, msg.to);
+            uploads::advance(&pool, msg.id, span, msg.expires_at, msg.parts).await
         })
+    }
+}
+
+impl Handler<BeginMultipart> for DbActor {
+    type Result = ResponseFuture<Result<bool, AppError>>;
+    fn handle(&mut self, msg: BeginMultipart, ctx: &mut Self::Context) -> Self::Result {
+        self.run(ctx, |pool| async move {
+            uploads::begin_multipart(&pool, msg.id, msg.multipart_id).await
+        })
+    }
+}
+
+impl Handler<GetMultipart> for DbActor {
+    type Result = ResponseFuture<Result<Multipart, AppError>>;
+    fn handle(&mut self, msg: GetMultipart, ctx: &mut Self::Context) -> Self::Result {
+        self.run(
+            ctx,
+            |pool| async move { uploads::multipart(&pool, msg.0).await },
+        )
     }
 }
 
@@ -420,6 +457,8 @@ for_request!(
     ListUploads => UploadPage,
     DeleteUpload => (),
     AdvanceUpload => bool,
+    BeginMultipart => bool,
+    GetMultipart => Multipart,
     CompleteUpload => Upload,
     ListExpiredUploads => Vec<UploadId>,
     ListWholeUploads => Vec<UploadId>,
@@ -586,21 +625,37 @@ impl Db {
         self.call(DeleteUpload(id)).await
     }
 
-    /// Moves an unfinished upload's offset from `from` to `to`, if it is still at `from`.
+    /// Moves an unfinished upload's offset from `from` to `to`, if it is still at `from`,
+    /// recording `parts` (`s3://` storage) with it.
     pub async fn advance_upload(
         &self,
         id: UploadId,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
         expires_at: NaiveDateTime,
+        parts: Vec<StoredPart>,
     ) -> Result<bool, AppError> {
         let msg = AdvanceUpload {
             id,
             from,
             to,
             expires_at,
+            parts,
         };
         self.call(msg).await
+    }
+
+    /// Records the multipart upload of an unfinished tus upload; false when it has one.
+    pub async fn begin_multipart(
+        &self,
+        id: UploadId,
+        multipart_id: String,
+    ) -> Result<bool, AppError> {
+        self.call(BeginMultipart { id, multipart_id }).await
+    }
+
+    /// A tus upload's multipart upload and its recorded parts.
+    pub async fn multipart(&self, id: UploadId) -> Result<Multipart, AppError> {
+        self.call(GetMultipart(id)).await
     }
 
     /// Marks an upload complete.

@@ -24,5 +24,17 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         owner -> Nullable<Text>,
+        multipart_id -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    upload_parts (upload_id, part_index) {
+        upload_id -> Text,
+        part_index -> Integer,
+        etag -> Text,
+    }
+}
+
+diesel::joinable!(upload_parts -> uploads (upload_id));
+diesel::allow_tables_to_appear_in_same_query!(uploads, upload_parts);

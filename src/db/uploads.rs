@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 
 use super::page::{Page, PageRequest};
-use super::schema::uploads;
+use super::schema::{upload_parts, uploads};
 use super::{db_error, DbPool};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -232,27 +232,99 @@ pub async fn delete(pool: &DbPool, id: UploadId) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Moves an unfinished upload's offset from `from` to `to` and pushes its expiry to
-/// `expires_at`; false when the row is gone, complete, or no longer at `from` (another
-/// writer got there first), in which case nothing changes.
+/// A part of a tus upload's multipart upload (`s3://` storage), as S3 answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// 0-based: S3's part number is this + 1.
+    pub index: u32,
+    /// The part's ETag, needed to complete the upload.
+    pub etag: String,
+}
+
+/// A tus upload's multipart upload (`s3://` storage): its id once begun, and the parts its
+/// offset covers, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Multipart {
+    /// The multipart upload's id; `None` until the first part is due.
+    pub id: Option<String>,
+    /// The ETags of the recorded parts, part 0 first.
+    pub parts: Vec<String>,
+}
+
+/// Moves an unfinished upload's offset from `from` to `to`, pushes its expiry to
+/// `expires_at`, and records `parts` (`s3://` storage: the parts the new offset covers) in
+/// the same transaction; false when the row is gone, complete, or no longer at `from`
+/// (another writer got there first), in which case nothing changes.
 pub async fn advance(
     pool: &DbPool,
     id: UploadId,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
     expires_at: NaiveDateTime,
+    parts: Vec<StoredPart>,
 ) -> Result<bool, AppError> {
     let (id, from, to, at) = (id.to_string(), db_size(from)?, db_size(to)?, now());
+    let part_rows = parts
+        .into_iter()
+        .map(|part| {
+            let index = i32::try_from(part.index)
+                .map_err(|_| AppError::internal("a part index past i32", part.index))?;
+            Ok((
+                upload_parts::upload_id.eq(id.clone()),
+                upload_parts::part_index.eq(index),
+                upload_parts::etag.eq(part.etag),
+            ))
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    let moved = diesel::update(
+        uploads::table
+            .find(&id)
+            .filter(uploads::complete.eq(false))
+            .filter(uploads::upload_offset.eq(from)),
+    )
+    .set((
+        uploads::upload_offset.eq(to),
+        uploads::expires_at.eq(Some(expires_at)),
+        uploads::updated_at.eq(at),
+    ));
+    let changed = with_conn!(pool, write, |conn| {
+        if part_rows.is_empty() {
+            moved.execute(conn).await
+        } else {
+            conn.transaction(async |conn| {
+                let changed = moved.execute(conn).await?;
+                // One statement per part: SQLite takes no multi-row insert from diesel.
+                for part in part_rows.iter().filter(|_| changed == 1) {
+                    diesel::insert_into(upload_parts::table)
+                        .values(part.clone())
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(changed)
+            })
+            .await
+        }
+    })
+    .map_err(db_error)?;
+    Ok(changed == 1)
+}
+
+/// Records the multipart upload an unfinished tus upload's parts go to; false when the row
+/// is gone, complete, or has one already (nothing changes then).
+pub async fn begin_multipart(
+    pool: &DbPool,
+    id: UploadId,
+    multipart_id: String,
+) -> Result<bool, AppError> {
+    let (id, at) = (id.to_string(), now());
     let changed = with_conn!(pool, write, |conn| {
         diesel::update(
             uploads::table
                 .find(&id)
                 .filter(uploads::complete.eq(false))
-                .filter(uploads::upload_offset.eq(from)),
+                .filter(uploads::multipart_id.is_null()),
         )
         .set((
-            uploads::upload_offset.eq(to),
-            uploads::expires_at.eq(Some(expires_at)),
+            uploads::multipart_id.eq(Some(&multipart_id)),
             uploads::updated_at.eq(at),
         ))
         .execute(conn)
@@ -260,6 +332,42 @@ pub async fn advance(
     })
     .map_err(db_error)?;
     Ok(changed == 1)
+}
+
+/// A tus upload's multipart upload and its recorded parts; 404 when the row is gone.
+pub async fn multipart(pool: &DbPool, id: UploadId) -> Result<Multipart, AppError> {
+    let id = id.to_string();
+    let (multipart_id, parts) = with_conn!(pool, read, |conn| {
+        let multipart_id = uploads::table
+            .find(&id)
+            .select(uploads::multipart_id)
+            .first::<Option<String>>(conn)
+            .await?;
+        let parts = upload_parts::table
+            .filter(upload_parts::upload_id.eq(&id))
+            .order(upload_parts::part_index.asc())
+            .select((upload_parts::part_index, upload_parts::etag))
+            .load::<(i32, String)>(conn)
+            .await?;
+        Ok::<_, diesel::result::Error>((multipart_id, parts))
+    })
+    .map_err(db_error)
+    .map_err(upload_not_found)?;
+    // Recorded in order, each with the offset covering it: a gap is a bug, not a state.
+    if parts
+        .iter()
+        .enumerate()
+        .any(|(n, (index, _))| *index as usize != n)
+    {
+        return Err(AppError::internal(
+            "reading a tus upload's parts",
+            format_args!("upload {id} has a gap in its recorded parts"),
+        ));
+    }
+    Ok(Multipart {
+        id: multipart_id,
+        parts: parts.into_iter().map(|(_, etag)| etag).collect(),
+    })
 }
 
 /// Marks an upload complete with its digest; it then appears under `/uploads`.

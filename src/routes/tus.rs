@@ -14,7 +14,6 @@ use actix_web::{mime, web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use utoipa::IntoParams;
 
 use super::uploads::{access_of, authorize, check_owner, declared_length, owner_of, parse_id};
-use crate::actors::upload::tus_needs_files;
 use crate::db::uploads::{FileInfo, Upload};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -41,12 +40,6 @@ pub async fn protocol(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let on_files = req
-        .app_data::<web::Data<Services>>()
-        .is_none_or(|services| services.store.dir().is_some());
-    if !on_files {
-        return Ok(req.error_response(tus_needs_files()));
-    }
     let overridden = match method_override(&req) {
         Ok(method) => method,
         Err(err) => {
@@ -163,7 +156,6 @@ struct PatchHeaders {
                 ("Tus-Max-Size" = u64, description = "`TROUPE_MAX_UPLOAD_BYTES`"),
                 ("Tus-Checksum-Algorithm" = String, description = "`sha1,sha256`"),
             )),
-        (status = 501, description = "`not_implemented`: tus on `s3://` storage (`TROUPE_STORAGE`)", body = ErrorBody),
     )
 )]
 pub async fn options(services: web::Data<Services>) -> HttpResponse {
@@ -242,7 +234,6 @@ fn expiry_header(res: &mut HttpResponseBuilder, upload: &Upload) {
         (status = 413, description = "`payload_too_large`: `Upload-Length` over `Tus-Max-Size`, or a body longer than `Upload-Length`", body = ErrorBody),
         (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; nothing appended", body = ErrorBody),
         (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
-        (status = 501, description = "`not_implemented`: tus on `s3://` storage (`TROUPE_STORAGE`)", body = ErrorBody),
         (status = 507, description = "`insufficient_storage`: the disk is full", body = ErrorBody),
     )
 )]
@@ -334,7 +325,6 @@ pub async fn create(
         (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`"),
         (status = 423, description = "`upload_locked`: another process's PATCH holds it"),
         (status = 503, description = "`overloaded` or `database_unavailable`"),
-        (status = 501, description = "`not_implemented`: tus on `s3://` storage (`TROUPE_STORAGE`)"),
     )
 )]
 pub async fn head(
@@ -395,7 +385,6 @@ pub async fn head(
         (status = 423, description = "`upload_locked`: another process's PATCH holds it", body = ErrorBody),
         (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; nothing appended", body = ErrorBody),
         (status = 503, description = "`overloaded`: too many upload bodies streaming, or the database; `database_unavailable`: the database, or this replica's lock connection (PostgreSQL), is down", body = ErrorBody),
-        (status = 501, description = "`not_implemented`: tus on `s3://` storage (`TROUPE_STORAGE`)", body = ErrorBody),
         (status = 507, description = "`insufficient_storage`: the disk is full", body = ErrorBody),
     )
 )]
@@ -459,7 +448,6 @@ async fn append(
         (status = 412, description = "`unsupported_tus_version`: no `Tus-Resumable: 1.0.0`", body = ErrorBody),
         (status = 423, description = "`upload_locked`: another process's PATCH holds it", body = ErrorBody),
         (status = 503, description = "`overloaded` or `database_unavailable`", body = ErrorBody),
-        (status = 501, description = "`not_implemented`: tus on `s3://` storage (`TROUPE_STORAGE`)", body = ErrorBody),
     )
 )]
 pub async fn terminate(

@@ -178,6 +178,164 @@ impl Bucket {
     }
 }
 
+/// The multipart and tail operations of tus uploads (`upload::tus_object` holds one
+/// PATCH's bytes between them). Upload `id`'s bytes go to parts of the multipart upload of
+/// its object; the bytes past its last full part are kept aside in a tail object named by
+/// where it starts, `{prefix}/tus/{id}/{start}`, until more bytes come or the upload ends.
+impl Bucket {
+    fn tails_of(&self, id: &UploadId) -> Path {
+        self.object("tus").join(id.to_string())
+    }
+
+    fn tail(&self, id: &UploadId, start: u64) -> Path {
+        self.tails_of(id).join(start.to_string())
+    }
+
+    /// Begins the multipart upload of upload `id`'s object; answers its id.
+    pub async fn create_multipart(&self, id: &UploadId) -> Result<String, AppError> {
+        self.store
+            .create_multipart(&self.object(&id.to_string()))
+            .await
+            .map_err(|e| unavailable("starting a multipart upload", e))
+    }
+
+    /// Sends part `index` (0-based) of upload `id`'s multipart upload; answers its ETag.
+    /// Sending an index again replaces the part.
+    pub async fn put_part(
+        &self,
+        id: &UploadId,
+        multipart: &str,
+        index: usize,
+        part: Vec<Bytes>,
+    ) -> Result<String, AppError> {
+        let payload: PutPayload = part.into_iter().collect();
+        self.store
+            .put_part(
+                &self.object(&id.to_string()),
+                &multipart.to_owned(),
+                index,
+                payload,
+            )
+            .await
+            .map(|part| part.content_id)
+            .map_err(|e| unavailable("sending a part of an upload", e))
+    }
+
+    /// Makes upload `id`'s object from the parts `etags` of its multipart upload. One
+    /// completed before (a crash between this and the row) is found in place and fine.
+    pub async fn complete_multipart(
+        &self,
+        id: &UploadId,
+        multipart: &str,
+        etags: Vec<String>,
+    ) -> Result<(), AppError> {
+        let path = self.object(&id.to_string());
+        let parts = etags
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        match self
+            .store
+            .complete_multipart(&path, &multipart.to_owned(), parts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.stat(id).await.is_ok() => Ok(()),
+            Err(err) => Err(unavailable("completing a multipart upload", err)),
+        }
+    }
+
+    /// Aborts upload `id`'s multipart upload (its parts deleted); one already gone is fine.
+    pub async fn abort_multipart(&self, id: &UploadId, multipart: &str) -> Result<(), AppError> {
+        match self
+            .store
+            .abort_multipart(&self.object(&id.to_string()), &multipart.to_owned())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(unavailable("aborting a multipart upload", err)),
+        }
+    }
+
+    /// Stores `bytes` as upload `id`'s whole object (an upload that never needed a part).
+    pub async fn put_object(&self, id: &UploadId, bytes: Vec<Bytes>) -> Result<(), AppError> {
+        let payload: PutPayload = bytes.into_iter().collect();
+        self.store
+            .put(&self.object(&id.to_string()), payload)
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("storing an upload's object", e))
+    }
+
+    /// Stores `bytes` as upload `id`'s tail starting at byte `start`.
+    pub async fn put_tail(
+        &self,
+        id: &UploadId,
+        start: u64,
+        bytes: Vec<Bytes>,
+    ) -> Result<(), AppError> {
+        let payload: PutPayload = bytes.into_iter().collect();
+        self.store
+            .put(&self.tail(id, start), payload)
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("storing an upload's tail", e))
+    }
+
+    /// The first `len` bytes of upload `id`'s tail starting at `start`. One that is missing
+    /// or shorter (removed by hand) is a 500: the recorded offset counts those bytes.
+    pub async fn read_tail(&self, id: &UploadId, start: u64, len: u64) -> Result<Bytes, AppError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(0..len)),
+            ..GetOptions::default()
+        };
+        let got = match self.store.get_opts(&self.tail(id, start), options).await {
+            Ok(got) => got,
+            Err(err @ object_store::Error::NotFound { .. }) => {
+                return Err(AppError::internal("reading an upload's tail", err))
+            }
+            Err(err) => return Err(unavailable("reading an upload's tail", err)),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| unavailable("reading an upload's tail", e))?;
+        if (bytes.len() as u64) < len {
+            return Err(AppError::internal(
+                "reading an upload's tail",
+                format_args!("upload {id}: {} bytes of {len} recorded", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes upload `id`'s tail starting at `start`; one already gone is fine.
+    pub async fn remove_tail(&self, id: &UploadId, start: u64) -> Result<(), AppError> {
+        match self.store.delete(&self.tail(id, start)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(unavailable("removing an upload's tail", err)),
+        }
+    }
+
+    /// Removes every tail of upload `id` (a crash can leave an old one behind).
+    pub async fn remove_tails(&self, id: &UploadId) -> Result<(), AppError> {
+        let tails: Vec<_> = self
+            .store
+            .list(Some(&self.tails_of(id)))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|e| unavailable("listing an upload's tails", e))?;
+        for tail in tails {
+            match self.store.delete(&tail).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(unavailable("removing an upload's tail", err)),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// 404 for an object that is gone (its row says it should be there: logged), else 503.
 fn missing_or_unavailable(id: &UploadId, what: &'static str, err: object_store::Error) -> AppError {
     match err {
@@ -192,6 +350,30 @@ fn missing_or_unavailable(id: &UploadId, what: &'static str, err: object_store::
 /// The store failed `what`: 503 `storage_unavailable`, the cause for the log.
 fn unavailable(what: &'static str, err: object_store::Error) -> AppError {
     AppError::storage_unavailable(what, err)
+}
+
+/// The first [`PART_BYTES`] of `pending` (`pending_len` bytes, at least a part), taken out
+/// of it; a chunk across the boundary is split without copying.
+pub(crate) fn split_part(pending: &mut Vec<Bytes>, pending_len: &mut usize) -> Vec<Bytes> {
+    let mut part = Vec::new();
+    let mut room = PART_BYTES;
+    let mut rest = std::mem::take(pending).into_iter();
+    for mut chunk in rest.by_ref() {
+        if chunk.len() <= room {
+            room -= chunk.len();
+            part.push(chunk);
+        } else {
+            part.push(chunk.split_to(room));
+            room = 0;
+            pending.push(chunk);
+        }
+        if room == 0 {
+            break;
+        }
+    }
+    pending.extend(rest);
+    *pending_len -= PART_BYTES - room;
+    part
 }
 
 /// One upload being written to the bucket: the bytes not yet sent (less than a part), and,
@@ -248,28 +430,8 @@ impl ObjectWrite {
         Ok(self.written)
     }
 
-    /// The first [`PART_BYTES`] of what is pending (a chunk across the boundary is split
-    /// without copying).
     fn take_part(&mut self) -> Vec<Bytes> {
-        let mut part = Vec::new();
-        let mut room = PART_BYTES;
-        let mut rest = std::mem::take(&mut self.pending).into_iter();
-        for mut chunk in rest.by_ref() {
-            if chunk.len() <= room {
-                room -= chunk.len();
-                part.push(chunk);
-            } else {
-                part.push(chunk.split_to(room));
-                room = 0;
-                self.pending.push(chunk);
-            }
-            if room == 0 {
-                break;
-            }
-        }
-        self.pending.extend(rest);
-        self.pending_len -= PART_BYTES;
-        part
+        split_part(&mut self.pending, &mut self.pending_len)
     }
 
     async fn send_part(&mut self, part: Vec<Bytes>) -> Result<(), AppError> {

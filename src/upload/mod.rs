@@ -12,6 +12,7 @@ pub mod handover;
 pub mod storage;
 pub mod store;
 pub mod tus;
+pub mod tus_object;
 
 pub use bucket::Bucket;
 pub use storage::Storage;

@@ -29,5 +29,6 @@ mod supervision;
 mod tus;
 mod tus_js;
 mod tus_replicas;
+mod tus_s3;
 mod uploads;
 mod users;

@@ -340,19 +340,6 @@ async fn assert_no_stray_rows(app: &TestApp, ids: &[&str]) {
     assert_eq!(listed, ids, "{list}");
 }
 
-async fn tus_on_s3_storage_is_refused_as_not_implemented(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    let Some(app) = app_on(&moto, backend, &[]).await else {
-        return;
-    };
-    let (status, _, body) = app.tus_create(10, &[]).await;
-    assert_eq!(status, 501, "{body}");
-    assert_eq!(body["error"]["code"], "not_implemented");
-    moto.assert_left_only(&[]).await;
-}
-
 both_backends! {
     form_upload => form_uploads_are_objects_read_back_identical,
     ranges_and_conditions => ranges_and_conditions_answer_as_for_a_file,
@@ -361,5 +348,4 @@ both_backends! {
     client_gone => a_client_gone_mid_body_leaves_no_object,
     body_stalls => a_body_that_stalls_leaves_no_object,
     store_down => a_store_that_is_down_is_503_storage_unavailable_until_it_is_back,
-    tus_refused => tus_on_s3_storage_is_refused_as_not_implemented,
 }

@@ -12,14 +12,15 @@
 //! parts go to the bucket as they fill, and the object exists once the session finishes
 //! (`upload::bucket`).
 //!
-//! tus uploads keep their offset in the database and their bytes in `tus/{id}`; their
-//! lifecycle is [`tus`]'s. They need `file://` storage.
+//! tus uploads keep their offset in the database and their bytes in `tus/{id}`, or on
+//! `s3://` storage in the parts of a multipart upload and a tail (`objects`); their
+//! lifecycle is [`tus`]'s.
 
+mod objects;
 pub mod session;
 pub mod tus;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +45,8 @@ use crate::metrics::{Admissions, Metrics, TUS_COMPLETED, TUS_CREATED, TUS_EXPIRE
 use crate::upload::bucket::SharedObject;
 use crate::upload::digests::{DigestCache, DIGEST_CACHE_CAPACITY};
 use crate::upload::file::{self, OpenFile, SharedFile};
-use crate::upload::{Bucket, Storage, Store};
+use crate::upload::tus_object::TusObject;
+use crate::upload::{Storage, Store};
 pub use session::{SessionGuard, UploadSession};
 pub use tus::{PatchStart, SessionEnd, CHECKPOINT_BYTES, HANDOVER_WAIT};
 
@@ -78,20 +80,12 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// The upload directory, which tus needs; with `s3://` storage tus is not offered
-    /// (501: the routes refuse it before it gets here).
+    /// The upload directory, on `file://` storage.
     fn dir(&self) -> Result<&Store, AppError> {
-        self.store.dir().ok_or_else(tus_needs_files)
+        self.store.dir().ok_or_else(|| {
+            AppError::internal("an upload's file", "the uploads are stored in a bucket")
+        })
     }
-}
-
-/// 501 for tus on `s3://` storage.
-pub fn tus_needs_files() -> AppError {
-    AppError::NotImplemented(
-        "tus uploads need TROUPE_STORAGE=file://DIR; this server stores uploads in an S3 \
-         bucket (use POST /upload)"
-            .into(),
-    )
 }
 
 /// The tus uploads created, completed and expired, for `/metrics`; no-op by default.
@@ -153,7 +147,17 @@ enum Target {
         id: UploadId,
         checkpoint_every: Option<u64>,
     },
+    /// A tus PATCH appending to an upload's object (`s3://` storage); with `checkpoint`,
+    /// every part is recorded with its offset as it goes.
+    TusObject {
+        id: UploadId,
+        object: SharedTusObject,
+        checkpoint: bool,
+    },
 }
+
+/// A tus PATCH's object, opened by its start and taken by its end.
+pub type SharedTusObject = Arc<tokio::sync::Mutex<Option<TusObject>>>;
 
 impl UploadActor {
     /// An actor over `store`, recording metadata through `db` and digesting on `cpu`; its
@@ -235,48 +239,29 @@ impl Supervised for UploadActor {
     }
 }
 
-/// Writes an upload's row; when that fails, removes the object already in `bucket`, so that
-/// no object is left without its row.
-async fn insert_row_or_remove_object(
-    deps: &Deps,
-    bucket: &Bucket,
-    row: Upload,
-) -> Result<Upload, AppError> {
+/// Writes an upload's row; when that fails, removes what is already stored for it (its
+/// file or tus file, or its object), so that nothing stored is left without its row.
+async fn insert_row_or_remove(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
     let id = row.id;
     let inserted = deps.db.create_upload(row).await;
     if inserted.is_err() {
-        if let Err(err) = bucket.remove(&id).await {
+        let removed = match &deps.store {
+            Storage::Bucket(bucket) => bucket.remove(&id).await,
+            Storage::Dir(store) => {
+                let (stored, tus) = (store.file_path(&id), store.tus_path(&id));
+                blocking("removing a file whose row failed", move || {
+                    file::remove_quietly(&stored)?;
+                    file::remove_quietly(&tus)
+                })
+                .await
+            }
+        };
+        if let Err(err) = removed {
             log::warn!(
-                "upload {id}: its row failed and its object stays: {}",
+                "upload {id}: its row failed and its bytes stay: {}",
                 err.cause()
             );
         }
-    }
-    inserted
-}
-
-/// Removes a complete upload stored as an object: the object first, then the row, so that
-/// a failure at either step leaves a `DELETE` that can be retried (a row whose object is
-/// gone reads as 404 content until then).
-async fn remove_object(deps: &Deps, bucket: &Bucket, id: UploadId) -> Result<(), AppError> {
-    let row = deps.db.upload(id).await?;
-    if !row.complete {
-        return Err(AppError::no_upload());
-    }
-    bucket.remove(&id).await?;
-    deps.db.delete_upload(id).await?;
-    Ok(())
-}
-
-/// Writes an upload's row; when that fails, removes the file already on disk at `path`, so
-/// that no file is left without its row.
-async fn insert_row_or_remove(deps: &Deps, row: Upload, path: PathBuf) -> Result<Upload, AppError> {
-    let inserted = deps.db.create_upload(row).await;
-    if inserted.is_err() {
-        let _ = blocking("removing a file whose row failed", move || {
-            file::remove_quietly(&path)
-        })
-        .await;
     }
     inserted
 }
@@ -448,6 +433,16 @@ impl Handler<WriteChunk> for UploadActor {
                         checkpoint_every, ..
                     } => *checkpoint_every,
                     Target::Fresh { .. } => None,
+                    Target::TusObject {
+                        id,
+                        object,
+                        checkpoint,
+                    } => {
+                        let written =
+                            objects::write(&deps, *id, object, msg.chunks, *checkpoint).await;
+                        drop(shared);
+                        return written;
+                    }
                     Target::Object { write } => {
                         // Held across the part's upload: the session's end waits for it.
                         let written = write.lock().await.append(msg.chunks).await;
@@ -492,16 +487,15 @@ impl Handler<FinishFile> for UploadActor {
                         file: shared,
                         target: Target::Object { write },
                     }) => {
-                        let bucket = deps.store.bucket().ok_or_else(no_session)?;
                         write.lock().await.complete().await?;
-                        let stored = insert_row_or_remove_object(&deps, bucket, msg.row).await;
+                        let stored = insert_row_or_remove(&deps, msg.row).await;
                         drop(shared);
                         return stored;
                     }
                     _ => return Err(no_session()),
                 };
                 let store = deps.dir()?.clone();
-                let (temp, stored) = (store.temp_path(&id), store.file_path(&id));
+                let temp = store.temp_path(&id);
                 blocking("putting an upload in place", move || {
                     let mut open = file::lock(&shared)?;
                     let result =
@@ -512,7 +506,7 @@ impl Handler<FinishFile> for UploadActor {
                     result
                 })
                 .await?;
-                insert_row_or_remove(&deps, msg.row, stored).await
+                insert_row_or_remove(&deps, msg.row).await
             }
         })
     }
@@ -532,13 +526,30 @@ impl Handler<BeginPatch> for UploadActor {
     type Result = ResponseFuture<Result<PatchStart, AppError>>;
     fn handle(&mut self, msg: BeginPatch, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
-            let target = Target::Tus {
-                id: msg.id,
-                checkpoint_every: msg.checkpoint_every,
+            let (target, object) = match &this.deps.store {
+                Storage::Dir(_) => {
+                    let target = Target::Tus {
+                        id: msg.id,
+                        checkpoint_every: msg.checkpoint_every,
+                    };
+                    (target, None)
+                }
+                Storage::Bucket(_) => {
+                    let object = SharedTusObject::default();
+                    let target = Target::TusObject {
+                        id: msg.id,
+                        object: object.clone(),
+                        checkpoint: msg.checkpoint_every.is_some(),
+                    };
+                    (target, Some(object))
+                }
             };
             let file = this.open_session(msg.session, target);
             let deps = this.deps.clone();
-            async move { tus::begin_patch(&deps, msg.id, msg.access.as_ref(), file).await }
+            async move {
+                let access = msg.access.as_ref();
+                tus::begin_patch(&deps, msg.id, access, file, object.as_ref()).await
+            }
         })
     }
 }
@@ -581,6 +592,10 @@ impl Handler<EndSession> for UploadActor {
                         file: shared,
                         target: Target::Tus { id, .. },
                     }) => tus::end_patch(&deps, id, shared, msg.keep).await,
+                    Some(Session {
+                        file: shared,
+                        target: Target::TusObject { id, object, .. },
+                    }) => objects::end_patch(&deps, id, shared, object, msg.keep).await,
                 }
             }
         })
@@ -637,12 +652,7 @@ impl Handler<RemoveUpload> for UploadActor {
     fn handle(&mut self, msg: RemoveUpload, ctx: &mut Self::Context) -> Self::Result {
         respond(self, ctx, |this| {
             let deps = this.deps.clone();
-            async move {
-                match deps.store.bucket() {
-                    Some(bucket) => remove_object(&deps, bucket, msg.id).await,
-                    None => tus::remove(&deps, msg.id, msg.tus, false).await.map(drop),
-                }
-            }
+            async move { tus::remove(&deps, msg.id, msg.tus, false).await.map(drop) }
         })
     }
 }

@@ -27,13 +27,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{blocking, insert_row_or_remove, Deps, STEP_TIMEOUT};
+use super::{blocking, insert_row_or_remove, Deps, SharedTusObject, STEP_TIMEOUT};
 use crate::actors::cpu::DigestFile;
 use crate::auth::{may_use, Access};
 use chrono::NaiveDateTime;
 
+use super::objects;
 use crate::db::locks::Lease;
-use crate::db::uploads::{expires_at, Upload};
+use crate::db::uploads::{expires_at, StoredPart, Upload};
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -41,6 +42,7 @@ use crate::time::now;
 use crate::upload::file::{self, SharedFile};
 use crate::upload::handover::Hold;
 pub use crate::upload::handover::HANDOVER_WAIT;
+use crate::upload::tus_object::TusObject;
 
 /// How often a long PATCH records its offset (fsync, then the database), so a crash mid-way
 /// keeps what was written up to the last checkpoint.
@@ -66,14 +68,16 @@ pub struct SessionEnd {
 
 /// Creates a tus upload: its empty file, then its row; an empty upload is complete at once.
 pub async fn create(deps: &Deps, row: Upload) -> Result<Upload, AppError> {
+    if let Some(bucket) = deps.store.bucket() {
+        return objects::create(deps, bucket, row).await;
+    }
     let id = row.id;
     let path = deps.dir()?.tus_path(&id);
-    let created = path.clone();
     blocking("creating a tus file", move || {
-        file::create_new(&created).map(drop)
+        file::create_new(&path).map(drop)
     })
     .await?;
-    let row = insert_row_or_remove(deps, row, path).await?;
+    let row = insert_row_or_remove(deps, row).await?;
     deps.tus.created.increment(1);
     if row.size == 0 {
         return finish(deps, id, None).await;
@@ -92,9 +96,10 @@ pub struct PatchStart {
 }
 
 /// An unfinished tus upload's file, as a try at its lock found it.
-enum TusLock {
-    /// Locked by this caller until the file and the lease are dropped.
-    Held(File, Lease),
+pub(super) enum TusLock {
+    /// Locked by this caller until the file (none on `s3://` storage) and the lease are
+    /// dropped.
+    Held(Option<File>, Lease),
     /// Another writer (in this process or another) holds it.
     Busy,
     /// No file: finished and moved into place, or removed.
@@ -102,16 +107,20 @@ enum TusLock {
 }
 
 /// Tries to lock upload `id`: its lease (`db::locks`: on PostgreSQL, across replicas), then
-/// its tus file, on a blocking thread. With `hand_over`, a PATCH holding the lease (here or
-/// on another replica) is asked to hand it over first.
-async fn lock(deps: &Deps, id: &UploadId, hand_over: bool) -> Result<TusLock, AppError> {
+/// its tus file, on a blocking thread (an object has no lock of its own: the lease is all).
+/// With `hand_over`, a PATCH holding the lease (here or on another replica) is asked to hand
+/// it over first.
+pub(super) async fn lock(deps: &Deps, id: &UploadId, hand_over: bool) -> Result<TusLock, AppError> {
     let Some(lease) = deps.locks.take(*id, hand_over).await? else {
         return Ok(TusLock::Busy);
     };
-    let path = deps.dir()?.tus_path(id);
+    let Some(store) = deps.store.dir() else {
+        return Ok(TusLock::Held(None, lease));
+    };
+    let path = store.tus_path(id);
     blocking("locking a tus file", move || {
         match file::open_locked(&path) {
-            Ok(Some(file)) => Ok(TusLock::Held(file, lease)),
+            Ok(Some(file)) => Ok(TusLock::Held(Some(file), lease)),
             Ok(None) => Ok(TusLock::Busy),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TusLock::Gone),
             Err(e) => Err(e),
@@ -123,7 +132,7 @@ async fn lock(deps: &Deps, id: &UploadId, hand_over: bool) -> Result<TusLock, Ap
 /// A locked tus file and its holder's registration, in the order they must go: the file
 /// (its lock) first, then the hold (which tells the waiters).
 struct Locked {
-    file: File,
+    file: Option<File>,
     hold: Hold,
 }
 
@@ -141,6 +150,7 @@ pub async fn begin_patch(
     id: UploadId,
     access: Option<&Access>,
     shared: SharedFile,
+    object: Option<&SharedTusObject>,
 ) -> Result<PatchStart, AppError> {
     let unlocked = |row| PatchStart { row, stop: None };
     let row = deps.db.upload(id).await?;
@@ -173,16 +183,34 @@ pub async fn begin_patch(
         0 => Some(Box::new(Hasher::new(Algorithm::Sha256))),
         _ => deps.digests.take(&id, offset),
     };
+    if let (Some(bucket), Some(object)) = (deps.store.bucket(), object) {
+        // The hold goes with the session's (empty) file, as a file's does.
+        let mut opened = TusObject::open(bucket, id, deps.db.multipart(id).await?, offset, size)
+            .await
+            .inspect_err(|_| deps.digests.forget(&id))?;
+        opened.digest = digest;
+        *object.lock().await = Some(opened);
+        file::lock(&shared)
+            .map_err(|e| AppError::storage("an upload session", &e))?
+            .hold = Some(handle.hold);
+        return Ok(PatchStart {
+            row,
+            stop: Some(stop),
+        });
+    }
     blocking("opening a tus file", move || {
         let mut handle = handle;
-        file::rewind(&mut handle.file, offset)?;
+        let mut file = handle
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("a tus upload without its file"))?;
+        file::rewind(&mut file, offset)?;
         let mut open = file::lock(&shared)?;
-        let Locked { file, hold } = handle;
         open.base = offset;
         open.durable = offset;
         open.size = size;
         open.file = Some(file);
-        open.hold = Some(hold);
+        open.hold = Some(handle.hold);
         open.digest = digest;
         Ok(())
     })
@@ -198,12 +226,21 @@ pub async fn begin_patch(
 /// Answers the expiry recorded. Bytes already fsynced are worth waiting for: a database
 /// too busy to take the update right now (many PATCHes ending at once: a load balancer
 /// dropping its connections) is asked again, for up to [`ADVANCE_PATIENCE`].
-async fn advance(deps: &Deps, id: UploadId, from: u64, to: u64) -> Result<NaiveDateTime, AppError> {
+pub(super) async fn advance(
+    deps: &Deps,
+    id: UploadId,
+    (from, to): (u64, u64),
+    parts: Vec<StoredPart>,
+) -> Result<NaiveDateTime, AppError> {
     let until = expires_at(now(), deps.tus_expiry);
     let started = std::time::Instant::now();
     let mut backoff = Duration::from_millis(10);
     let advanced = loop {
-        match deps.db.advance_upload(id, from, to, until).await {
+        match deps
+            .db
+            .advance_upload(id, (from, to), until, parts.clone())
+            .await
+        {
             Err(AppError::Overloaded(_)) if started.elapsed() < ADVANCE_PATIENCE => {
                 actix_web::rt::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -227,7 +264,7 @@ pub async fn checkpoint(
     shared: &SharedFile,
     (from, to): (u64, u64),
 ) -> Result<(), AppError> {
-    let until = advance(deps, id, from, to).await?;
+    let until = advance(deps, id, (from, to), Vec::new()).await?;
     let mut open = file::lock(shared).map_err(|e| AppError::storage("an upload session", &e))?;
     if to > open.durable {
         open.durable = to;
@@ -277,7 +314,7 @@ pub async fn end_patch(
             expires_at: checkpointed,
         });
     }
-    let until = match advance(deps, id, durable, end).await {
+    let until = match advance(deps, id, (durable, end), Vec::new()).await {
         Ok(until) => until,
         Err(err) => {
             // When the client went away mid-batch, that batch's checkpoint may have
@@ -286,7 +323,7 @@ pub async fn end_patch(
             if !(durable < recorded && recorded < end) {
                 return Err(err);
             }
-            advance(deps, id, recorded, end).await?
+            advance(deps, id, (recorded, end), Vec::new()).await?
         }
     };
     let completed = if end == size {
@@ -309,8 +346,15 @@ pub async fn end_patch(
 /// A whole tus upload: digest it (unless its PATCHes hashed it as it was written: `digest`),
 /// move it into place, mark it complete. After a crash the file may already be in place
 /// (moved, not yet marked): it is digested there.
-async fn finish(deps: &Deps, id: UploadId, digest: Option<Vec<u8>>) -> Result<Upload, AppError> {
+pub(super) async fn finish(
+    deps: &Deps,
+    id: UploadId,
+    digest: Option<Vec<u8>>,
+) -> Result<Upload, AppError> {
     deps.digests.forget(&id);
+    if let Some(bucket) = deps.store.bucket() {
+        return objects::finish(deps, bucket, id, digest).await;
+    }
     let tus_path = deps.dir()?.tus_path(&id);
     let probe = tus_path.clone();
     let moved = !blocking("finding a tus file", move || probe.try_exists()).await?;
@@ -376,6 +420,11 @@ pub async fn remove(
             return Ok(false);
         }
     }
+    if let Some(bucket) = deps.store.bucket() {
+        objects::remove(deps, bucket, id, row.complete).await?;
+        drop(held);
+        return Ok(true);
+    }
     deps.db.delete_upload(id).await?;
     deps.digests.forget(&id);
     let (file_path, tus_path) = (deps.dir()?.file_path(&id), deps.dir()?.tus_path(&id));
@@ -412,10 +461,6 @@ async fn finish_whole(deps: &Deps) -> Result<(), AppError> {
 
 /// Finishes whole uploads, then removes expired ones; answers how many were removed.
 pub async fn sweep(deps: &Deps) -> Result<usize, AppError> {
-    // No tus uploads without a directory (`s3://` storage): nothing to sweep.
-    if deps.store.dir().is_none() {
-        return Ok(0);
-    }
     if let Err(err) = finish_whole(deps).await {
         log::warn!("finishing whole uploads failed: {}", err.cause());
     }

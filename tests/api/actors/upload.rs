@@ -470,6 +470,7 @@ async fn upload_actor_finishes_uploads_a_crash_left_whole_but_unfinished() {
             from: 0,
             to: 5,
             expires_at: now() - chrono::Duration::hours(1),
+            parts: Vec::new(),
         };
         assert!(ask(&rig.db, advance, T).await.unwrap());
 

@@ -1,0 +1,2 @@
+DROP TABLE upload_parts;
+ALTER TABLE uploads DROP COLUMN multipart_id;
