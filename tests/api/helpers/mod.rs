@@ -40,7 +40,11 @@ pub use raw_http::{
 };
 pub use replicas::{free_port, Replicas, Storage};
 pub use requests::Reply;
-pub use s3::Moto;
+#[allow(
+    unused_imports,
+    reason = "Moto: the name cases written against moto alone use"
+)]
+pub use s3::{Moto, S3Kind, S3Server};
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
