@@ -1,20 +1,23 @@
 //! Uploads on S3-compatible object storage (`TROUPE_STORAGE=s3://BUCKET/PREFIX`) against a
-//! real S3 server (moto), on both databases: what a client sees is what it sees with files,
-//! and the bucket, read through the S3 API, holds exactly the complete uploads.
+//! real S3 server: moto on both databases, and once more (on SQLite) SeaweedFS, a real
+//! distributed store that checks every request's signature, where moto checks none. What a
+//! client sees is what it sees with files, and the bucket, read through the S3 API, holds
+//! exactly the complete uploads.
 
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 
-use crate::both_backends;
+use crate::on_each_store;
+
 use crate::helpers::{
-    content_type, framing, header, sha256_hex, spawn_app, spawn_app_with, Backend, Moto, Noise,
-    TestApp,
+    content_type, framing, header, sha256_hex, spawn_app, spawn_app_with, Backend, Noise, S3Kind,
+    S3Server, TestApp,
 };
 
-/// troupe on `backend` storing into `moto`'s bucket, with `extra` settings.
-async fn app_on(moto: &Moto, backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
-    let vars = moto.vars();
+/// troupe on `backend` storing into `store`'s bucket, with `extra` settings.
+async fn app_on(store: &S3Server, backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
+    let vars = store.vars();
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
     spawn_app_with(backend, &all).await
@@ -26,11 +29,11 @@ async fn assert_no_uploads_listed(app: &TestApp) {
     assert_eq!(body["uploads"].as_array().unwrap().len(), 0, "{body}");
 }
 
-async fn form_uploads_are_objects_read_back_identical(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn form_uploads_are_objects_read_back_identical(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&moto, backend, &[]).await else {
+    let Some(app) = app_on(&store, backend, &[]).await else {
         return;
     };
     // Three parts and a tail; exactly one part (one PUT); small; empty.
@@ -46,8 +49,8 @@ async fn form_uploads_are_objects_read_back_identical(backend: Backend) {
         let id = body["id"].as_str().unwrap().to_owned();
 
         // In the bucket under the prefix, byte for byte, read through S3 itself.
-        let key = Moto::key_of(&id);
-        assert_eq!(moto.object(&key).await.as_deref(), Some(data), "{key}");
+        let key = S3Server::key_of(&id);
+        assert_eq!(store.object(&key).await.as_deref(), Some(data), "{key}");
         kept.push(key);
 
         let (status, headers, content) = app.get_content(&id, None).await;
@@ -62,17 +65,17 @@ async fn form_uploads_are_objects_read_back_identical(backend: Backend) {
         assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
     }
     // Nothing else: no stray object, no multipart upload left open.
-    moto.assert_left_only(&kept).await;
+    store.assert_left_only(&kept).await;
     let (_, _, list) = app.list_uploads("").await;
     assert_eq!(list["uploads"].as_array().unwrap().len(), 4, "{list}");
 }
 
 /// The same requests on content stored as a file and as an object get the same answers.
-async fn ranges_and_conditions_answer_as_for_a_file(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn ranges_and_conditions_answer_as_for_a_file(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(on_s3) = app_on(&moto, backend, &[]).await else {
+    let Some(on_s3) = app_on(&store, backend, &[]).await else {
         return;
     };
     let Some(on_files) = spawn_app(backend).await else {
@@ -168,22 +171,22 @@ async fn ranges_and_conditions_answer_as_for_a_file(backend: Backend) {
     );
 }
 
-async fn delete_removes_the_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn delete_removes_the_object(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&moto, backend, &[]).await else {
+    let Some(app) = app_on(&store, backend, &[]).await else {
         return;
     };
     let data = Noise::new(8).chunk(9 << 20);
     let (status, _, body) = app.post_upload("gone.bin", &data).await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
-    assert_eq!(moto.objects().await, [Moto::key_of(&id)]);
+    assert_eq!(store.objects().await, [S3Server::key_of(&id)]);
 
     let (status, _, body) = app.delete_upload(&id).await;
     assert_eq!(status, 204, "{body}");
-    assert!(moto.objects().await.is_empty(), "the object stayed");
+    assert!(store.objects().await.is_empty(), "the object stayed");
     let (status, _, _) = app.get_content(&id, None).await;
     assert_eq!(status, 404);
     let (status, _, _) = app.delete_upload(&id).await;
@@ -191,12 +194,12 @@ async fn delete_removes_the_object(backend: Backend) {
     assert_no_uploads_listed(&app).await;
 }
 
-async fn an_upload_over_the_limit_leaves_no_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn an_upload_over_the_limit_leaves_no_object(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
     let limit = (10u64 << 20).to_string();
-    let Some(app) = app_on(&moto, backend, &[("TROUPE_MAX_UPLOAD_BYTES", &limit)]).await else {
+    let Some(app) = app_on(&store, backend, &[("TROUPE_MAX_UPLOAD_BYTES", &limit)]).await else {
         return;
     };
     // One byte over, read to its end: a part went out before the limit was crossed, so a
@@ -205,7 +208,7 @@ async fn an_upload_over_the_limit_leaves_no_object(backend: Backend) {
     let (status, _, body) = app.post_upload("big.bin", &data).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
-    moto.assert_left_only(&[]).await;
+    store.assert_left_only(&[]).await;
     assert_no_uploads_listed(&app).await;
 }
 
@@ -213,7 +216,7 @@ async fn an_upload_over_the_limit_leaves_no_object(backend: Backend) {
 /// file, and waits until troupe has begun a multipart upload; answers the open socket.
 async fn upload_until_a_part_went_out(
     app: &TestApp,
-    moto: &Moto,
+    store: &S3Server,
     len: usize,
     sent: usize,
 ) -> tokio::net::TcpStream {
@@ -232,36 +235,36 @@ async fn upload_until_a_part_went_out(
     }
     stream.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while moto.unfinished_multipart_uploads().await.is_empty() {
+    while store.unfinished_multipart_uploads().await.is_empty() {
         assert!(Instant::now() < deadline, "no part was ever sent");
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     stream
 }
 
-async fn a_client_gone_mid_body_leaves_no_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn a_client_gone_mid_body_leaves_no_object(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&moto, backend, &[]).await else {
+    let Some(app) = app_on(&store, backend, &[]).await else {
         return;
     };
-    let stream = upload_until_a_part_went_out(&app, &moto, 30 << 20, 12 << 20).await;
+    let stream = upload_until_a_part_went_out(&app, &store, 30 << 20, 12 << 20).await;
     drop(stream);
-    moto.assert_left_only(&[]).await;
+    store.assert_left_only(&[]).await;
     assert_no_uploads_listed(&app).await;
     let (status, _, body) = app.post_upload("after.txt", b"still here").await;
     assert_eq!(status, 201, "{body}");
 }
 
-async fn a_body_that_stalls_leaves_no_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn a_body_that_stalls_leaves_no_object(backend: Backend, kind: S3Kind) {
+    let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&moto, backend, &[("TROUPE_BODY_TIMEOUT_MS", "500")]).await else {
+    let Some(app) = app_on(&store, backend, &[("TROUPE_BODY_TIMEOUT_MS", "500")]).await else {
         return;
     };
-    let mut stream = upload_until_a_part_went_out(&app, &moto, 30 << 20, 12 << 20).await;
+    let mut stream = upload_until_a_part_went_out(&app, &store, 30 << 20, 12 << 20).await;
     // Silent past the body timeout: troupe answers 408 and aborts what it began.
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
@@ -279,15 +282,18 @@ async fn a_body_that_stalls_leaves_no_object(backend: Backend) {
     assert!(read.is_ok(), "no answer to a stalled body");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    moto.assert_left_only(&[]).await;
+    store.assert_left_only(&[]).await;
     assert_no_uploads_listed(&app).await;
 }
 
-async fn a_store_that_is_down_is_503_storage_unavailable_until_it_is_back(backend: Backend) {
-    let Some(mut moto) = Moto::start().await else {
+async fn a_store_that_is_down_is_503_storage_unavailable_until_it_is_back(
+    backend: Backend,
+    kind: S3Kind,
+) {
+    let Some(mut store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&moto, backend, &[]).await else {
+    let Some(app) = app_on(&store, backend, &[]).await else {
         return;
     };
     let (status, _, body) = app.post_upload("before.txt", b"kept").await;
@@ -298,7 +304,7 @@ async fn a_store_that_is_down_is_503_storage_unavailable_until_it_is_back(backen
     assert_eq!(body["components"]["storage"]["state"], "up");
     assert_eq!(body["components"]["storage"]["backend"], "s3");
 
-    moto.kill();
+    store.kill();
     let (status, headers, body) = app.post_upload("during.txt", b"refused").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "storage_unavailable");
@@ -317,7 +323,7 @@ async fn a_store_that_is_down_is_503_storage_unavailable_until_it_is_back(backen
     assert_eq!(header(&headers, "retry-after"), "1");
     assert_no_stray_rows(&app, &[&before]).await;
 
-    moto.restart().await;
+    store.restart().await;
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = app.post_upload("after.txt", b"back").await;
@@ -340,7 +346,7 @@ async fn assert_no_stray_rows(app: &TestApp, ids: &[&str]) {
     assert_eq!(listed, ids, "{list}");
 }
 
-both_backends! {
+on_each_store! {
     form_upload => form_uploads_are_objects_read_back_identical,
     ranges_and_conditions => ranges_and_conditions_answer_as_for_a_file,
     delete => delete_removes_the_object,

@@ -1,4 +1,5 @@
-//! tus on `s3://` storage against a real S3 server (moto), on both databases: an upload is
+//! tus on `s3://` storage against real S3 servers (moto on both databases, SeaweedFS on
+//! SQLite, as `tests/api/s3.rs`): an upload is
 //! the multipart upload of its object, its bytes past the last full 8 MiB part kept aside in
 //! a tail object (`tus/{id}/{start}`) between PATCHes. What a client sees is what it sees
 //! with files; the bucket, read through the S3 API, holds exactly what the offset says.
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-use crate::both_backends;
-use crate::helpers::{header, sha256_hex, spawn_app_with, start, Backend, Moto, Noise, TestApp};
+use crate::helpers::{
+    header, sha256_hex, spawn_app_with, start, Backend, Moto, Noise, S3Kind, S3Server, TestApp,
+};
+use crate::on_each_store;
 
 const MIB: usize = 1 << 20;
 const PART: usize = 8 * MIB;
@@ -80,8 +83,8 @@ async fn assert_complete(app: &TestApp, moto: &Moto, location: &str, data: &[u8]
     moto.assert_left_only(&[key]).await;
 }
 
-async fn patches_go_through_a_tail_and_parts_into_one_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn patches_go_through_a_tail_and_parts_into_one_object(backend: Backend, kind: S3Kind) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -131,8 +134,11 @@ async fn patches_go_through_a_tail_and_parts_into_one_object(backend: Backend) {
     assert_complete(&app, &moto, &location, &data).await;
 }
 
-async fn another_process_resumes_from_the_tail_and_digests_the_object(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn another_process_resumes_from_the_tail_and_digests_the_object(
+    backend: Backend,
+    kind: S3Kind,
+) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -156,8 +162,11 @@ async fn another_process_resumes_from_the_tail_and_digests_the_object(backend: B
     assert_complete(&app, &moto, &location, &data).await;
 }
 
-async fn a_checksum_mismatch_past_a_part_keeps_nothing_and_the_retry_completes(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn a_checksum_mismatch_past_a_part_keeps_nothing_and_the_retry_completes(
+    backend: Backend,
+    kind: S3Kind,
+) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -195,8 +204,8 @@ fn base64_sha256(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data))
 }
 
-async fn termination_and_expiry_leave_nothing_in_the_bucket(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn termination_and_expiry_leave_nothing_in_the_bucket(backend: Backend, kind: S3Kind) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -242,8 +251,8 @@ async fn answer(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn a_patch_that_stalls_keeps_every_byte_it_sent(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn a_patch_that_stalls_keeps_every_byte_it_sent(backend: Backend, kind: S3Kind) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -273,8 +282,8 @@ async fn a_patch_that_stalls_keeps_every_byte_it_sent(backend: Backend) {
     assert_complete(&app, &moto, &location, &data).await;
 }
 
-async fn small_and_empty_uploads_are_single_objects(backend: Backend) {
-    let Some(moto) = Moto::start().await else {
+async fn small_and_empty_uploads_are_single_objects(backend: Backend, kind: S3Kind) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
     let vars = moto.vars();
@@ -298,7 +307,7 @@ async fn small_and_empty_uploads_are_single_objects(backend: Backend) {
     assert!(moto.object(&keys[1]).await.as_deref() == Some(&data[..]));
 }
 
-both_backends! {
+on_each_store! {
     tail_and_parts => patches_go_through_a_tail_and_parts_into_one_object,
     another_process => another_process_resumes_from_the_tail_and_digests_the_object,
     checksum_mismatch => a_checksum_mismatch_past_a_part_keeps_nothing_and_the_retry_completes,

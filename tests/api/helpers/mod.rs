@@ -40,7 +40,11 @@ pub use raw_http::{
 };
 pub use replicas::{free_port, Replicas, Storage};
 pub use requests::Reply;
-pub use s3::Moto;
+#[allow(
+    unused_imports,
+    reason = "Moto: the name cases written against moto alone use"
+)]
+pub use s3::{Moto, S3Kind, S3Server};
 pub use skip::skip;
 pub use small_disk::app_on_small_disk;
 pub use upstream_stub::{refused_url, Event, Stub};
@@ -63,5 +67,42 @@ macro_rules! both_backends {
                 }
             }
         )*
+    };
+}
+
+/// Declares each case on moto as `name::sqlite` and `name::postgres`, and on SeaweedFS as
+/// `seaweedfs::name` (SQLite only: what it adds is the store, not the database).
+#[macro_export]
+macro_rules! on_each_store {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix::test]
+                async fn sqlite() {
+                    super::$body($crate::helpers::Backend::Sqlite, $crate::helpers::S3Kind::Moto)
+                        .await
+                }
+                #[actix::test]
+                async fn postgres() {
+                    super::$body(
+                        $crate::helpers::Backend::Postgres,
+                        $crate::helpers::S3Kind::Moto,
+                    )
+                    .await
+                }
+            }
+        )*
+        mod seaweedfs {
+            $(
+                #[actix::test]
+                async fn $name() {
+                    super::$body(
+                        $crate::helpers::Backend::Sqlite,
+                        $crate::helpers::S3Kind::Seaweedfs,
+                    )
+                    .await
+                }
+            )*
+        }
     };
 }
