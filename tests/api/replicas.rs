@@ -1,8 +1,8 @@
-//! Three troupe processes on one PostgreSQL database and one store, behind HAProxy (the
-//! committed `deploy/haproxy.cfg`), all on loopback, acting as one service: what one
-//! replica writes every other reads, any replica takes any tus upload, a replica killed
-//! mid-upload loses no acknowledged upload or user, and a rolling restart under load fails
-//! no request.
+//! Three troupe processes on one PostgreSQL database and one S3-compatible server (moto, one
+//! bucket), behind HAProxy (the committed `deploy/haproxy.cfg`), all on loopback, acting as
+//! one service: what one replica writes every other reads, any replica takes any tus upload,
+//! a replica killed mid-upload loses no acknowledged upload or user, and a rolling restart
+//! under load fails no request. What is stored is checked in the bucket, through the S3 API.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
@@ -14,18 +14,32 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    files_under, logged_status, sha256_hex, tuspy_python, Answer, Haproxy, KeepAlive, Noise,
-    Replicas, Storage,
+    content_type, form, logged_status, sha256_hex, tuspy_python, Answer, Haproxy, KeepAlive, Moto,
+    Noise, Replicas, Storage,
 };
 
 const MIB: usize = 1 << 20;
 /// Long enough for HAProxy to see any replica come up or go down here.
 const STATE_WAIT: Duration = Duration::from_secs(30);
 
-/// Three replicas on the shared upload directory, with `vars`, and HAProxy in front of them
-/// with every replica UP; `None` when PostgreSQL or HAProxy is skipped.
-async fn service(vars: &[(&str, &str)]) -> Option<(Replicas, Haproxy)> {
-    let replicas = Replicas::start(3, Storage::SharedDir, vars).await?;
+/// Whether tus runs on `s3://` storage. Until it does (every `/files/` request answers 501
+/// there), the tus scenarios run on one shared upload directory and the rolling restart's
+/// load sends no tus upload; `true` runs them all on the bucket.
+const TUS_ON_S3: bool = false;
+
+/// Where the tus scenarios store their uploads.
+fn tus_storage() -> Storage {
+    if TUS_ON_S3 {
+        Storage::S3
+    } else {
+        Storage::SharedDir
+    }
+}
+
+/// Three replicas on `storage`, with `vars`, and HAProxy in front of them with every
+/// replica UP; `None` when PostgreSQL, the S3 server or HAProxy is skipped.
+async fn service(storage: Storage, vars: &[(&str, &str)]) -> Option<(Replicas, Haproxy)> {
+    let replicas = Replicas::start(3, storage, vars).await?;
     let haproxy = Haproxy::start(&replicas.ports())?;
     haproxy.wait_all_up(replicas.len(), STATE_WAIT);
     Some((replicas, haproxy))
@@ -59,7 +73,7 @@ fn create_user(addr: SocketAddr, email: &str) -> (i64, Answer) {
 
 #[actix::test]
 async fn users_written_through_any_replica_are_read_through_every_other() {
-    let Some((replicas, haproxy)) = service(&[]).await else {
+    let Some((replicas, haproxy)) = service(Storage::S3, &[]).await else {
         return;
     };
     let mut through: Vec<(String, SocketAddr)> = (0..replicas.len())
@@ -133,7 +147,14 @@ fn listed_uploads(addr: SocketAddr) -> BTreeMap<String, serde_json::Value> {
 
 #[actix::test]
 async fn a_tus_upload_created_on_one_replica_is_patched_on_the_others_and_listed_by_all() {
-    let Some(replicas) = Replicas::start(3, Storage::SharedDir, &[]).await else {
+    a_tus_upload_moves_across_replicas_on(tus_storage()).await;
+}
+
+/// Scenario (a) on `storage`: created through replica 1, PATCHed through replicas 2, 3 and
+/// 2 again, complete with the right sha256 and listed by all three; on [`Storage::S3`] its
+/// object holds the bytes, and nothing else is left in the bucket.
+async fn a_tus_upload_moves_across_replicas_on(storage: Storage) {
+    let Some(replicas) = Replicas::start(3, storage, &[]).await else {
         return;
     };
     let data = Noise::new(12).chunk(3 * MIB + 777);
@@ -207,17 +228,43 @@ async fn a_tus_upload_created_on_one_replica_is_patched_on_the_others_and_listed
             "content through replica {n}"
         );
     }
+    if storage == Storage::S3 {
+        // One object, the upload's, byte for byte: no part, tail or multipart upload left.
+        let bucket = replicas.bucket();
+        let key = Moto::key_of(&id);
+        let stored = bucket.object(&key).await.expect("the upload's object");
+        assert_eq!(sha256_hex(&stored), sha256, "{key} in the bucket");
+        bucket.assert_left_only(&[key]).await;
+    }
 }
 
 /// The pause before each request of a load client: continuous load that leaves the cores
 /// to the tests running beside it.
 const LOAD_PAUSE: Duration = Duration::from_millis(2);
 
-/// What the writers creating users during a test saw.
+/// One of the requests a load client sends in turn.
+#[derive(Debug, Clone)]
+enum Request {
+    /// `GET /ping`.
+    Ping,
+    /// `GET` of this path.
+    Read(String),
+    /// `POST /users`.
+    CreateUser,
+    /// `POST /upload` of a small form (a single PUT on S3).
+    FormUpload,
+    /// A small tus upload: `POST /files/`, then one `PATCH` with all of it.
+    TusUpload,
+}
+
+/// What the load clients of a test saw.
 #[derive(Default)]
 struct Writes {
     /// Users created and acknowledged (201): id and email.
     acknowledged: Vec<(i64, String)>,
+    /// Uploads completed and acknowledged (a form's 201, a tus PATCH's 204 at the end): id
+    /// and sha256.
+    uploads: Vec<(String, String)>,
     /// Answers by the replica that gave them (`X-Served-By`).
     by_replica: BTreeMap<String, usize>,
     answered: usize,
@@ -225,64 +272,103 @@ struct Writes {
     failed: Vec<String>,
 }
 
-/// Loads `addr` until `stop`: client `n` on one keep-alive connection sending, in turn,
-/// `GET /ping`, `GET {read}` and `POST /users` (`POST /users` only when `read` is `None`),
-/// a request every [`LOAD_PAUSE`] or as fast as they are answered.
-fn load(
-    addr: SocketAddr,
-    n: usize,
-    read: Option<String>,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Writes>>,
-) {
+impl Writes {
+    /// Counts `sent` (the request `label` of client `n`), a failure unless a 2xx; answers
+    /// the answer when it is one.
+    fn record(&mut self, label: &str, sent: Result<Answer, String>) -> Option<Answer> {
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(failure) => {
+                self.failed.push(format!("{label}: {failure}"));
+                return None;
+            }
+        };
+        self.answered += 1;
+        let by = answer.header("x-served-by").unwrap_or("none").to_owned();
+        *self.by_replica.entry(by.clone()).or_default() += 1;
+        if (200..300).contains(&answer.status) {
+            Some(answer)
+        } else {
+            self.failed.push(format!(
+                "{label}: {} from {by} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+            None
+        }
+    }
+}
+
+/// Loads `addr` until `stop`: client `n` on one keep-alive connection sending `mix` in
+/// turn, a request every [`LOAD_PAUSE`] or as fast as they are answered.
+fn load(addr: SocketAddr, n: usize, mix: &[Request], stop: &AtomicBool, seen: &Mutex<Writes>) {
     let mut client = KeepAlive::new(addr);
+    let form_type = content_type();
     for i in 0.. {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         thread::sleep(LOAD_PAUSE);
-        let email = format!("load-{n}-{i}@example.com");
-        let body = user_body(&email);
-        let (label, sent) = match (&read, i % 3) {
-            (Some(_), 0) => (
-                "GET /ping".to_owned(),
-                client.send("GET", "/ping", &[], b""),
-            ),
-            (Some(path), 1) => (format!("GET {path}"), client.send("GET", path, &[], b"")),
-            _ => (
-                "POST /users".to_owned(),
-                client.send("POST", "/users", &[JSON], body.as_bytes()),
-            ),
+        let request = &mix[i % mix.len()];
+        let label = format!("{request:?} #{i} of client {n}");
+        let mut send = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+            let sent = client
+                .send(method, path, headers, body)
+                .map_err(|failure| format!("{method} {path}: {failure:?}"));
+            seen.lock().unwrap().record(&label, sent)
         };
-        let mut seen = seen.lock().unwrap();
-        match sent {
-            Ok(answer) => {
-                seen.answered += 1;
-                let by = answer.header("x-served-by").unwrap_or("none").to_owned();
-                *seen.by_replica.entry(by.clone()).or_default() += 1;
-                if !(200..300).contains(&answer.status) {
-                    seen.failed.push(format!(
-                        "{label} #{i} of client {n}: {} from {by} {}",
-                        answer.status,
-                        String::from_utf8_lossy(&answer.body)
-                    ));
-                } else if label == "POST /users" {
+        match request {
+            Request::Ping => drop(send("GET", "/ping", &[], b"")),
+            Request::Read(path) => drop(send("GET", path, &[], b"")),
+            Request::CreateUser => {
+                let email = format!("load-{n}-{i}@example.com");
+                if let Some(answer) = send("POST", "/users", &[JSON], user_body(&email).as_bytes())
+                {
                     let id = answer.json()["id"].as_i64().expect("an id");
-                    seen.acknowledged.push((id, email));
+                    seen.lock().unwrap().acknowledged.push((id, email));
                 }
             }
-            Err(failure) => seen
-                .failed
-                .push(format!("{label} #{i} of client {n}: {failure:?}")),
+            Request::FormUpload => {
+                let data = Noise::new((n * 1_000_000 + i) as u64).chunk(16_000 + i % 1000);
+                let body = form("load.bin", &data);
+                if let Some(answer) =
+                    send("POST", "/upload", &[("Content-Type", &form_type)], &body)
+                {
+                    let id = answer.json()["id"].as_str().expect("an id").to_owned();
+                    assert_eq!(answer.json()["sha256"], sha256_hex(&data), "upload {id}");
+                    seen.lock().unwrap().uploads.push((id, sha256_hex(&data)));
+                }
+            }
+            Request::TusUpload => {
+                let data = Noise::new((n * 1_000_000 + i) as u64).chunk(50_000 + i % 1000);
+                let length = data.len().to_string();
+                let Some(created) =
+                    send("POST", "/files/", &[TUS, ("Upload-Length", &length)], b"")
+                else {
+                    continue;
+                };
+                let location = created.header("location").expect("a Location").to_owned();
+                let patched = send(
+                    "PATCH",
+                    &location,
+                    &[TUS, OCTETS, ("Upload-Offset", "0")],
+                    &data,
+                );
+                if patched.is_some() {
+                    let id = location.trim_start_matches("/files/").to_owned();
+                    seen.lock().unwrap().uploads.push((id, sha256_hex(&data)));
+                }
+            }
         }
     }
 }
 
-/// Starts `clients` load clients on `addr`; answers what stops them and what they saw.
+/// Starts `clients` load clients on `addr`, each sending `mix`; answers what stops them and
+/// what they saw.
 fn start_load(
     addr: SocketAddr,
     clients: usize,
-    read: Option<String>,
+    mix: Vec<Request>,
 ) -> (
     Arc<AtomicBool>,
     Arc<Mutex<Writes>>,
@@ -292,8 +378,8 @@ fn start_load(
     let seen = Arc::new(Mutex::new(Writes::default()));
     let handles = (0..clients)
         .map(|n| {
-            let (read, stop, seen) = (read.clone(), stop.clone(), seen.clone());
-            thread::spawn(move || load(addr, n, read, stop, seen))
+            let (mix, stop, seen) = (mix.clone(), stop.clone(), seen.clone());
+            thread::spawn(move || load(addr, n, &mix, &stop, &seen))
         })
         .collect();
     (stop, seen, handles)
@@ -308,6 +394,30 @@ fn assert_users_kept(addr: SocketAddr, acknowledged: &[(i64, String)]) {
             .unwrap();
         assert_eq!(answer.status, 200, "acknowledged user {id} is missing");
         assert_eq!(answer.json()["email"], email.as_str());
+    }
+}
+
+/// Every acknowledged upload is there with its bytes: read through `addr`, and in the
+/// bucket (through the S3 API) when the replicas store on S3.
+async fn assert_uploads_kept(replicas: &Replicas, addr: SocketAddr, uploads: &[(String, String)]) {
+    let mut client = KeepAlive::new(addr);
+    for (id, sha256) in uploads {
+        let answer = client
+            .send("GET", &format!("/uploads/{id}/content"), &[], b"")
+            .unwrap();
+        assert_eq!(answer.status, 200, "acknowledged upload {id} is missing");
+        assert_eq!(&sha256_hex(&answer.body), sha256, "upload {id}");
+    }
+    if replicas.storage() == Storage::S3 {
+        for (id, sha256) in uploads {
+            let key = Moto::key_of(id);
+            let stored = replicas.bucket().object(&key).await;
+            assert_eq!(
+                stored.as_deref().map(sha256_hex).as_ref(),
+                Some(sha256),
+                "{key} in the bucket"
+            );
+        }
     }
 }
 
@@ -326,12 +436,20 @@ print(uploader.url, flush=True)
 
 #[actix::test]
 async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_upload() {
+    tuspy_survives_a_sigkill_on(tus_storage()).await;
+}
+
+/// Scenario (b) on `storage`: tuspy uploads through HAProxy while users and form uploads are
+/// written; the replica running its second PATCH gets SIGKILL; tuspy resumes elsewhere and
+/// completes, and nothing acknowledged is missing.
+async fn tuspy_survives_a_sigkill_on(storage: Storage) {
     let Some(python) = tuspy_python() else {
         return;
     };
-    // Each upload goes at 8 MiB/s while other requests are served (the users written
-    // meanwhile): slow enough to be killed in the middle of a PATCH.
-    let Some((mut replicas, haproxy)) = service(&[("TROUPE_UPLOAD_SHARED_RATE_MIB", "8")]).await
+    // Each upload goes at 8 MiB/s while other requests are served (the writes meanwhile):
+    // slow enough to be killed in the middle of a PATCH.
+    let Some((mut replicas, haproxy)) =
+        service(storage, &[("TROUPE_UPLOAD_SHARED_RATE_MIB", "8")]).await
     else {
         return;
     };
@@ -341,7 +459,8 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
     let script = replicas.dir.path().join("tuspy_failover.py");
     std::fs::write(&script, TUSPY_SCRIPT).unwrap();
 
-    let (stop, writes, writers) = start_load(haproxy.addr, 2, None);
+    let mix = vec![Request::CreateUser, Request::FormUpload];
+    let (stop, writes, writers) = start_load(haproxy.addr, 2, mix);
     let chunk = 8 * MIB;
     let mut tuspy = Command::new(&python)
         .arg(&script)
@@ -353,33 +472,38 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
         .spawn()
         .unwrap();
 
-    // Inside the second PATCH (its first 8 MiB are recorded, the next ones not yet):
-    // the replica writing the file is the one to kill.
-    let tus_dir = replicas.dir.path().join("uploads").join("tus");
+    // Inside the second PATCH (the first one's 8 MiB are recorded, the next ones not yet):
+    // the replica whose lock session holds the upload is the one writing it, and the one
+    // to kill, once that PATCH has run a while (it takes about a second).
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (file, size) = loop {
-        let growing = files_under(&tus_dir).into_iter().find_map(|f| {
-            let len = std::fs::metadata(&f).ok()?.len() as usize;
-            (len >= chunk + chunk / 2).then_some((f, len))
-        });
-        if let Some(found) = growing {
-            break found;
+    let (id, writer) = loop {
+        if let Some(id) = replicas.unfinished_uploads().await.pop() {
+            let offset = replicas.recorded_offset(&id).await;
+            assert!(
+                offset < 2 * chunk,
+                "the second PATCH ended unseen: {offset}"
+            );
+            if offset >= chunk {
+                if let Some(writer) = replicas.locking(&id).await {
+                    break (id, writer);
+                }
+            }
         }
         assert!(
             tuspy.try_wait().unwrap().is_none(),
             "tuspy ended before the kill"
         );
-        assert!(Instant::now() < deadline, "the upload never reached 12 MiB");
-        thread::sleep(Duration::from_millis(5));
+        assert!(Instant::now() < deadline, "the second PATCH never began");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     };
-    assert!(
-        size < 2 * chunk,
-        "the second PATCH was already over: {size} bytes"
-    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     let victim = replicas
-        .holding(&file)
-        .expect("a replica is writing the upload");
+        .locking(&id)
+        .await
+        .expect("the second PATCH ended before the kill");
+    assert_eq!(victim, writer, "the upload moved before the kill");
     let killed = replicas.kill(victim);
+    let killed_at = replicas.recorded_offset(&id).await;
     let victim_name = format!("troupe{}", victim + 1);
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -388,7 +512,7 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
             break status;
         }
         assert!(Instant::now() < deadline, "tuspy never finished");
-        thread::sleep(Duration::from_millis(50));
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };
     let (mut stdout, mut stderr) = (String::new(), String::new());
     tuspy
@@ -414,7 +538,11 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
         killed.join("\n")
     );
 
-    let id = stdout.trim().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        stdout.trim().rsplit('/').next(),
+        Some(id.as_str()),
+        "tuspy uploaded another upload"
+    );
     let sha256 = sha256_hex(&data);
     let meta = send(haproxy.addr, "GET", &format!("/uploads/{id}"), &[], b"");
     assert_eq!(meta.status, 200, "{:?}", meta.json());
@@ -435,13 +563,17 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
     );
 
     // Nothing acknowledged is missing, through HAProxy and through the replica brought back.
-    let writes = writes.lock().unwrap();
+    let writes = std::mem::take(&mut *writes.lock().unwrap());
     assert!(
-        writes.acknowledged.len() > 10,
-        "{} users",
-        writes.acknowledged.len()
+        writes.acknowledged.len() > 10 && writes.uploads.len() > 10,
+        "{} users, {} uploads",
+        writes.acknowledged.len(),
+        writes.uploads.len()
     );
+    let mut uploads = writes.uploads.clone();
+    uploads.push((id.clone(), sha256.clone()));
     assert_users_kept(haproxy.addr, &writes.acknowledged);
+    assert_uploads_kept(&replicas, haproxy.addr, &uploads).await;
     replicas.restart(victim);
     haproxy.wait_for(&victim_name, true, STATE_WAIT);
     assert_users_kept(replicas.addr(victim), &writes.acknowledged);
@@ -453,8 +585,13 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
             "replica {n}"
         );
     }
+    if storage == Storage::S3 {
+        // The killed replica's multipart upload went on elsewhere, or is gone.
+        let open = replicas.bucket().unfinished_multipart_uploads().await;
+        assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+    }
     eprintln!(
-        "killed {victim_name} at {size} bytes; writers: {} answered, {} failed: {:?}",
+        "killed {victim_name} with {killed_at} bytes recorded; writers: {} answered, {} failed: {:?}",
         writes.answered,
         writes.failed.len(),
         writes.failed
@@ -465,11 +602,21 @@ async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_up
 async fn a_rolling_restart_under_load_through_haproxy_fails_no_request() {
     // The drain (3 s) outlasts HAProxy's way to DOWN: inter 1 s + fastinter 250 ms, each
     // check up to timeout check 1 s.
-    let Some((mut replicas, haproxy)) = service(&[("TROUPE_DRAIN_MS", "3000")]).await else {
+    let Some((mut replicas, haproxy)) = service(Storage::S3, &[("TROUPE_DRAIN_MS", "3000")]).await
+    else {
         return;
     };
     let (seed, _) = create_user(haproxy.addr, "seed@example.com");
-    let (stop, seen, clients) = start_load(haproxy.addr, 6, Some(format!("/users/{seed}")));
+    let mut mix = vec![
+        Request::Ping,
+        Request::Read(format!("/users/{seed}")),
+        Request::CreateUser,
+        Request::FormUpload,
+    ];
+    if TUS_ON_S3 {
+        mix.push(Request::TusUpload);
+    }
+    let (stop, seen, clients) = start_load(haproxy.addr, 6, mix);
     thread::sleep(Duration::from_millis(500));
 
     let mut answered_before = Vec::new();
@@ -505,7 +652,7 @@ async fn a_rolling_restart_under_load_through_haproxy_fails_no_request() {
         client.join().unwrap();
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(
         seen.failed.is_empty(),
         "{} of {} requests failed: {:#?}\nHAProxy:\n{}",
@@ -525,9 +672,25 @@ async fn a_rolling_restart_under_load_through_haproxy_fails_no_request() {
         );
     }
     assert!(seen.answered > 300, "only {} answers", seen.answered);
+    assert!(
+        seen.uploads.len() > 30,
+        "only {} uploads",
+        seen.uploads.len()
+    );
     assert_users_kept(haproxy.addr, &seen.acknowledged);
+    assert_uploads_kept(&replicas, haproxy.addr, &seen.uploads).await;
+    // Nothing failed, so the bucket holds exactly the acknowledged uploads: no object
+    // written for an upload that was not kept, no multipart upload left open.
+    let keys: Vec<String> = seen
+        .uploads
+        .iter()
+        .map(|(id, _)| Moto::key_of(id))
+        .collect();
+    replicas.bucket().assert_left_only(&keys).await;
     eprintln!(
-        "rolling restart: {} answers, by replica {:?}",
-        seen.answered, seen.by_replica
+        "rolling restart: {} answers, {} uploads, by replica {:?}",
+        seen.answered,
+        seen.uploads.len(),
+        seen.by_replica
     );
 }

@@ -91,14 +91,9 @@ impl RunningBinary {
         assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
     }
 
-    /// Whether it has `path` open now (one of its file descriptors names it).
-    pub fn has_open(&self, path: &std::path::Path) -> bool {
-        let fds = format!("/proc/{}/fd", self.child.id());
-        std::fs::read_dir(fds).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-        })
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// How it exited, waiting up to `wait`; `None` while it still runs.

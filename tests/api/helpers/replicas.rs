@@ -1,7 +1,9 @@
 //! Several real troupe processes ([`RunningBinary`]) on one PostgreSQL test database, as
 //! replicas behind a load balancer are: each on a fixed loopback port of its own (a
 //! restarted replica comes back where the balancer looks for it), all sharing one store for
-//! the bytes ([`Storage`]).
+//! the bytes ([`Storage`]): one upload directory, or one bucket of an S3-compatible server
+//! ([`Moto`]). What the database knows of the uploads (recorded offsets, which replica's
+//! lock session holds an upload) is read from it directly.
 
 use std::net::SocketAddr;
 use std::process::ExitStatus;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::helpers::{PgTestDb, RunningBinary};
+use crate::helpers::{Moto, PgTestDb, RunningBinary};
 
 /// How long a replica gets to exit after SIGTERM or SIGKILL.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -23,24 +25,39 @@ pub fn free_port() -> u16 {
 }
 
 /// Where the replicas keep uploaded bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     /// One upload directory every replica uses (`TROUPE_UPLOAD_DIR`, the file store): its
-    /// `flock`s work across processes on one host. An object store is another variant,
-    /// whose variables (`TROUPE_STORAGE`, `AWS_*`) [`Storage::vars`] gives.
+    /// `flock`s work across processes on one host.
     SharedDir,
+    /// One bucket of one S3-compatible server (moto, started with the replicas and stopped
+    /// after them) every replica writes to (`TROUPE_STORAGE=s3://…`, `AWS_*`), as replicas
+    /// on several hosts do. [`Replicas::bucket`] reads it through the S3 API.
+    S3,
 }
 
-impl Storage {
-    /// The variables that point a replica at this store, under the scratch dir `dir`.
-    fn vars(&self, dir: &std::path::Path) -> Vec<(String, String)> {
-        match self {
-            Self::SharedDir => vec![(
-                "TROUPE_UPLOAD_DIR".into(),
-                dir.join("uploads").to_string_lossy().into_owned(),
-            )],
-        }
+/// The variables that point a replica at its store: the upload directory under the scratch
+/// dir `dir`, or `moto`'s bucket.
+fn storage_vars(moto: Option<&Moto>, dir: &std::path::Path) -> Vec<(String, String)> {
+    match moto {
+        None => vec![(
+            "TROUPE_UPLOAD_DIR".into(),
+            dir.join("uploads").to_string_lossy().into_owned(),
+        )],
+        Some(moto) => moto
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
     }
+}
+
+/// Starts one replica in `dir` with `vars`, on loopback `port`, and waits until it serves.
+fn launch(dir: &std::path::Path, vars: &[(String, String)], port: u16) -> RunningBinary {
+    let bind = format!("127.0.0.1:{port}");
+    let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.push(("TROUPE_BIND", &bind));
+    RunningBinary::start(dir, &vars)
 }
 
 /// Replicas of troupe on one database, stopped when dropped (before the database is).
@@ -50,8 +67,10 @@ pub struct Replicas {
     vars: Vec<(String, String)>,
     /// Scratch space: the shared upload dir, files for clients.
     pub dir: TempDir,
+    /// The S3-compatible server of [`Storage::S3`], stopped once no replica uses it.
+    moto: Option<Moto>,
     /// Dropped last, once no replica uses it.
-    _db: PgTestDb,
+    db: PgTestDb,
 }
 
 struct Replica {
@@ -62,8 +81,14 @@ struct Replica {
 impl Replicas {
     /// Starts `count` replicas at once on a fresh PostgreSQL database, with `storage` and
     /// `vars` on top of small test settings, and waits until each serves; `None` when
-    /// PostgreSQL is skipped.
+    /// PostgreSQL (or, for [`Storage::S3`], the S3-compatible server) is skipped.
     pub async fn start(count: usize, storage: Storage, vars: &[(&str, &str)]) -> Option<Self> {
+        // The test reads the bucket with an S3 client of its own, over rustls.
+        troupe::install_crypto_provider();
+        let moto = match storage {
+            Storage::SharedDir => None,
+            Storage::S3 => Some(Moto::start().await?),
+        };
         let db = PgTestDb::create().await?;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut all: Vec<(String, String)> = [
@@ -75,7 +100,7 @@ impl Replicas {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        all.extend(storage.vars(dir.path()));
+        all.extend(storage_vars(moto.as_ref(), dir.path()));
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut replicas = Self {
             replicas: (0..count)
@@ -86,16 +111,17 @@ impl Replicas {
                 .collect(),
             vars: all,
             dir,
-            _db: db,
+            moto,
+            db,
         };
         // All at once, as an orchestrator starts them: the first start on an empty database
         // runs the migrations while the others start too.
         let started: Vec<RunningBinary> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..count)
-                .map(|n| {
-                    let replicas = &replicas;
-                    scope.spawn(move || replicas.launch(n))
-                })
+            let (dir, vars) = (replicas.dir.path(), &replicas.vars);
+            let handles: Vec<_> = replicas
+                .ports()
+                .into_iter()
+                .map(|port| scope.spawn(move || launch(dir, vars, port)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -103,17 +129,6 @@ impl Replicas {
             replica.running = Some(running);
         }
         Some(replicas)
-    }
-
-    fn launch(&self, n: usize) -> RunningBinary {
-        let bind = format!("127.0.0.1:{}", self.replicas[n].port);
-        let mut vars: Vec<(&str, &str)> = self
-            .vars
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        vars.push(("TROUPE_BIND", &bind));
-        RunningBinary::start(self.dir.path(), &vars)
     }
 
     /// How many replicas there are.
@@ -131,13 +146,84 @@ impl Replicas {
         SocketAddr::from(([127, 0, 0, 1], self.replicas[n].port))
     }
 
-    /// Which running replica has `path` open (a file it is writing), by its open files.
-    pub fn holding(&self, path: &std::path::Path) -> Option<usize> {
+    /// Where they keep uploaded bytes.
+    pub fn storage(&self) -> Storage {
+        if self.moto.is_some() {
+            Storage::S3
+        } else {
+            Storage::SharedDir
+        }
+    }
+
+    /// The bucket of [`Storage::S3`], read through the S3 API.
+    pub fn bucket(&self) -> &Moto {
+        self.moto
+            .as_ref()
+            .expect("the replicas store into a bucket")
+    }
+
+    /// The offset the database records for upload `id` (no replica asked).
+    pub async fn recorded_offset(&self, id: &str) -> usize {
+        let offset: i64 = self
+            .db
+            .client()
+            .await
+            .query_one("SELECT upload_offset FROM uploads WHERE id = $1", &[&id])
+            .await
+            .expect("the upload's row")
+            .get(0);
+        usize::try_from(offset).unwrap()
+    }
+
+    /// The ids of the uploads not complete yet (tus uploads under way), oldest first.
+    pub async fn unfinished_uploads(&self) -> Vec<String> {
+        self.db
+            .client()
+            .await
+            .query(
+                "SELECT id FROM uploads WHERE NOT complete ORDER BY created_at, id",
+                &[],
+            )
+            .await
+            .expect("the unfinished uploads")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// Which running replica holds upload `id`'s lock (a PATCH of it runs there): the
+    /// replica whose lock session (`application_name` `troupe upload locks <pid>`) has the
+    /// upload's advisory lock granted, whatever the store.
+    pub async fn locking(&self, id: &str) -> Option<usize> {
+        let key = troupe::db::locks::key_of(id.parse().expect("an upload id"));
+        let holders: Vec<String> = self
+            .db
+            .client()
+            .await
+            .query(
+                "SELECT a.application_name FROM pg_locks l \
+                 JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                 AND (l.classid::bigint << 32) | l.objid::bigint = $1 AND a.datname = $2",
+                &[&key, &self.db.name],
+            )
+            .await
+            .expect("the upload's lock")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(holders.len() <= 1, "one upload locked twice: {holders:?}");
+        let pid: u32 = holders
+            .first()?
+            .strip_prefix(troupe::db::locks::APPLICATION_NAME)?
+            .trim()
+            .parse()
+            .ok()?;
         (0..self.len()).find(|&n| {
             self.replicas[n]
                 .running
                 .as_ref()
-                .is_some_and(|bin| bin.has_open(path))
+                .is_some_and(|bin| bin.pid() == pid)
         })
     }
 
@@ -163,7 +249,7 @@ impl Replicas {
     /// Starts replica `n` again, on its port, and waits until it serves.
     pub fn restart(&mut self, n: usize) {
         assert!(self.replicas[n].running.is_none(), "replica {n} still runs");
-        let running = self.launch(n);
+        let running = launch(self.dir.path(), &self.vars, self.replicas[n].port);
         self.replicas[n].running = Some(running);
     }
 }
