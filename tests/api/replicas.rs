@@ -314,7 +314,7 @@ fn load(addr: SocketAddr, n: usize, mix: &[Request], stop: &AtomicBool, seen: &M
         let request = &mix[i % mix.len()];
         // Uploads on one pass through the mix in eight: each is read back afterwards.
         let upload = matches!(request, Request::FormUpload | Request::TusUpload);
-        if upload && (i / mix.len()) % UPLOAD_EVERY != 0 {
+        if upload && !(i / mix.len()).is_multiple_of(UPLOAD_EVERY) {
             continue;
         }
         let label = format!("{request:?} #{i} of client {n}");
