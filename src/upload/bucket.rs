@@ -131,6 +131,7 @@ impl Bucket {
     pub fn begin(&self, id: &UploadId) -> ObjectWrite {
         ObjectWrite {
             bucket: self.clone(),
+            id: *id,
             path: self.object(&id.to_string()),
             multipart: None,
             parts: Vec::new(),
@@ -171,9 +172,30 @@ impl Bucket {
 
     /// Removes upload `id`'s object; one that is already gone is fine.
     pub async fn remove(&self, id: &UploadId) -> Result<(), AppError> {
-        match self.store.delete(&self.object(&id.to_string())).await {
+        let object = self.object(&id.to_string());
+        self.delete_at(&object, "removing an upload's object").await
+    }
+
+    /// Stores `bytes` as the object at `path` (`what` names the step for a failure).
+    async fn put_at(
+        &self,
+        path: &Path,
+        bytes: Vec<Bytes>,
+        what: &'static str,
+    ) -> Result<(), AppError> {
+        let payload: PutPayload = bytes.into_iter().collect();
+        self.store
+            .put(path, payload)
+            .await
+            .map(drop)
+            .map_err(|e| unavailable(what, e))
+    }
+
+    /// Deletes the object at `path`; one already gone is fine.
+    async fn delete_at(&self, path: &Path, what: &'static str) -> Result<(), AppError> {
+        match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(unavailable("removing an upload's object", err)),
+            Err(err) => Err(unavailable(what, err)),
         }
     }
 }
@@ -240,7 +262,9 @@ impl Bucket {
             .await
         {
             Ok(_) => Ok(()),
-            Err(object_store::Error::NotFound { .. }) if self.stat(id).await.is_ok() => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.store.head(&path).await.is_ok() => {
+                Ok(())
+            }
             Err(err) => Err(unavailable("completing a multipart upload", err)),
         }
     }
@@ -259,12 +283,9 @@ impl Bucket {
 
     /// Stores `bytes` as upload `id`'s whole object (an upload that never needed a part).
     pub async fn put_object(&self, id: &UploadId, bytes: Vec<Bytes>) -> Result<(), AppError> {
-        let payload: PutPayload = bytes.into_iter().collect();
-        self.store
-            .put(&self.object(&id.to_string()), payload)
+        let object = self.object(&id.to_string());
+        self.put_at(&object, bytes, "storing an upload's object")
             .await
-            .map(drop)
-            .map_err(|e| unavailable("storing an upload's object", e))
     }
 
     /// Stores `bytes` as upload `id`'s tail starting at byte `start`.
@@ -274,12 +295,8 @@ impl Bucket {
         start: u64,
         bytes: Vec<Bytes>,
     ) -> Result<(), AppError> {
-        let payload: PutPayload = bytes.into_iter().collect();
-        self.store
-            .put(&self.tail(id, start), payload)
-            .await
-            .map(drop)
-            .map_err(|e| unavailable("storing an upload's tail", e))
+        let tail = self.tail(id, start);
+        self.put_at(&tail, bytes, "storing an upload's tail").await
     }
 
     /// The first `len` bytes of upload `id`'s tail starting at `start`. One that is missing
@@ -311,10 +328,8 @@ impl Bucket {
 
     /// Removes upload `id`'s tail starting at `start`; one already gone is fine.
     pub async fn remove_tail(&self, id: &UploadId, start: u64) -> Result<(), AppError> {
-        match self.store.delete(&self.tail(id, start)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(unavailable("removing an upload's tail", err)),
-        }
+        let tail = self.tail(id, start);
+        self.delete_at(&tail, "removing an upload's tail").await
     }
 
     /// Removes every tail of upload `id` (a crash can leave an old one behind).
@@ -327,10 +342,7 @@ impl Bucket {
             .await
             .map_err(|e| unavailable("listing an upload's tails", e))?;
         for tail in tails {
-            match self.store.delete(&tail).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(err) => return Err(unavailable("removing an upload's tail", err)),
-            }
+            self.delete_at(&tail, "removing an upload's tail").await?;
         }
         Ok(())
     }
@@ -380,9 +392,12 @@ pub(crate) fn split_part(pending: &mut Vec<Bytes>, pending_len: &mut usize) -> V
 /// once the first part went out, the multipart upload and its parts.
 pub struct ObjectWrite {
     bucket: Bucket,
+    id: UploadId,
+    /// The object's name, for the log.
     path: Path,
     multipart: Option<MultipartId>,
-    parts: Vec<PartId>,
+    /// The ETags of the parts sent.
+    parts: Vec<String>,
     pending: Vec<Bytes>,
     pending_len: usize,
     /// Bytes appended so far.
@@ -435,24 +450,20 @@ impl ObjectWrite {
     }
 
     async fn send_part(&mut self, part: Vec<Bytes>) -> Result<(), AppError> {
-        let store = self.bucket.store.clone();
         let multipart = match &self.multipart {
-            Some(id) => id.clone(),
+            Some(multipart) => multipart.clone(),
             None => {
-                let id = store
-                    .create_multipart(&self.path)
-                    .await
-                    .map_err(|e| unavailable("starting a multipart upload", e))?;
-                self.multipart = Some(id.clone());
-                id
+                let multipart = self.bucket.create_multipart(&self.id).await?;
+                self.multipart = Some(multipart.clone());
+                multipart
             }
         };
-        let payload: PutPayload = part.into_iter().collect();
-        let sent = store
-            .put_part(&self.path, &multipart, self.parts.len(), payload)
-            .await
-            .map_err(|e| unavailable("sending a part of an upload", e))?;
-        self.parts.push(sent);
+        let index = self.parts.len();
+        let etag = self
+            .bucket
+            .put_part(&self.id, &multipart, index, part)
+            .await?;
+        self.parts.push(etag);
         Ok(())
     }
 
@@ -472,24 +483,15 @@ impl ObjectWrite {
         self.pending_len = 0;
         let Some(multipart) = self.multipart.clone() else {
             // Less than a part in all: one PUT.
-            let payload: PutPayload = rest.into_iter().collect();
-            return self
-                .bucket
-                .store
-                .put(&self.path, payload)
-                .await
-                .map(drop)
-                .map_err(|e| unavailable("storing an upload's object", e));
+            return self.bucket.put_object(&self.id, rest).await;
         };
         if rest.iter().any(|c| !c.is_empty()) {
             self.send_part(rest).await?;
         }
+        let parts = std::mem::take(&mut self.parts);
         self.bucket
-            .store
-            .complete_multipart(&self.path, &multipart, std::mem::take(&mut self.parts))
+            .complete_multipart(&self.id, &multipart, parts)
             .await
-            .map(drop)
-            .map_err(|e| unavailable("completing a multipart upload", e))
     }
 
     /// Ends the write without an object: the multipart upload, if one was begun, is
@@ -500,15 +502,11 @@ impl ObjectWrite {
         self.pending.clear();
         self.pending_len = 0;
         if let Some(multipart) = self.multipart.take() {
-            if let Err(err) = self
-                .bucket
-                .store
-                .abort_multipart(&self.path, &multipart)
-                .await
-            {
+            if let Err(err) = self.bucket.abort_multipart(&self.id, &multipart).await {
                 log::warn!(
-                    "could not abort the multipart upload of {}: {err}",
-                    self.path
+                    "could not abort the multipart upload of {}: {}",
+                    self.path,
+                    err.cause()
                 );
             }
         }
@@ -526,10 +524,13 @@ impl Drop for ObjectWrite {
             log::warn!("the multipart upload of {} is left unaborted", self.path);
             return;
         };
-        let (store, path) = (self.bucket.store.clone(), self.path.clone());
+        let (bucket, id, path) = (self.bucket.clone(), self.id, self.path.clone());
         runtime.spawn(async move {
-            if let Err(err) = store.abort_multipart(&path, &multipart).await {
-                log::warn!("could not abort the multipart upload of {path}: {err}");
+            if let Err(err) = bucket.abort_multipart(&id, &multipart).await {
+                log::warn!(
+                    "could not abort the multipart upload of {path}: {}",
+                    err.cause()
+                );
             }
         });
     }
