@@ -128,7 +128,50 @@ impl S3Server {
             }
         }
         server.make_bucket().await;
+        if kind == S3Kind::Seaweedfs {
+            server.warm_up().await;
+        }
         Some(server)
+    }
+
+    /// SeaweedFS grows the bucket's volumes on its first write, and a write that comes
+    /// while they grow can fail (a truthful 503 from troupe, but not what a test is about):
+    /// one object is written, until that works, and removed.
+    async fn warm_up(&self) {
+        use object_store::ObjectStoreExt as _;
+        let store = self.client_store();
+        let probe = object_store::path::Path::from(".troupe-warm-up");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let payload = object_store::PutPayload::from(vec![0u8; 64 << 10]);
+            match store.put(&probe, payload).await {
+                Ok(_) => break,
+                Err(err) => assert!(
+                    Instant::now() < deadline,
+                    "SeaweedFS never took a write: {err}{}",
+                    self.log_tail()
+                ),
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        }
+        store
+            .delete(&probe)
+            .await
+            .expect("removing the warm-up object");
+    }
+
+    /// An S3 client of the bucket, signed with the test keys.
+    fn client_store(&self) -> object_store::aws::AmazonS3 {
+        troupe::install_crypto_provider();
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_region(REGION)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .build()
+            .expect("an S3 client")
     }
 
     fn pick_ports(&mut self) {
@@ -404,15 +447,7 @@ impl S3Server {
     /// lets anyone read a private object).
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
         use object_store::ObjectStoreExt as _;
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_region(REGION)
-            .with_access_key_id(ACCESS_KEY)
-            .with_secret_access_key(SECRET_KEY)
-            .with_endpoint(self.endpoint())
-            .with_allow_http(true)
-            .build()
-            .expect("an S3 client");
+        let store = self.client_store();
         match store.get(&object_store::path::Path::from(key)).await {
             Ok(got) => Some(got.bytes().await.expect("the object").to_vec()),
             Err(object_store::Error::NotFound { .. }) => None,
@@ -422,7 +457,11 @@ impl S3Server {
 }
 
 impl Drop for S3Server {
+    /// Kills the server; when the test failed, SeaweedFS's stderr tells the store's side.
     fn drop(&mut self) {
+        if std::thread::panicking() && self.kind == S3Kind::Seaweedfs {
+            eprintln!("SeaweedFS on port {}{}", self.port, self.log_tail());
+        }
         self.kill();
     }
 }
