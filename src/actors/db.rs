@@ -24,7 +24,7 @@ use super::supervise::{
 };
 use crate::config::Config;
 use crate::db::page::PageRequest;
-use crate::db::uploads::{self, Multipart, StoredPart, Upload, UploadPage};
+use crate::db::uploads::{self, StoredPart, Upload, UploadPage};
 use crate::db::users::{self, NewUser, User, UserChanges, UserPage};
 use crate::db::{DbPool, PoolStats};
 use crate::error::AppError;
@@ -320,10 +320,10 @@ pub struct BeginMultipart {
     pub multipart_id: String,
 }
 
-/// Reads a tus upload's multipart upload and its recorded parts.
+/// Reads the ETags of a tus upload's recorded parts.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Multipart, AppError>")]
-pub struct GetMultipart(pub UploadId);
+#[rtype(result = "Result<Vec<String>, AppError>")]
+pub struct GetParts(pub UploadId);
 
 /// Marks an upload complete with its SHA-256.
 #[derive(Debug, Message)]
@@ -400,12 +400,12 @@ impl Handler<BeginMultipart> for DbActor {
     }
 }
 
-impl Handler<GetMultipart> for DbActor {
-    type Result = ResponseFuture<Result<Multipart, AppError>>;
-    fn handle(&mut self, msg: GetMultipart, ctx: &mut Self::Context) -> Self::Result {
+impl Handler<GetParts> for DbActor {
+    type Result = ResponseFuture<Result<Vec<String>, AppError>>;
+    fn handle(&mut self, msg: GetParts, ctx: &mut Self::Context) -> Self::Result {
         self.run(
             ctx,
-            |pool| async move { uploads::multipart(&pool, msg.0).await },
+            |pool| async move { uploads::parts(&pool, msg.0).await },
         )
     }
 }
@@ -458,7 +458,7 @@ for_request!(
     DeleteUpload => (),
     AdvanceUpload => bool,
     BeginMultipart => bool,
-    GetMultipart => Multipart,
+    GetParts => Vec<String>,
     CompleteUpload => Upload,
     ListExpiredUploads => Vec<UploadId>,
     ListWholeUploads => Vec<UploadId>,
@@ -653,9 +653,9 @@ impl Db {
         self.call(BeginMultipart { id, multipart_id }).await
     }
 
-    /// A tus upload's multipart upload and its recorded parts.
-    pub async fn multipart(&self, id: UploadId) -> Result<Multipart, AppError> {
-        self.call(GetMultipart(id)).await
+    /// The ETags of a tus upload's recorded parts, part 0 first.
+    pub async fn parts(&self, id: UploadId) -> Result<Vec<String>, AppError> {
+        self.call(GetParts(id)).await
     }
 
     /// Marks an upload complete.

@@ -46,6 +46,8 @@ pub struct Upload {
     pub updated_at: NaiveDateTime,
     /// The name of the key that created it; `None` in open mode or before keys existed.
     pub owner: Option<String>,
+    /// A tus upload's multipart upload on `s3://` storage, once its first part was due.
+    pub multipart_id: Option<String>,
 }
 
 /// One page of complete uploads in id order.
@@ -87,6 +89,7 @@ impl Upload {
             created_at: at,
             updated_at: at,
             owner: None,
+            multipart_id: None,
         }
     }
 
@@ -241,16 +244,6 @@ pub struct StoredPart {
     pub etag: String,
 }
 
-/// A tus upload's multipart upload (`s3://` storage): its id once begun, and the parts its
-/// offset covers, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Multipart {
-    /// The multipart upload's id; `None` until the first part is due.
-    pub id: Option<String>,
-    /// The ETags of the recorded parts, part 0 first.
-    pub parts: Vec<String>,
-}
-
 /// Moves an unfinished upload's offset from `from` to `to`, pushes its expiry to
 /// `expires_at`, and records `parts` (`s3://` storage: the parts the new offset covers) in
 /// the same transaction; false when the row is gone, complete, or no longer at `from`
@@ -334,25 +327,18 @@ pub async fn begin_multipart(
     Ok(changed == 1)
 }
 
-/// A tus upload's multipart upload and its recorded parts; 404 when the row is gone.
-pub async fn multipart(pool: &DbPool, id: UploadId) -> Result<Multipart, AppError> {
+/// The ETags of a tus upload's recorded parts (`s3://` storage), part 0 first.
+pub async fn parts(pool: &DbPool, id: UploadId) -> Result<Vec<String>, AppError> {
     let id = id.to_string();
-    let (multipart_id, parts) = with_conn!(pool, read, |conn| {
-        let multipart_id = uploads::table
-            .find(&id)
-            .select(uploads::multipart_id)
-            .first::<Option<String>>(conn)
-            .await?;
-        let parts = upload_parts::table
+    let parts = with_conn!(pool, read, |conn| {
+        upload_parts::table
             .filter(upload_parts::upload_id.eq(&id))
             .order(upload_parts::part_index.asc())
             .select((upload_parts::part_index, upload_parts::etag))
             .load::<(i32, String)>(conn)
-            .await?;
-        Ok::<_, diesel::result::Error>((multipart_id, parts))
+            .await
     })
-    .map_err(db_error)
-    .map_err(upload_not_found)?;
+    .map_err(db_error)?;
     // Recorded in order, each with the offset covering it: a gap is a bug, not a state.
     if parts
         .iter()
@@ -364,10 +350,7 @@ pub async fn multipart(pool: &DbPool, id: UploadId) -> Result<Multipart, AppErro
             format_args!("upload {id} has a gap in its recorded parts"),
         ));
     }
-    Ok(Multipart {
-        id: multipart_id,
-        parts: parts.into_iter().map(|(_, etag)| etag).collect(),
-    })
+    Ok(parts.into_iter().map(|(_, etag)| etag).collect())
 }
 
 /// Marks an upload complete with its digest; it then appears under `/uploads`.

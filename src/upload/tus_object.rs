@@ -6,13 +6,15 @@
 //! any replica, reads the tail back and goes on.
 //!
 //! The database holds what the offset covers: the multipart upload's id, its parts (each
-//! recorded with the offset that covers it) and the offset; the tail's length is the offset
-//! less the parts'. The upload actor (`actors::upload::tus`) records; this type only sends.
+//! recorded with the offset that covers it) and the offset. A tail is always shorter than a
+//! part (a whole part is sent as one), so the offset alone tells how many parts are recorded
+//! and how long the tail is. The upload actor (`actors::upload::tus`) records; this type
+//! only sends.
 
 use bytes::Bytes;
 
 use super::bucket::{split_part, Bucket, PART_BYTES};
-use crate::db::uploads::{Multipart, StoredPart};
+use crate::db::uploads::{StoredPart, Upload};
 use crate::digest::Hasher;
 use crate::error::AppError;
 use crate::ids::UploadId;
@@ -68,34 +70,23 @@ pub struct Stored {
 }
 
 impl TusObject {
-    /// Opens upload `id` at its recorded `offset` of `size`, whose multipart upload the
-    /// database describes as `multipart`: its tail, if the offset counts one, is read back.
-    pub async fn open(
-        bucket: &Bucket,
-        id: UploadId,
-        multipart: Multipart,
-        offset: u64,
-        size: u64,
-    ) -> Result<Self, AppError> {
-        let recorded = multipart.parts.len();
-        let base = recorded as u64 * PART_BYTES as u64;
-        let tail_len = offset
-            .checked_sub(base)
-            .filter(|&len| len <= PART_BYTES as u64);
-        let Some(tail_len) = tail_len else {
-            return Err(AppError::internal(
-                "opening a tus upload's object",
-                format_args!("upload {id} is at {offset} with {recorded} parts recorded"),
-            ));
-        };
+    /// Opens the tus upload `row` at its recorded offset: its tail, if the offset counts
+    /// one, is read back.
+    pub async fn open(bucket: &Bucket, row: &Upload) -> Result<Self, AppError> {
+        let (id, offset, size) = (row.id, row.upload_offset, row.size);
+        let part = PART_BYTES as u64;
+        let (recorded, tail_len) = (offset / part, offset % part);
+        let base = offset - tail_len;
         let (pending, tail) = match tail_len {
             0 => (Vec::new(), None),
             len => (vec![bucket.read_tail(&id, base, len).await?], Some(base)),
         };
+        let recorded = usize::try_from(recorded)
+            .map_err(|_| AppError::internal("opening a tus upload's object", recorded))?;
         Ok(Self {
             bucket: bucket.clone(),
             id,
-            multipart: multipart.id,
+            multipart: row.multipart_id.clone(),
             recorded,
             sent: Vec::new(),
             base,
@@ -129,10 +120,10 @@ impl TusObject {
         self.appended
     }
 
-    /// Whether a full part is due: strictly more than a part waits, so the last bytes of an
-    /// upload always make its last part (or its only PUT).
+    /// Whether a full part is due: a whole part waits, and it is not the end of the upload
+    /// (the last bytes make its last part, or its only PUT).
     pub fn part_due(&self) -> bool {
-        self.pending_len > PART_BYTES
+        self.pending_len >= PART_BYTES && self.base + (PART_BYTES as u64) < self.size
     }
 
     /// Sends the next full part (the multipart upload must be begun).
@@ -175,10 +166,10 @@ impl TusObject {
         })
     }
 
-    /// Records that the database now holds `stored`: its parts and its offset.
-    pub fn recorded(&mut self, stored: &Stored) {
-        self.recorded += stored.parts.len();
-        self.durable = stored.offset;
+    /// Records that the database now holds `parts` more parts and the offset `offset`.
+    pub fn recorded(&mut self, parts: usize, offset: u64) {
+        self.recorded += parts;
+        self.durable = offset;
     }
 
     /// The upload's final size.
@@ -199,8 +190,14 @@ impl TusObject {
     /// Stores every byte that waits, so that the offset can cover all of them: as the last
     /// part when the upload is whole (or as the whole object, when it never needed a part),
     /// else as the tail. Answers the offset to record and the parts it covers; `None` when
-    /// there is nothing new.
+    /// there is nothing new. The parts due must be sent first: a tail is shorter than a part.
     pub async fn store_rest(&mut self) -> Result<Option<Stored>, AppError> {
+        if self.part_due() {
+            return Err(AppError::internal(
+                "storing a tus upload's tail",
+                "a whole part is still due",
+            ));
+        }
         let end = self.end();
         if end == self.durable && self.sent.is_empty() {
             return Ok(None);
@@ -276,8 +273,11 @@ mod tests {
     }
 
     #[test]
-    fn a_part_is_due_only_past_a_whole_part() {
-        assert!(!object(&[PART_BYTES]).part_due());
-        assert!(object(&[PART_BYTES, 1]).part_due());
+    fn a_part_is_due_once_whole_unless_it_ends_the_upload() {
+        assert!(!object(&[PART_BYTES - 1]).part_due());
+        assert!(object(&[PART_BYTES]).part_due());
+        let mut last = object(&[PART_BYTES]);
+        last.size = PART_BYTES as u64;
+        assert!(!last.part_due(), "the last bytes are the last part");
     }
 }

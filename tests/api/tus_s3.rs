@@ -307,6 +307,27 @@ async fn small_and_empty_uploads_are_single_objects(backend: Backend, kind: S3Ki
     assert!(moto.object(&keys[1]).await.as_deref() == Some(&data[..]));
 }
 
+async fn a_patch_ending_at_a_part_s_end_sends_it_as_a_part(backend: Backend, kind: S3Kind) {
+    let Some(moto) = S3Server::start_kind(kind).await else {
+        return;
+    };
+    let vars = moto.vars();
+    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+        return;
+    };
+    let data = Noise::new(17).chunk(PART + 4 * MIB);
+    let location = create(&app, data.len()).await;
+    // A tail is always shorter than a part: the offset alone says how many parts there are.
+    assert_eq!(patch(&app, &location, 0, &data[..PART]).await, PART);
+    assert!(tails(&moto, id_of(&location)).await.is_empty());
+    assert_eq!(moto.unfinished_multipart_uploads().await.len(), 1);
+    assert_eq!(
+        patch(&app, &location, PART, &data[PART..]).await,
+        data.len()
+    );
+    assert_complete(&app, &moto, &location, &data).await;
+}
+
 on_each_store! {
     tail_and_parts => patches_go_through_a_tail_and_parts_into_one_object,
     another_process => another_process_resumes_from_the_tail_and_digests_the_object,
@@ -314,4 +335,5 @@ on_each_store! {
     termination_and_expiry => termination_and_expiry_leave_nothing_in_the_bucket,
     stalled => a_patch_that_stalls_keeps_every_byte_it_sent,
     small_and_empty => small_and_empty_uploads_are_single_objects,
+    at_a_part_s_end => a_patch_ending_at_a_part_s_end_sends_it_as_a_part,
 }

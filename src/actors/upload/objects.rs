@@ -23,6 +23,7 @@ use crate::db::uploads::Upload;
 use crate::digest::{hex, Algorithm, Hasher};
 use crate::error::AppError;
 use crate::ids::UploadId;
+use crate::upload::bucket::PART_BYTES;
 use crate::upload::file::SharedFile;
 use crate::upload::tus_object::{Stored, TusObject};
 use crate::upload::Bucket;
@@ -69,22 +70,29 @@ pub async fn write(
         object.digest = Some(digest);
     }
     let appended = object.append(&chunks);
+    send_due_parts(deps, id, object).await?;
+    if checkpoint {
+        if let Some(Stored { offset, parts, .. }) = object.checkpoint() {
+            let (from, sent) = (object.durable(), parts.len());
+            advance(deps, id, (from, offset), parts).await?;
+            object.recorded(sent, offset);
+            // The old tail's bytes are in a recorded part now.
+            object.drop_old_tail(None).await;
+        }
+    }
+    Ok(appended)
+}
+
+/// Sends every whole part that waits, beginning (and recording) the multipart upload first
+/// when there is none yet.
+async fn send_due_parts(deps: &Deps, id: UploadId, object: &mut TusObject) -> Result<(), AppError> {
     while object.part_due() {
         if object.multipart().is_none() {
             begin_multipart(deps, id, object).await?;
         }
         object.send_part().await?;
     }
-    if checkpoint {
-        if let Some(stored) = object.checkpoint() {
-            let from = object.durable();
-            advance(deps, id, (from, stored.offset), stored.parts.clone()).await?;
-            object.recorded(&stored);
-            // The old tail's bytes are in a recorded part now.
-            object.drop_old_tail(None).await;
-        }
-    }
-    Ok(appended)
+    Ok(())
 }
 
 /// Begins the multipart upload of upload `id` and records it, before its first part goes.
@@ -142,6 +150,9 @@ pub async fn end_patch(
     if !keep {
         return unchanged(digest.filter(|_| object.end() == durable));
     }
+    // A whole part that waits (the bytes the PATCH brought end at a part's end) goes as a
+    // part, so that the tail stays shorter than one.
+    send_due_parts(deps, id, &mut object).await?;
     let Some(stored) = object.store_rest().await? else {
         return unchanged(digest);
     };
@@ -178,11 +189,21 @@ pub async fn finish(
     id: UploadId,
     digest: Option<Vec<u8>>,
 ) -> Result<Upload, AppError> {
-    let multipart = deps.db.multipart(id).await?;
-    if let Some(multipart_id) = &multipart.id {
-        bucket
-            .complete_multipart(&id, multipart_id, multipart.parts)
-            .await?;
+    let row = deps.db.upload(id).await?;
+    if let Some(multipart_id) = &row.multipart_id {
+        let parts = deps.db.parts(id).await?;
+        // Every part is whole but the last: a count that differs is a bug, not a state.
+        let expected = row.size.div_ceil(PART_BYTES as u64);
+        if parts.len() as u64 != expected {
+            return Err(AppError::internal(
+                "completing a tus upload's object",
+                format_args!(
+                    "upload {id} has {} parts recorded, not {expected}",
+                    parts.len()
+                ),
+            ));
+        }
+        bucket.complete_multipart(&id, multipart_id, parts).await?;
     }
     let digest = match digest {
         Some(digest) => digest,
@@ -233,7 +254,9 @@ pub async fn remove(
     complete: bool,
 ) -> Result<(), AppError> {
     if !complete {
-        if let Some(multipart_id) = deps.db.multipart(id).await?.id {
+        // Read under the upload's lock: a PATCH that held it may have begun the multipart
+        // upload since the caller's read.
+        if let Some(multipart_id) = deps.db.upload(id).await?.multipart_id {
             bucket.abort_multipart(&id, &multipart_id).await?;
         }
         bucket.remove_tails(&id).await?;

@@ -185,7 +185,7 @@ pub async fn begin_patch(
     };
     if let (Some(bucket), Some(object)) = (deps.store.bucket(), object) {
         // The hold goes with the session's (empty) file, as a file's does.
-        let mut opened = TusObject::open(bucket, id, deps.db.multipart(id).await?, offset, size)
+        let mut opened = TusObject::open(bucket, &row)
             .await
             .inspect_err(|_| deps.digests.forget(&id))?;
         opened.digest = digest;

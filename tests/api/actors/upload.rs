@@ -68,6 +68,7 @@ fn row(id: UploadId, size: u64, complete: bool) -> Upload {
         created_at: at,
         updated_at: at,
         owner: None,
+        multipart_id: None,
     }
 }
 
