@@ -22,20 +22,6 @@ const MIB: usize = 1 << 20;
 /// Long enough for HAProxy to see any replica come up or go down here.
 const STATE_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether tus runs on `s3://` storage. Until it does (every `/files/` request answers 501
-/// there), the tus scenarios run on one shared upload directory and the rolling restart's
-/// load sends no tus upload; `true` runs them all on the bucket.
-const TUS_ON_S3: bool = true;
-
-/// Where the tus scenarios store their uploads.
-fn tus_storage() -> Storage {
-    if TUS_ON_S3 {
-        Storage::S3
-    } else {
-        Storage::SharedDir
-    }
-}
-
 /// Three replicas on `storage`, with `vars`, and HAProxy in front of them with every
 /// replica UP; `None` when PostgreSQL, the S3 server or HAProxy is skipped.
 async fn service(storage: Storage, vars: &[(&str, &str)]) -> Option<(Replicas, Haproxy)> {
@@ -147,7 +133,13 @@ fn listed_uploads(addr: SocketAddr) -> BTreeMap<String, serde_json::Value> {
 
 #[actix::test]
 async fn a_tus_upload_created_on_one_replica_is_patched_on_the_others_and_listed_by_all() {
-    a_tus_upload_moves_across_replicas_on(tus_storage()).await;
+    a_tus_upload_moves_across_replicas_on(Storage::S3).await;
+}
+
+/// The same on one upload directory the replicas share (a file store on one host).
+#[actix::test]
+async fn a_tus_upload_moves_across_replicas_on_a_shared_directory() {
+    a_tus_upload_moves_across_replicas_on(Storage::SharedDir).await;
 }
 
 /// Scenario (a) on `storage`: created through replica 1, PATCHed through replicas 2, 3 and
@@ -443,7 +435,7 @@ print(uploader.url, flush=True)
 
 #[actix::test]
 async fn tuspy_through_haproxy_survives_the_sigkill_of_the_replica_taking_its_upload() {
-    tuspy_survives_a_sigkill_on(tus_storage()).await;
+    tuspy_survives_a_sigkill_on(Storage::S3).await;
 }
 
 /// Scenario (b) on `storage`: tuspy uploads through HAProxy while users and form uploads are
@@ -614,15 +606,13 @@ async fn a_rolling_restart_under_load_through_haproxy_fails_no_request() {
         return;
     };
     let (seed, _) = create_user(haproxy.addr, "seed@example.com");
-    let mut mix = vec![
+    let mix = vec![
         Request::Ping,
         Request::Read(format!("/users/{seed}")),
         Request::CreateUser,
         Request::FormUpload,
+        Request::TusUpload,
     ];
-    if TUS_ON_S3 {
-        mix.push(Request::TusUpload);
-    }
     let (stop, seen, clients) = start_load(haproxy.addr, 6, mix);
     thread::sleep(Duration::from_millis(500));
 

@@ -11,17 +11,8 @@ use tokio::io::AsyncWriteExt as _;
 use crate::on_each_store;
 
 use crate::helpers::{
-    content_type, framing, header, sha256_hex, spawn_app, spawn_app_with, Backend, Noise, S3Kind,
-    S3Server, TestApp,
+    content_type, framing, header, sha256_hex, spawn_app, Backend, Noise, S3Kind, S3Server, TestApp,
 };
-
-/// troupe on `backend` storing into `store`'s bucket, with `extra` settings.
-async fn app_on(store: &S3Server, backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
-    let vars = store.vars();
-    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.extend_from_slice(extra);
-    spawn_app_with(backend, &all).await
-}
 
 async fn assert_no_uploads_listed(app: &TestApp) {
     let (status, _, body) = app.list_uploads("").await;
@@ -33,7 +24,7 @@ async fn form_uploads_are_objects_read_back_identical(backend: Backend, kind: S3
     let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&store, backend, &[]).await else {
+    let Some(app) = store.app(backend, &[]).await else {
         return;
     };
     // Three parts and a tail; exactly one part (one PUT); small; empty.
@@ -75,7 +66,7 @@ async fn ranges_and_conditions_answer_as_for_a_file(backend: Backend, kind: S3Ki
     let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(on_s3) = app_on(&store, backend, &[]).await else {
+    let Some(on_s3) = store.app(backend, &[]).await else {
         return;
     };
     let Some(on_files) = spawn_app(backend).await else {
@@ -175,7 +166,7 @@ async fn delete_removes_the_object(backend: Backend, kind: S3Kind) {
     let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&store, backend, &[]).await else {
+    let Some(app) = store.app(backend, &[]).await else {
         return;
     };
     let data = Noise::new(8).chunk(9 << 20);
@@ -199,7 +190,10 @@ async fn an_upload_over_the_limit_leaves_no_object(backend: Backend, kind: S3Kin
         return;
     };
     let limit = (10u64 << 20).to_string();
-    let Some(app) = app_on(&store, backend, &[("TROUPE_MAX_UPLOAD_BYTES", &limit)]).await else {
+    let Some(app) = store
+        .app(backend, &[("TROUPE_MAX_UPLOAD_BYTES", &limit)])
+        .await
+    else {
         return;
     };
     // One byte over, read to its end: a part went out before the limit was crossed, so a
@@ -246,7 +240,7 @@ async fn a_client_gone_mid_body_leaves_no_object(backend: Backend, kind: S3Kind)
     let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&store, backend, &[]).await else {
+    let Some(app) = store.app(backend, &[]).await else {
         return;
     };
     let stream = upload_until_a_part_went_out(&app, &store, 30 << 20, 12 << 20).await;
@@ -261,7 +255,10 @@ async fn a_body_that_stalls_leaves_no_object(backend: Backend, kind: S3Kind) {
     let Some(store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&store, backend, &[("TROUPE_BODY_TIMEOUT_MS", "500")]).await else {
+    let Some(app) = store
+        .app(backend, &[("TROUPE_BODY_TIMEOUT_MS", "500")])
+        .await
+    else {
         return;
     };
     let mut stream = upload_until_a_part_went_out(&app, &store, 30 << 20, 12 << 20).await;
@@ -293,7 +290,7 @@ async fn a_store_that_is_down_is_503_storage_unavailable_until_it_is_back(
     let Some(mut store) = S3Server::start_kind(kind).await else {
         return;
     };
-    let Some(app) = app_on(&store, backend, &[]).await else {
+    let Some(app) = store.app(backend, &[]).await else {
         return;
     };
     let (status, _, body) = app.post_upload("before.txt", b"kept").await;

@@ -9,23 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-use crate::helpers::{
-    header, sha256_hex, spawn_app_with, start, Backend, Moto, Noise, S3Kind, S3Server, TestApp,
-};
+use crate::helpers::{header, sha256_hex, start, Backend, Moto, Noise, S3Kind, S3Server, TestApp};
 use crate::on_each_store;
 
 const MIB: usize = 1 << 20;
 const PART: usize = 8 * MIB;
-
-/// The variables for troupe on `moto`'s bucket, with `extra`.
-fn vars_on<'a>(
-    vars: &'a [(&'static str, String)],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.extend_from_slice(extra);
-    all
-}
 
 async fn create(app: &TestApp, length: usize) -> String {
     let (status, h, body) = app.tus_create(length, &[]).await;
@@ -87,8 +75,7 @@ async fn patches_go_through_a_tail_and_parts_into_one_object(backend: Backend, k
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+    let Some(app) = moto.app(backend, &[]).await else {
         return;
     };
     let data = Noise::new(11).chunk(2 * PART + 4 * MIB + 12_345);
@@ -141,8 +128,7 @@ async fn another_process_resumes_from_the_tail_and_digests_the_object(
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+    let Some(app) = moto.app(backend, &[]).await else {
         return;
     };
     let data = Noise::new(12).chunk(PART + 3 * MIB + 7);
@@ -153,7 +139,9 @@ async fn another_process_resumes_from_the_tail_and_digests_the_object(
     // A new process on the same database and bucket: what it knows of the upload is
     // only what they hold (not the first's digest of the bytes so far).
     let (db, dir) = app.stop().await;
-    let app = start(db, dir, &vars_on(&vars, &[])).await;
+    let vars = moto.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = start(db, dir, &vars).await;
     assert_eq!(offset(&app, &location).await, first);
     assert_eq!(
         patch(&app, &location, first, &data[first..]).await,
@@ -169,8 +157,7 @@ async fn a_checksum_mismatch_past_a_part_keeps_nothing_and_the_retry_completes(
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+    let Some(app) = moto.app(backend, &[]).await else {
         return;
     };
     let data = Noise::new(13).chunk(PART + 5 * MIB);
@@ -208,9 +195,8 @@ async fn termination_and_expiry_leave_nothing_in_the_bucket(backend: Backend, ki
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
     let expiry = [("TROUPE_TUS_EXPIRY_SECS", "2")];
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &expiry)).await else {
+    let Some(app) = moto.app(backend, &expiry).await else {
         return;
     };
     let data = Noise::new(14).chunk(PART + 2 * MIB);
@@ -255,9 +241,8 @@ async fn a_patch_that_stalls_keeps_every_byte_it_sent(backend: Backend, kind: S3
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
     let timeout = [("TROUPE_BODY_TIMEOUT_MS", "1000")];
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &timeout)).await else {
+    let Some(app) = moto.app(backend, &timeout).await else {
         return;
     };
     let data = Noise::new(15).chunk(2 * PART);
@@ -286,8 +271,7 @@ async fn small_and_empty_uploads_are_single_objects(backend: Backend, kind: S3Ki
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+    let Some(app) = moto.app(backend, &[]).await else {
         return;
     };
     let empty = create(&app, 0).await;
@@ -311,8 +295,7 @@ async fn a_patch_ending_at_a_part_s_end_sends_it_as_a_part(backend: Backend, kin
     let Some(moto) = S3Server::start_kind(kind).await else {
         return;
     };
-    let vars = moto.vars();
-    let Some(app) = spawn_app_with(backend, &vars_on(&vars, &[])).await else {
+    let Some(app) = moto.app(backend, &[]).await else {
         return;
     };
     let data = Noise::new(17).chunk(PART + 4 * MIB);

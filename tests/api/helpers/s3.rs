@@ -338,6 +338,25 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// troupe on `backend` storing into this server's bucket, with `extra` settings;
+    /// `None` when PostgreSQL is skipped.
+    pub async fn app(
+        &self,
+        backend: super::Backend,
+        extra: &[(&str, &str)],
+    ) -> Option<super::TestApp> {
+        let vars = self.vars_with(extra);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        super::spawn_app_with(backend, &vars).await
+    }
+
+    /// [`vars`](Self::vars), then `extra`, as a test app takes them.
+    fn vars_with<'a>(&self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
+        let mut all: Vec<(&str, String)> = self.vars();
+        all.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        all
+    }
+
     /// The variables that point troupe at this server's bucket.
     pub fn vars(&self) -> Vec<(&'static str, String)> {
         vec![
