@@ -153,23 +153,46 @@ where
 }
 
 /// The arbiter (thread) a handle started its actor on, stopped and joined once at
-/// shutdown. Cheap to clone; handles over actors started elsewhere (tests) hold none.
+/// shutdown, or stopped when the last handle goes without one. Cheap to clone; handles over
+/// actors started elsewhere (tests) hold none.
 #[derive(Clone, Default)]
-pub struct OwnArbiter(Arc<Mutex<Option<Arbiter>>>);
+pub struct OwnArbiter(Arc<Owned>);
+
+/// The arbiter, until a shutdown takes it.
+#[derive(Default)]
+struct Owned(Mutex<Option<Arbiter>>);
+
+impl Owned {
+    /// The arbiter, the first time only.
+    fn take(&self) -> Option<Arbiter> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
 
 impl OwnArbiter {
     /// Owns `arbiter`.
     pub fn new(arbiter: Arbiter) -> Self {
-        Self(Arc::new(Mutex::new(Some(arbiter))))
+        Self(Arc::new(Owned(Mutex::new(Some(arbiter)))))
     }
 
     /// Stops the arbiter and waits for its thread to end: what ran on it is dropped, and the
     /// blocking work it started (file writes) has finished. Later calls do nothing.
     pub async fn stop(&self) {
-        let taken = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(arbiter) = taken {
+        if let Some(arbiter) = self.0.take() {
             arbiter.stop();
             let _ = actix_web::rt::task::spawn_blocking(move || arbiter.join()).await;
+        }
+    }
+}
+
+impl Drop for Owned {
+    /// An arbiter's thread keeps a handle to itself, so it runs until told to stop: without
+    /// this, an app dropped without its shutdown (a test's, when the test ends) would leave
+    /// the thread running, and with it the actor's timers, its pool and the pool's attempts
+    /// to reconnect to a database that is gone.
+    fn drop(&mut self) {
+        if let Some(arbiter) = self.take() {
+            arbiter.stop();
         }
     }
 }
@@ -387,4 +410,41 @@ macro_rules! supervised_async_actor {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends on `tx` when dropped: proof that what held it was dropped.
+    struct Dropped(Option<std::sync::mpsc::Sender<()>>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_arbiter_stops_when_its_last_handle_goes_without_a_shutdown() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let arbiter = Arbiter::new();
+        let held = Dropped(Some(tx));
+        assert!(arbiter.spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        }));
+        let own = OwnArbiter::new(arbiter);
+        let clone = own.clone();
+        drop(own);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a clone is left: the arbiter runs on"
+        );
+        drop(clone);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the arbiter's task was dropped: its thread stopped");
+    }
 }
