@@ -13,14 +13,26 @@ def free_port():
     return port
 
 
+def rss_kib(pid):
+    """The resident set of process `pid`, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def start(work, name, **env):
-    """Starts troupe on an SQLite file and an upload dir under `work` named `name`, with `env`
-    on top of an environment cleared of TROUPE_* (RUST_LOG=warn unless given); answers the
-    process, its base URL and its port once /ping answers."""
+    """Starts troupe on an SQLite file and (unless `env` names a TROUPE_STORAGE) an upload dir
+    under `work` named `name`, with `env` on top of an environment cleared of TROUPE_*
+    (RUST_LOG=warn unless given); answers the process, its base URL and its port once /ping
+    answers."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("TROUPE_")}
     full.update(TROUPE_BIND=f"127.0.0.1:{port}", DATABASE_URL=f"sqlite://{work}/{name}.db",
-                TROUPE_UPLOAD_DIR=f"{work}/{name}-uploads", RUST_LOG="warn")
+                RUST_LOG="warn")
+    if "TROUPE_STORAGE" not in env:
+        full.update(TROUPE_UPLOAD_DIR=f"{work}/{name}-uploads")
     full.update(env)
     server = subprocess.Popen([BINARY], env=full)
     base = f"http://127.0.0.1:{port}"

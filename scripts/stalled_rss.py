@@ -6,19 +6,11 @@ headers and a little body then go silent, and prints the server's RSS before and
 """
 import socket, sys, tempfile, time, urllib.request
 
-from release_server import start
+from release_server import rss_kib, start
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 KIND = sys.argv[2] if len(sys.argv) > 2 else "form"
 BOUNDARY = "stall-boundary"
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main():
