@@ -416,35 +416,30 @@ macro_rules! supervised_async_actor {
 mod tests {
     use super::*;
 
-    /// Sends on `tx` when dropped: proof that what held it was dropped.
-    struct Dropped(Option<std::sync::mpsc::Sender<()>>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send(());
-            }
-        }
-    }
-
     #[actix_rt::test]
     async fn an_arbiter_stops_when_its_last_handle_goes_without_a_shutdown() {
-        let (tx, rx) = std::sync::mpsc::channel();
+        // The sender lives in a task on the arbiter: the receiver hears it dropped only once
+        // the arbiter's thread has stopped and dropped its tasks.
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let arbiter = Arbiter::new();
-        let held = Dropped(Some(tx));
         assert!(arbiter.spawn(async move {
-            let _held = held;
+            let _held = tx;
             std::future::pending::<()>().await;
         }));
         let own = OwnArbiter::new(arbiter);
         let clone = own.clone();
         drop(own);
         assert!(
-            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            tokio::time::timeout(Duration::from_millis(200), &mut rx)
+                .await
+                .is_err(),
             "a clone is left: the arbiter runs on"
         );
         drop(clone);
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("the arbiter's task was dropped: its thread stopped");
+        let dropped = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        assert!(
+            matches!(dropped, Ok(Err(_))),
+            "the arbiter's task was dropped: its thread stopped"
+        );
     }
 }
