@@ -22,6 +22,19 @@ def rss_kib(pid):
     return 0
 
 
+def form_part_head(boundary, filename):
+    """The opening of a multipart/form-data body: `boundary`, then the file part's headers."""
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+
+
+def create_tus(base, length):
+    """Creates a tus upload of `length` bytes on the server at `base`; answers its path."""
+    req = urllib.request.Request(base + "/files/", method="POST",
+                                 headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(length)})
+    return urllib.request.urlopen(req).headers["Location"]
+
+
 def start(work, name, **env):
     """Starts troupe on an SQLite file and (unless `env` names a TROUPE_STORAGE) an upload dir
     under `work` named `name`, with `env` on top of an environment cleared of TROUPE_*

@@ -6,7 +6,7 @@ headers and a little body then go silent, and prints the server's RSS before and
 """
 import socket, sys, tempfile, time, urllib.request
 
-from release_server import rss_kib, start
+from release_server import create_tus, form_part_head, rss_kib, start
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 KIND = sys.argv[2] if len(sys.argv) > 2 else "form"
@@ -20,9 +20,7 @@ def main():
     locations = []
     if KIND == "patch":
         for _ in range(N):
-            req = urllib.request.Request(base + "/files/", method="POST",
-                                         headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10000000"})
-            locations.append(urllib.request.urlopen(req).headers["Location"])
+            locations.append(create_tus(base, 10000000))
     time.sleep(1)
     before = rss_kib(server.pid)
     socks = []
@@ -36,8 +34,7 @@ def main():
         else:
             head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
                     "Content-Length: 10000000\r\n\r\n").encode()
-            body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.bin\"\r\n"
-                    "Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 1024
+            body = form_part_head(BOUNDARY, "s.bin") + b"x" * 1024
         s.sendall(head + body)
         socks.append(s)
         if i % 50 == 49:

@@ -10,7 +10,7 @@ service and its store together on this machine, not troupe alone.
 """
 import http.client, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
-from release_server import free_port, rss_kib, start
+from release_server import create_tus, form_part_head, free_port, rss_kib, start
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 15
 CLIENTS, FILE_MIB, BIG_MIB = 8, 8, 1024
@@ -38,9 +38,7 @@ def s3_env(port):
 
 
 def form_body(data):
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return form_part_head(BOUNDARY, "f.bin") + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def load(port, body, until, counts, i):
@@ -70,6 +68,7 @@ def throughput(port):
 
 
 def peak_during(pid, work):
+    """What `work()` answers, and the RSS of `pid` at its peak meanwhile."""
     peak, done = [rss_kib(pid)], threading.Event()
 
     def sample():
@@ -80,11 +79,11 @@ def peak_during(pid, work):
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        work()
+        answer = work()
     finally:
         done.set()
         sampler.join()
-    return peak[0]
+    return answer, peak[0]
 
 
 def curl(*args):
@@ -93,25 +92,23 @@ def curl(*args):
 
 
 def big_uploads(base, pid, path):
-    """RSS before and at its peak while `path` goes up as a form upload, then as one PATCH."""
-    code = {}
+    """Status, RSS before and RSS at its peak while `path` goes up as a form upload, then as
+    one PATCH."""
 
     def form():
-        code["form"] = curl("-F", f"file=@{path}", base + "/upload")
+        return curl("-F", f"file=@{path}", base + "/upload")
 
     def tus():
-        req = urllib.request.Request(base + "/files/", method="POST", headers={
-            "Tus-Resumable": "1.0.0", "Upload-Length": str(BIG_MIB << 20)})
-        location = urllib.request.urlopen(req).headers["Location"]
-        code["tus"] = curl("-X", "PATCH", "-T", path, "-H", "Tus-Resumable: 1.0.0",
-                           "-H", "Upload-Offset: 0",
-                           "-H", "Content-Type: application/offset+octet-stream", base + location)
+        location = create_tus(base, BIG_MIB << 20)
+        return curl("-X", "PATCH", "-T", path, "-H", "Tus-Resumable: 1.0.0",
+                    "-H", "Upload-Offset: 0",
+                    "-H", "Content-Type: application/offset+octet-stream", base + location)
 
     results = {}
     for kind, work in (("form upload", form), ("tus PATCH", tus)):
         before = rss_kib(pid)
-        results[kind] = (before, peak_during(pid, work))
-    return {kind: (code[kind.split()[0]], *rss) for kind, rss in results.items()}
+        results[kind] = (before, *peak_during(pid, work))
+    return results
 
 
 def main():
@@ -147,7 +144,7 @@ def main():
         print(f"| {name} | {ok} | {failed} | {mib:.0f} |")
     print(f"\n| 1 GiB to S3 | status | RSS before (MiB) | peak (MiB) | growth (MiB) |")
     print("|---|---|---|---|---|")
-    for kind, (code, before, peak) in rss.items():
+    for kind, (before, code, peak) in rss.items():
         print(f"| {kind} | {code} | {before / 1024:.1f} | {peak / 1024:.1f} | "
               f"{(peak - before) / 1024:.1f} |")
 
